@@ -1,0 +1,41 @@
+# Phoenix Coupons. `make run` and `make test` are all a newcomer needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PHOENIX_DATA_DIR ?= .phoenix
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# The test extra brings the embedded Kafka and MongoDB used when no URLs are set.
+install: $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+
+# The whole service in the foreground; embedded servers unless KAFKA_BOOTSTRAP_SERVERS and
+# MONGODB_URI are set. Ctrl-C stops all of it; data stays in $(PHOENIX_DATA_DIR).
+run: install
+	PHOENIX_DATA_DIR=$(PHOENIX_DATA_DIR) $(PY) -m phoenix_coupons.devservers \
+		--data-dir $(PHOENIX_DATA_DIR) -- $(PY) -m phoenix_coupons run
+
+# The full suite against embedded servers in a throwaway folder (or the URLs, when set).
+test: install
+	$(PY) -m phoenix_coupons.devservers --temp -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: install
+	$(PY) -m phoenix_coupons.devservers --temp -- $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

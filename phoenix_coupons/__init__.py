@@ -1,0 +1,3 @@
+"""Phoenix Coupons: coupon service of the Phoenix gamification platform."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from phoenix_coupons.cli import main
+
+raise SystemExit(main())

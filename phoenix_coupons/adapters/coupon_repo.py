@@ -1,0 +1,95 @@
+"""Coupons in MongoDB. The unique index on (tenant_id, code_norm) is the final word on code
+uniqueness; the unique `issue_key` makes issuance idempotent."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, fields
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.services.ports import DuplicateCodes
+
+DUPLICATE_KEY = 11000
+IN_CHUNK = 1000  # keep `$in` lists and batches a reasonable size
+
+_FIELDS = {f.name for f in fields(Coupon)}
+
+
+def to_doc(coupon: Coupon) -> Doc:
+    doc = asdict(coupon)
+    doc["_id"] = doc.pop("id")
+    return doc
+
+
+def from_doc(doc: Doc) -> Coupon:
+    data = {k: v for k, v in doc.items() if k in _FIELDS}
+    return Coupon(id=doc["_id"], **data)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]
+
+
+class MongoCouponRepo:
+    def __init__(self, mongo: Mongo) -> None:
+        self._mongo = mongo
+        self._col = mongo.coupons
+
+    async def taken(self, tenant_id: str, code_norms: Sequence[str]) -> set[str]:
+        """Which of `code_norms` are already used in the tenant."""
+        found: set[str] = set()
+        for chunk in _chunks(code_norms):
+            cursor = self._col.find(
+                {"tenant_id": tenant_id, "code_norm": {"$in": list(chunk)}}, {"code_norm": 1}
+            )
+            found.update([d["code_norm"] async for d in cursor])
+        return found
+
+    async def count_in_space(self, tenant_id: str, code_space: str) -> int:
+        return await self._col.count_documents({"tenant_id": tenant_id, "code_space": code_space})
+
+    async def insert_unordered(self, coupons: Sequence[Coupon]) -> list[int]:
+        """Insert what can be inserted; return the positions refused as duplicates."""
+        failed: list[int] = []
+        for start in range(0, len(coupons), IN_CHUNK):
+            batch = coupons[start : start + IN_CHUNK]
+            try:
+                await self._col.insert_many([to_doc(c) for c in batch], ordered=False)
+            except BulkWriteError as exc:
+                for err in exc.details.get("writeErrors", []):
+                    if err.get("code") != DUPLICATE_KEY:
+                        raise
+                    failed.append(start + int(err["index"]))
+        return failed
+
+    async def insert_atomic(
+        self, coupons: Sequence[Coupon], session: AsyncClientSession | None = None
+    ) -> None:
+        """All or nothing, in a transaction (started here unless `session` is in one)."""
+        docs = [to_doc(c) for c in coupons]
+        if session is not None:
+            await self._insert_in(docs, session)
+            return
+        async with self._mongo.client.start_session() as own:
+            await own.with_transaction(lambda s: self._insert_in(docs, s))
+
+    async def _insert_in(self, docs: list[Doc], session: AsyncClientSession) -> None:
+        try:
+            await self._col.insert_many(docs, ordered=True, session=session)
+        except (BulkWriteError, DuplicateKeyError) as exc:
+            raise DuplicateCodes(str(exc)) from exc
+
+    async def by_issue_keys(self, keys: Sequence[str]) -> dict[str, Coupon]:
+        found: dict[str, Coupon] = {}
+        for chunk in _chunks(keys):
+            async for doc in self._col.find({"issue_key": {"$in": list(chunk)}}):
+                found[doc["issue_key"]] = from_doc(doc)
+        return found
+
+    async def delete_by_issue_key(
+        self, issue_key: str, session: AsyncClientSession | None = None
+    ) -> None:
+        await self._col.delete_one({"issue_key": issue_key}, session=session)

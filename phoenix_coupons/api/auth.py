@@ -1,0 +1,69 @@
+"""Authentication (X-API-Key or Bearer JWT) and authorization (scope, tenant binding)."""
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from phoenix_coupons.api.errors import Forbidden
+from phoenix_coupons.services.api_keys import AuthError, Principal
+
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="Plaintext API key (`pk_...`)."
+)
+bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="HS256 JWT signed with the API key's value; claims `sub_type: admin`, "
+    "`sub_id: <key id>`, `exp`.",
+)
+
+
+async def authenticate(
+    request: Request,
+    api_key: str | None = Depends(api_key_header),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> Principal:
+    service = request.app.state.container.api_keys
+    if api_key:
+        principal: Principal = await service.from_api_key(api_key)
+    elif credentials is not None:
+        principal = await service.from_jwt(credentials.credentials)
+    elif request.headers.get("Authorization"):
+        raise AuthError("malformed_authorization", "Authorization must be 'Bearer <jwt>'")
+    else:
+        raise AuthError(
+            "missing_credentials", "send an X-API-Key header or an Authorization: Bearer JWT"
+        )
+    structlog.contextvars.bind_contextvars(api_key_id=principal.key_id)
+    return principal
+
+
+def require(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller has `scope` and, if its key is tenant-bound, the path's tenant."""
+
+    async def check(request: Request, principal: Principal = Depends(authenticate)) -> Principal:
+        if scope not in principal.scopes:
+            raise Forbidden("missing_scope", f"the API key lacks the scope {scope!r}")
+        tenant = request.path_params.get("tenant_id")
+        if principal.tenant_id is not None and tenant is not None and tenant != principal.tenant_id:
+            raise Forbidden(
+                "tenant_forbidden", "the API key is bound to another tenant than this path's"
+            )
+        return principal
+
+    return check
+
+
+def require_global(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """Cross-tenant endpoints: only an `X-API-Key` of a key bound to no tenant."""
+
+    async def check(principal: Principal = Depends(require(scope))) -> Principal:
+        if principal.via != "api_key":
+            raise Forbidden("api_key_required", "this endpoint accepts only the X-API-Key header")
+        if principal.tenant_id is not None:
+            raise Forbidden("tenant_bound_key", "this endpoint needs a key bound to no tenant")
+        return principal
+
+    return check

@@ -1,0 +1,111 @@
+"""One error body for every failure: `{"error", "message", "details": [{field, reason}]}`."""
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from phoenix_coupons.domain.errors import Conflict, DomainError, NotFound, ValidationFailed
+from phoenix_coupons.services.api_keys import AuthError
+from schemas.errors import ErrorBody, FieldIssue
+
+log = structlog.get_logger(__name__)
+
+LOCATIONS = {"body", "query", "path", "header", "cookie"}
+REASONS = {
+    "extra_forbidden": "unknown field: not accepted here",
+    "missing": "is required",
+}
+
+
+class Forbidden(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    details: list[FieldIssue] | None = None,
+    conflicts: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=error, message=message, details=details or [], conflicts=conflicts)
+    return JSONResponse(
+        status_code=status,
+        content=body.model_dump(mode="json", exclude_none=True),
+        headers=headers,
+    )
+
+
+def field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in LOCATIONS:
+        where, parts = parts[0], parts[1:]
+        if where == "header" and parts:
+            parts = ["-".join(w.capitalize() for w in parts[0].split("-"))]
+    return ".".join(parts) or "body"
+
+
+def _status_of(exc: DomainError) -> int:
+    if isinstance(exc, ValidationFailed):
+        return 422
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    return 400
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            FieldIssue(field=field_name(tuple(e["loc"])), reason=REASONS.get(e["type"], e["msg"]))
+            for e in exc.errors()
+        ]
+        return error_response(422, "validation_error", "the request is not valid", details)
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        details = [FieldIssue(field=d.field, reason=d.reason) for d in getattr(exc, "details", [])]
+        conflicts = exc.conflicts or None if isinstance(exc, Conflict) else None
+        return error_response(_status_of(exc), exc.code, exc.message, details, conflicts)
+
+    @app.exception_handler(AuthError)
+    async def _unauthenticated(_: Request, exc: AuthError) -> JSONResponse:
+        return error_response(
+            401, exc.reason, exc.message, headers={"WWW-Authenticate": "Bearer, ApiKey"}
+        )
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return error_response(403, exc.reason, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, error, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", error=repr(exc))
+        return error_response(500, "internal_error", "internal error; see the service logs")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid credentials"},
+    403: {"model": ErrorBody, "description": "Missing scope or other tenant"},
+    422: {"model": ErrorBody, "description": "Invalid input: `details` names each field"},
+}
+
+
+def documented(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    """An OpenAPI `responses` entry answering the common error body."""
+    return {status: {"model": ErrorBody, "description": description}}

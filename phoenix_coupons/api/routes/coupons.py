@@ -1,0 +1,128 @@
+"""Coupon definitions and bulk generation, as the admin gateway spec describes them."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+
+from phoenix_coupons.api.auth import require, require_global
+from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
+from phoenix_coupons.api.params import Limit, Offset, Services, TenantId
+from phoenix_coupons.domain.scopes import COUPONS_READ, COUPONS_WRITE
+from schemas.coupons import (
+    CouponDefinition,
+    DefinitionCreate,
+    DefinitionList,
+    DefinitionUpdate,
+    GenerateRequest,
+    GenerateResponse,
+    Status,
+    StatusUpdate,
+)
+
+router = APIRouter(prefix="/v1", tags=["coupon definitions"], responses=ERROR_RESPONSES)
+BASE = "/tenants/{tenant_id}/coupons"
+READ = [Depends(require(COUPONS_READ))]
+WRITE = [Depends(require(COUPONS_WRITE))]
+NOT_FOUND = documented(404, "No such definition in the tenant")
+CONFLICT = documented(409, "Archived, paused or conflicting codes")
+StatusFilter = Annotated[Status | None, Query(description="Only definitions in this status.")]
+IncludeArchived = Annotated[
+    bool, Query(description="Also list archived definitions (left out by default).")
+]
+
+
+@router.get("/coupons", dependencies=[Depends(require_global(COUPONS_READ))])
+async def list_all_definitions(
+    c: Services,
+    status: StatusFilter = None,
+    include_archived: IncludeArchived = False,
+    tenant_id: Annotated[str | None, Query(description="Only this tenant.")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> DefinitionList:
+    """All tenants' definitions (admin only: `X-API-Key` of a key bound to no tenant)."""
+    items, total = await c.definitions.page(tenant_id, status, include_archived, limit, offset)
+    return DefinitionList(definitions=items, total=total)
+
+
+@router.post(BASE, status_code=status.HTTP_201_CREATED, dependencies=WRITE, responses=CONFLICT)
+async def create_definition(
+    tenant_id: TenantId, body: DefinitionCreate, c: Services
+) -> CouponDefinition:
+    """Create a coupon definition (defaults: `case_sensitive: false`, `code_length: 8` for
+    random codes, `status: active`)."""
+    return await c.definitions.create(tenant_id, body)
+
+
+@router.get(BASE, dependencies=READ)
+async def list_definitions(
+    tenant_id: TenantId,
+    c: Services,
+    status: StatusFilter = None,
+    include_archived: IncludeArchived = False,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> DefinitionList:
+    """The tenant's definitions, newest first; archived ones only when asked for."""
+    items, total = await c.definitions.page(tenant_id, status, include_archived, limit, offset)
+    return DefinitionList(definitions=items, total=total)
+
+
+@router.get(BASE + "/{definition_id}", dependencies=READ, responses=NOT_FOUND)
+async def get_definition(tenant_id: TenantId, definition_id: str, c: Services) -> CouponDefinition:
+    return await c.definitions.get(tenant_id, definition_id)
+
+
+@router.put(BASE + "/{definition_id}", dependencies=WRITE, responses={**NOT_FOUND, **CONFLICT})
+async def update_definition(
+    tenant_id: TenantId, definition_id: str, body: DefinitionUpdate, c: Services
+) -> CouponDefinition:
+    """Change name, description and config (a JSON merge patch of the stored config; the
+    merged config is validated whole). Any other field answers 422."""
+    return await c.definitions.update(tenant_id, definition_id, body)
+
+
+@router.put(
+    BASE + "/{definition_id}/status", dependencies=WRITE, responses={**NOT_FOUND, **CONFLICT}
+)
+async def update_status(
+    tenant_id: TenantId, definition_id: str, body: StatusUpdate, c: Services
+) -> CouponDefinition:
+    """Pause or activate. Archiving is `DELETE` and final."""
+    return await c.definitions.set_status(tenant_id, definition_id, body.status)
+
+
+@router.delete(
+    BASE + "/{definition_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=WRITE,
+    responses=NOT_FOUND,
+)
+async def archive_definition(tenant_id: TenantId, definition_id: str, c: Services) -> Response:
+    """Archive (soft delete): the definition no longer processes events or generates."""
+    await c.definitions.archive(tenant_id, definition_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    BASE + "/{definition_id}/generate",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=WRITE,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def generate(
+    tenant_id: TenantId,
+    definition_id: str,
+    body: GenerateRequest,
+    c: Services,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            description="Same key and body within 24 h: the first response, nothing new.",
+        ),
+    ] = None,
+) -> GenerateResponse:
+    """Generate one coupon per user (1 to 10,000), each announced on the outbound topic."""
+    return await c.generation.generate(tenant_id, definition_id, body, idempotency_key)

@@ -1,0 +1,141 @@
+"""The composition root: the one place that builds adapters and wires them into services.
+Nothing connects at import time; `Container.start()` does."""
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from phoenix_coupons.adapters.api_key_repo import MongoApiKeyRepo
+from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
+from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
+from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
+from phoenix_coupons.adapters.kafka import ensure_topics, make_producer
+from phoenix_coupons.adapters.mongo import Mongo
+from phoenix_coupons.adapters.outbox_relay import OutboxRelay
+from phoenix_coupons.adapters.reward_repo import MongoRewardRepo
+from phoenix_coupons.domain.clock import Clock, utc_now
+from phoenix_coupons.domain.codes import CodeGenerator, RandomSource
+from phoenix_coupons.services.api_keys import ApiKeyService
+from phoenix_coupons.services.definitions import DefinitionService
+from phoenix_coupons.services.generation import GenerationService
+from phoenix_coupons.services.rewards import RewardService
+from phoenix_coupons.services.secrets_box import SecretBox
+from phoenix_coupons.settings import Settings, load_services_env
+
+log = structlog.get_logger(__name__)
+
+SECRET_FILE = "secret.key"
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """`PHOENIX_SECRET_KEY`, or for local runs a key generated once into the data folder."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    path: Path = settings.data_dir / SECRET_FILE
+    if not path.is_file():
+        import secrets
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+    log.warning(
+        "secret_key_from_data_dir",
+        path=str(path),
+        hint="set PHOENIX_SECRET_KEY in production; API key secrets are encrypted with it",
+    )
+    return path.read_text().strip()
+
+
+def required(value: str | None, name: str) -> str:
+    if not value:
+        raise ConfigurationError(
+            f"{name} is not set (and no services.env in PHOENIX_DATA_DIR): "
+            "start the service with `make run`, or set the variable"
+        )
+    return value
+
+
+def connect_mongo(settings: Settings) -> Mongo:
+    uri = required(settings.mongodb_uri, "MONGODB_URI")
+    return Mongo(uri, settings.mongodb_database, settings.idempotency_ttl_seconds)
+
+
+def api_key_service(settings: Settings, mongo: Mongo, clock: Clock = utc_now) -> ApiKeyService:
+    return ApiKeyService(
+        MongoApiKeyRepo(mongo),
+        SecretBox(resolve_secret_key(settings)),
+        clock,
+        settings.jwt_max_lifetime_seconds,
+    )
+
+
+@dataclass
+class Container:
+    settings: Settings
+    clock: Clock = utc_now
+    rng: RandomSource | None = None
+    mongo: Mongo = field(init=False)
+    relay: OutboxRelay = field(init=False)
+    api_keys: ApiKeyService = field(init=False)
+    rewards: RewardService = field(init=False)
+    definitions: DefinitionService = field(init=False)
+    generation: GenerationService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings = load_services_env(self.settings)
+        s = self.settings
+        bootstrap = required(s.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+        self.mongo = connect_mongo(s)
+        coupons = MongoCouponRepo(self.mongo)
+        definitions = MongoDefinitionRepo(self.mongo, coupons)
+        rewards = MongoRewardRepo(self.mongo)
+        self.relay = OutboxRelay(
+            self.mongo,
+            lambda: make_producer(bootstrap),
+            s.topic_coupons_issued,
+            self.clock,
+            batch_size=s.outbox_batch_size,
+            poll_seconds=s.outbox_poll_seconds,
+            lease_seconds=s.outbox_lease_seconds,
+        )
+        self.api_keys = api_key_service(s, self.mongo, self.clock)
+        self.rewards = RewardService(rewards, definitions, self.clock, new_id)
+        self.definitions = DefinitionService(definitions, rewards, coupons, self.clock, new_id)
+        self.generation = GenerationService(
+            definitions,
+            coupons,
+            MongoIdempotencyRepo(self.mongo, s.idempotency_ttl_seconds),
+            CodeGenerator(self.rng),
+            self.clock,
+            new_id,
+            self.relay.wake,
+            s.bulk_max_users,
+        )
+
+    async def start_storage(self) -> None:
+        await self.mongo.ensure_indexes()
+
+    async def start(self) -> None:
+        """Indexes, topics and the outbox relay. Kafka being down does not stop the API:
+        coupons wait in the outbox until it is back."""
+        await self.start_storage()
+        if self.settings.kafka_create_topics:
+            try:
+                await ensure_topics(self.settings)
+            except Exception as exc:
+                log.warning("kafka_topics_not_ensured", error=repr(exc))
+        self.relay.start()
+
+    async def stop(self) -> None:
+        await self.relay.stop()
+        await self.mongo.close()

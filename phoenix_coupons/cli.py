@@ -1,0 +1,112 @@
+"""`phoenix-coupons`: run the service and manage API keys."""
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from phoenix_coupons.bootstrap import ConfigurationError, api_key_service, connect_mongo
+from phoenix_coupons.logging import configure_logging
+from phoenix_coupons.settings import Settings, load_services_env
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="phoenix-coupons", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "the whole service: API and outbox relay"),
+        ("api", "the admin HTTP API (with the outbox relay)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
+        cmd.add_argument("--port", type=int, help="port (default: PHOENIX_API_PORT)")
+    keys = sub.add_parser("api-key", help="manage admin API keys").add_subparsers(
+        dest="key_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key; prints its plaintext once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", required=True, help="comma-separated, e.g. coupons:read")
+    create.add_argument("--tenant", help="bind the key to one tenant")
+    keys.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys.add_parser("revoke", help="revoke a key; effective on the next request")
+    revoke.add_argument("id")
+    return parser
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from phoenix_coupons.api.app import create_app
+    from phoenix_coupons.bootstrap import Container
+
+    app = create_app(Container(settings))
+    uvicorn.run(
+        app,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
+    mongo = connect_mongo(settings)
+    try:
+        await mongo.ensure_indexes()
+        service = api_key_service(settings, mongo)
+        if args.key_command == "create":
+            key, plaintext = await service.create(args.name, args.scopes, args.tenant)
+            _print(
+                {
+                    "id": key.id,
+                    "key": plaintext,
+                    "name": key.name,
+                    "scopes": list(key.scopes),
+                    "tenant_id": key.tenant_id,
+                    "created_at": key.created_at.isoformat(),
+                }
+            )
+        elif args.key_command == "list":
+            _print(
+                [
+                    {
+                        "id": k.id,
+                        "name": k.name,
+                        "scopes": list(k.scopes),
+                        "tenant_id": k.tenant_id,
+                        "created_at": k.created_at.isoformat(),
+                        "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                    }
+                    for k in await service.all()
+                ]
+            )
+        elif not await service.revoke(args.id):
+            print(f"no active API key with id {args.id}", file=sys.stderr)
+            return 1
+        else:
+            _print({"id": args.id, "revoked": True})
+        return 0
+    finally:
+        await mongo.close()
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = load_services_env(Settings())
+    try:
+        if args.command in ("run", "api"):
+            configure_logging(settings.log_level)
+            return _serve(settings, args.host, args.port)
+        configure_logging(settings.log_level, sys.stderr)
+        return asyncio.run(_api_key(settings, args))
+    except (ConfigurationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

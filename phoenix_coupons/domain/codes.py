@@ -1,0 +1,104 @@
+"""Coupon code generation: secure randomness (injected), no look-alike characters,
+uniqueness ignoring case, collision retry and a capacity check that fails fast."""
+
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from phoenix_coupons.domain.errors import CodeSpaceExhausted, FieldError
+
+# Upper case without 0/O and 1/I/L; the lower-case extension (case-sensitive definitions)
+# also leaves out i, l and o.
+UPPER_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+LOWER_EXTENSION = "abcdefghjkmnpqrstuvwxyz"
+# A request may fill at most this share of a code space: beyond it collisions make random
+# generation slow and a later request could not find free codes at all.
+MAX_FILL = 0.5
+
+
+class RandomSource(Protocol):
+    def choices(self, population: str, *, k: int) -> list[str]: ...
+
+
+def secure_random() -> RandomSource:
+    return secrets.SystemRandom()
+
+
+def alphabet(case_sensitive: bool) -> str:
+    return UPPER_ALPHABET + LOWER_EXTENSION if case_sensitive else UPPER_ALPHABET
+
+
+def normalize(code: str) -> str:
+    """The form codes are unique under within a tenant: case is ignored."""
+    return code.upper()
+
+
+def code_space(length: int) -> int:
+    """Distinct codes of `length` random characters, counted ignoring case."""
+    return int(len(UPPER_ALPHABET) ** length)
+
+
+def check_capacity(length: int, existing: int, requested: int) -> None:
+    """Fail fast when `requested` more codes cannot fit beside `existing` ones."""
+    space = code_space(length)
+    if existing + requested > space * MAX_FILL:
+        raise CodeSpaceExhausted(
+            message=(
+                f"code space exhausted: {requested} new codes of {length} random characters "
+                f"cannot fit beside {existing} existing ones (space {space}, at most "
+                f"{int(MAX_FILL * 100)}% may be used); use a longer code_length"
+            ),
+            details=[FieldError("user_ids", "too many codes for the definition's code space")],
+        )
+
+
+class CodeGenerator:
+    def __init__(self, rng: RandomSource | None = None) -> None:
+        self._rng = rng or secure_random()
+
+    def one(self, prefix: str, length: int, case_sensitive: bool) -> str:
+        code = prefix + "".join(self._rng.choices(alphabet(case_sensitive), k=length))
+        return code if case_sensitive else code.upper()
+
+    def unique(
+        self,
+        count: int,
+        prefix: str,
+        length: int,
+        case_sensitive: bool,
+        taken: Callable[[str], bool] = lambda _: False,
+        max_attempts: int | None = None,
+    ) -> list[str]:
+        """`count` codes, distinct ignoring case and not `taken` (called with normalized codes).
+        Collisions are drawn again; a draw that keeps colliding raises CodeSpaceExhausted."""
+        budget = max_attempts if max_attempts is not None else count * 20 + 100
+        seen: set[str] = set()
+        out: list[str] = []
+        while len(out) < count:
+            if budget <= 0:
+                raise CodeSpaceExhausted(
+                    message="could not draw enough distinct codes: the code space is too full",
+                    details=[FieldError("user_ids", "too many collisions drawing codes")],
+                )
+            budget -= 1
+            code = self.one(prefix, length, case_sensitive)
+            key = normalize(code)
+            if key in seen or taken(key):
+                continue
+            seen.add(key)
+            out.append(code)
+        return out
+
+
+def duplicates_ignoring_case(codes: Iterable[str]) -> list[str]:
+    """Codes that repeat in `codes` when case is ignored (each reported once)."""
+    seen: set[str] = set()
+    reported: set[str] = set()
+    dup: list[str] = []
+    for code in codes:
+        key = normalize(code)
+        if key in seen and key not in reported:
+            dup.append(code)
+            reported.add(key)
+        seen.add(key)
+    return dup

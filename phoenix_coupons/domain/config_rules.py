@@ -1,0 +1,139 @@
+"""The spec's validation table for coupon configs, plus the trigger rules of the issue.
+Pure: the existence of the reward item and code uniqueness are the service's to check."""
+
+import re
+import uuid
+from typing import Any
+
+from phoenix_coupons.domain.errors import FieldError, ValidationFailed
+from schemas.coupons import CouponConfig
+
+DEFAULT_CODE_LENGTH = 8
+MIN_CODE_LENGTH, MAX_CODE_LENGTH = 4, 32
+MAX_CODE_CHARS = 255
+CODE_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
+CODE_CHARS_REASON = "only letters, digits, hyphens and underscores are allowed"
+
+# Which trigger_config fields each trigger needs; thresholds must be >= 1.
+TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {
+    "achievement_completed": ("achievement_id",),
+    "streak_milestone": ("streak_id", "milestone_threshold"),
+    "leaderboard_rank": ("leaderboard_id", "rank_threshold"),
+}
+THRESHOLDS = ("milestone_threshold", "rank_threshold")
+
+
+def with_defaults(config: CouponConfig) -> CouponConfig:
+    """Fill the defaults the spec's responses show (code_length 8 for random codes)."""
+    if config.code_format == "random" and config.code_length is None:
+        return config.model_copy(update={"code_length": DEFAULT_CODE_LENGTH})
+    return config
+
+
+def code_reason(code: str) -> str | None:
+    """Why `code` is not a valid custom code, or None when it is."""
+    if not code:
+        return "must not be empty"
+    if len(code) > MAX_CODE_CHARS:
+        return f"must be at most {MAX_CODE_CHARS} characters"
+    if not CODE_CHARS.match(code):
+        return CODE_CHARS_REASON
+    return None
+
+
+def config_errors(config: CouponConfig) -> list[FieldError]:
+    errors: list[FieldError] = []
+
+    def bad(field: str, reason: str) -> None:
+        errors.append(FieldError(f"config.{field}", reason))
+
+    try:
+        uuid.UUID(config.reward_item_id)
+    except ValueError:
+        bad("reward_item_id", "must be a valid UUID")
+
+    if config.code_format == "random":
+        length = config.code_length if config.code_length is not None else DEFAULT_CODE_LENGTH
+        if not MIN_CODE_LENGTH <= length <= MAX_CODE_LENGTH:
+            bad("code_length", f"must be between {MIN_CODE_LENGTH} and {MAX_CODE_LENGTH}")
+        if config.custom_code is not None:
+            bad("custom_code", "is only allowed with code_format 'custom'")
+        prefix = config.code_prefix or ""
+        if prefix and not CODE_CHARS.match(prefix):
+            bad("code_prefix", CODE_CHARS_REASON)
+        elif len(prefix) + length > MAX_CODE_CHARS:
+            bad("code_prefix", f"prefix and code together must be at most {MAX_CODE_CHARS}")
+    else:
+        for name in ("code_prefix", "code_length"):
+            if getattr(config, name) is not None:
+                bad(name, "is only allowed with code_format 'random'")
+        if config.custom_code is not None and (reason := code_reason(config.custom_code)):
+            bad("custom_code", reason)
+
+    if config.starts_at and config.expires_at and config.starts_at >= config.expires_at:
+        bad("starts_at", "must be before expires_at")
+
+    limit = config.usage_limit
+    if limit.limit_type == "unlimited":
+        if limit.max_uses is not None:
+            bad("usage_limit.max_uses", "is not allowed with limit_type 'unlimited'")
+    elif limit.max_uses is None:
+        bad("usage_limit.max_uses", f"is required for limit_type '{limit.limit_type}'")
+    elif limit.max_uses <= 0:
+        bad("usage_limit.max_uses", "must be greater than 0")
+
+    errors.extend(_auto_generate_errors(config))
+    return errors
+
+
+def _auto_generate_errors(config: CouponConfig) -> list[FieldError]:
+    auto = config.auto_generate
+    if auto is None:
+        return []
+    errors: list[FieldError] = []
+    prefix = "config.auto_generate"
+    if auto.enabled and auto.trigger is None:
+        errors.append(FieldError(f"{prefix}.trigger", "is required when enabled is true"))
+    if auto.enabled and config.code_format != "random":
+        errors.append(FieldError(f"{prefix}.enabled", "auto-generation needs code_format 'random'"))
+    if auto.trigger is None:
+        if auto.trigger_config is not None:
+            errors.append(FieldError(f"{prefix}.trigger_config", "needs a trigger"))
+        return errors
+    needed = TRIGGER_FIELDS[auto.trigger]
+    given: dict[str, Any] = auto.trigger_config.model_dump() if auto.trigger_config else {}
+    for name in needed:
+        value = given.get(name)
+        if value is None:
+            errors.append(
+                FieldError(f"{prefix}.trigger_config.{name}", f"is required for {auto.trigger}")
+            )
+        elif name in THRESHOLDS and value < 1:
+            errors.append(FieldError(f"{prefix}.trigger_config.{name}", "must be at least 1"))
+    for name, value in given.items():
+        if value is not None and name not in needed:
+            errors.append(
+                FieldError(f"{prefix}.trigger_config.{name}", f"is not used by {auto.trigger}")
+            )
+    return errors
+
+
+def validated(config: CouponConfig) -> CouponConfig:
+    """The config with defaults filled, or ValidationFailed naming every broken rule."""
+    errors = config_errors(config)
+    if errors:
+        raise ValidationFailed(message="invalid coupon config", details=errors)
+    return with_defaults(config)
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7396 JSON merge patch: objects merge, null removes, anything else replaces."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,17 @@
+"""Issue keys: the unique index that makes issuing a coupon idempotent."""
+
+import hashlib
+
+
+def shared(definition_id: str) -> str:
+    """The one shared custom code of a definition."""
+    return f"shared:{definition_id}"
+
+
+def bulk(definition_id: str, idempotency_key: str | None, position: int, coupon_id: str) -> str:
+    """A keyed bulk call issues the same positions again on a retry after a crash; an unkeyed
+    call issues new coupons every time."""
+    if idempotency_key is None:
+        return f"bulk:{coupon_id}"
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    return f"bulk:{definition_id}:{digest}:{position}"

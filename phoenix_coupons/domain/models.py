@@ -1,0 +1,46 @@
+"""Records the services work with that are not wire contracts themselves."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+CouponKind = Literal["issued", "shared"]
+CouponSource = Literal["bulk", "event", "definition"]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    tenant_id: str | None
+    key_hash: str
+    secret_enc: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass
+class Coupon:
+    id: str
+    tenant_id: str
+    definition_id: str
+    reward_item_id: str
+    code: str
+    code_norm: str
+    kind: CouponKind
+    source: CouponSource
+    issue_key: str
+    issued_at: datetime
+    user_id: str | None = None
+    code_space: str | None = None
+    starts_at: datetime | None = None
+    expires_at: datetime | None = None
+    trigger_event_id: str | None = None
+    status: Literal["active", "revoked"] = "active"
+    # Outbox state: the coupon row is its own outbox entry (see README, "No lost events").
+    publish_pending: bool = field(default=True)

@@ -1,0 +1,255 @@
+"""Bulk generation: coupons for a list of users, announced through the outbox relay."""
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+from phoenix_coupons.domain import codes, issue_keys
+from phoenix_coupons.domain.clock import Clock
+from phoenix_coupons.domain.config_rules import code_reason
+from phoenix_coupons.domain.errors import (
+    CodeSpaceExhausted,
+    Conflict,
+    FieldError,
+    ValidationFailed,
+)
+from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.services.definitions import definition_not_found
+from phoenix_coupons.services.ports import (
+    CouponRepo,
+    DefinitionRepo,
+    DuplicateCodes,
+    IdempotencyRepo,
+    IdFactory,
+)
+from schemas.coupons import CouponDefinition, GeneratedCoupon, GenerateRequest, GenerateResponse
+
+# Rounds of redrawing codes that collided with codes stored meanwhile; with the capacity
+# check keeping spaces at most half full, more than a few rounds means something is wrong.
+MAX_DRAW_ROUNDS = 8
+
+
+def request_hash(body: GenerateRequest) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+class GenerationService:
+    def __init__(
+        self,
+        definitions: DefinitionRepo,
+        coupons: CouponRepo,
+        idempotency: IdempotencyRepo,
+        codegen: codes.CodeGenerator,
+        clock: Clock,
+        new_id: IdFactory,
+        on_issued: Callable[[], None],
+        max_users: int,
+    ) -> None:
+        self._definitions = definitions
+        self._coupons = coupons
+        self._idempotency = idempotency
+        self._codegen = codegen
+        self._clock = clock
+        self._new_id = new_id
+        self._on_issued = on_issued
+        self._max_users = max_users
+
+    async def generate(
+        self,
+        tenant_id: str,
+        definition_id: str,
+        body: GenerateRequest,
+        idempotency_key: str | None = None,
+    ) -> GenerateResponse:
+        if idempotency_key is None:
+            return await self._generate(tenant_id, definition_id, body, None)
+        key = f"generate:{tenant_id}:{definition_id}:{idempotency_key}"
+        claim = await self._idempotency.claim(key, request_hash(body), self._clock())
+        if claim.outcome == "replay" and claim.response is not None:
+            return GenerateResponse.model_validate(claim.response)
+        if claim.outcome == "mismatch":
+            raise ValidationFailed(
+                message="this Idempotency-Key was used with a different request body",
+                code="idempotency_key_reused",
+                details=[FieldError("Idempotency-Key", "already used with another body")],
+            )
+        if claim.outcome == "in_progress":
+            raise Conflict(
+                message="a request with this Idempotency-Key is still in progress; retry later",
+                code="idempotency_key_in_progress",
+            )
+        try:
+            response = await self._generate(tenant_id, definition_id, body, idempotency_key)
+        except BaseException:
+            await self._idempotency.release(key)
+            raise
+        await self._idempotency.complete(key, response.model_dump(mode="json"))
+        return response
+
+    async def _generate(
+        self, tenant_id: str, definition_id: str, body: GenerateRequest, idem: str | None
+    ) -> GenerateResponse:
+        defn = await self._definitions.get(tenant_id, definition_id)
+        if defn is None:
+            raise definition_not_found(definition_id)
+        if defn.status != "active":
+            raise Conflict(
+                message=f"coupon definition {definition_id} is {defn.status}; "
+                "only active definitions generate coupons",
+                code=f"definition_{defn.status}",
+            )
+        self._check_users(body.user_ids)
+        if defn.config.code_format == "custom":
+            issued = await self._custom(defn, body, idem)
+        else:
+            if body.custom_codes is not None:
+                raise ValidationFailed(
+                    message="custom_codes are only accepted by custom-format definitions",
+                    details=[FieldError("custom_codes", "not allowed for code_format 'random'")],
+                )
+            issued = await self._random(defn, body.user_ids, idem)
+        self._on_issued()
+        return GenerateResponse(
+            generated=len(issued),
+            coupons=[GeneratedCoupon(user_id=c.user_id or "", code=c.code) for c in issued],
+        )
+
+    def _check_users(self, user_ids: Sequence[str]) -> None:
+        if len(user_ids) > self._max_users:
+            raise ValidationFailed(
+                message=f"at most {self._max_users} user_ids per request",
+                details=[FieldError("user_ids", f"must hold at most {self._max_users} items")],
+            )
+        seen: set[str] = set()
+        errors: list[FieldError] = []
+        for i, user in enumerate(user_ids):
+            if not user.strip():
+                errors.append(FieldError(f"user_ids.{i}", "must not be blank"))
+            elif user in seen:
+                errors.append(FieldError(f"user_ids.{i}", f"repeats user id {user!r}"))
+            seen.add(user)
+        if errors:
+            raise ValidationFailed(message="invalid user_ids", details=errors)
+
+    def _coupon(
+        self,
+        defn: CouponDefinition,
+        user_id: str,
+        code: str,
+        position: int,
+        idem: str | None,
+        code_space: str | None,
+    ) -> Coupon:
+        coupon_id = self._new_id()
+        return Coupon(
+            id=coupon_id,
+            tenant_id=defn.tenant_id,
+            definition_id=defn.id,
+            reward_item_id=defn.config.reward_item_id,
+            code=code,
+            code_norm=codes.normalize(code),
+            kind="issued",
+            source="bulk",
+            issue_key=issue_keys.bulk(defn.id, idem, position, coupon_id),
+            issued_at=self._clock(),
+            user_id=user_id,
+            code_space=code_space,
+            starts_at=defn.config.starts_at,
+            expires_at=defn.config.expires_at,
+        )
+
+    async def _already_issued(
+        self, defn: CouponDefinition, count: int, idem: str | None
+    ) -> dict[int, Coupon]:
+        """Coupons a keyed call stored before it crashed, by position."""
+        if idem is None:
+            return {}
+        keys = [issue_keys.bulk(defn.id, idem, i, "") for i in range(count)]
+        found = await self._coupons.by_issue_keys(keys)
+        return {i: found[k] for i, k in enumerate(keys) if k in found}
+
+    async def _random(
+        self, defn: CouponDefinition, user_ids: Sequence[str], idem: str | None
+    ) -> list[Coupon]:
+        config = defn.config
+        length = config.code_length or 8
+        prefix = config.code_prefix or ""
+        space = f"{codes.normalize(prefix)}:{length}"
+        done = await self._already_issued(defn, len(user_ids), idem)
+        todo = [i for i in range(len(user_ids)) if i not in done]
+        existing = await self._coupons.count_in_space(defn.tenant_id, space)
+        codes.check_capacity(length, existing, len(todo))
+        for _ in range(MAX_DRAW_ROUNDS):
+            if not todo:
+                break
+            drawn = self._codegen.unique(len(todo), prefix, length, config.case_sensitive)
+            batch = [
+                self._coupon(defn, user_ids[i], code, i, idem, space)
+                for i, code in zip(todo, drawn, strict=True)
+            ]
+            refused = set(await self._coupons.insert_unordered(batch))
+            for j, coupon in enumerate(batch):
+                if j not in refused:
+                    done[todo[j]] = coupon
+            if refused and idem is not None:
+                # A refused keyed position may be another attempt's coupon, not a collision.
+                done.update(await self._already_issued(defn, len(user_ids), idem))
+            todo = [i for i in todo if i not in done]
+        if todo:
+            raise CodeSpaceExhausted(
+                message="could not find free codes after several rounds; use a longer code_length",
+                details=[FieldError("user_ids", "too many collisions drawing codes")],
+            )
+        return [done[i] for i in range(len(user_ids))]
+
+    async def _custom(
+        self, defn: CouponDefinition, body: GenerateRequest, idem: str | None
+    ) -> list[Coupon]:
+        user_ids, custom = body.user_ids, body.custom_codes
+        if custom is None or len(custom) != len(user_ids):
+            raise ValidationFailed(
+                message="custom-format definitions need one custom code per user id",
+                details=[
+                    FieldError("custom_codes", "must hold exactly one code per user_ids item")
+                ],
+            )
+        errors = [
+            FieldError(f"custom_codes.{i}", reason)
+            for i, code in enumerate(custom)
+            if (reason := code_reason(code))
+        ]
+        if errors:
+            raise ValidationFailed(message="invalid custom_codes", details=errors)
+        done = await self._already_issued(defn, len(user_ids), idem)
+        conflicts: list[dict[str, object]] = [
+            {"code": c, "reason": "repeated in the request"}
+            for c in codes.duplicates_ignoring_case(custom)
+        ]
+        todo = [i for i in range(len(user_ids)) if i not in done]
+        batch = [self._coupon(defn, user_ids[i], custom[i], i, idem, None) for i in todo]
+        conflicts += await self._taken_conflicts(defn.tenant_id, batch)
+        if conflicts:
+            raise _codes_conflict(conflicts)
+        try:
+            await self._coupons.insert_atomic(batch)
+        except DuplicateCodes as exc:  # a concurrent request took some of them
+            raise _codes_conflict(await self._taken_conflicts(defn.tenant_id, batch)) from exc
+        done.update({i: c for i, c in zip(todo, batch, strict=True)})
+        return [done[i] for i in range(len(user_ids))]
+
+    async def _taken_conflicts(
+        self, tenant_id: str, batch: Sequence[Coupon]
+    ) -> list[dict[str, object]]:
+        taken = await self._coupons.taken(tenant_id, [c.code_norm for c in batch])
+        return [
+            {"code": c.code, "user_id": c.user_id, "reason": "already used in this tenant"}
+            for c in batch
+            if c.code_norm in taken
+        ]
+
+
+def _codes_conflict(conflicts: list[dict[str, object]]) -> Conflict:
+    return Conflict(
+        message=f"{len(conflicts)} custom code(s) conflict; nothing was generated",
+        code="custom_codes_conflict",
+        conflicts=conflicts,
+    )

@@ -1,0 +1,1 @@
+"""Wire contracts: pydantic models of API bodies and Kafka events. Imports no project code."""
