@@ -1,0 +1,111 @@
+"""Shared fixtures. Kafka and MongoDB are real wire servers: the URLs from the environment
+when set (`make test` sets them), else embedded servers started once for the session."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from phoenix_coupons.api.app import create_app
+from phoenix_coupons.bootstrap import Container
+from phoenix_coupons.devservers import EmbeddedServers
+from phoenix_coupons.domain.scopes import ALL_SCOPES
+from phoenix_coupons.settings import Settings
+
+TEST_SECRET = "test-secret-key-not-for-production"
+ALL = ",".join(sorted(ALL_SCOPES))
+
+
+@pytest.fixture(scope="session")
+def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    mongo = os.environ.get("MONGODB_URI")
+    if kafka and mongo:
+        yield {"KAFKA_BOOTSTRAP_SERVERS": kafka, "MONGODB_URI": mongo}
+        return
+    root: Path = tmp_path_factory.mktemp("servers")
+    with EmbeddedServers(root, start_kafka=not kafka, start_mongodb=not mongo) as servers:
+        env = {"KAFKA_BOOTSTRAP_SERVERS": kafka or "", "MONGODB_URI": mongo or ""}
+        env.update({k: v for k, v in servers.env.items() if v})
+        yield env
+
+
+@pytest.fixture(scope="session")
+def settings(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Own database and topics per session, so runs against a shared server never mix."""
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        kafka_bootstrap_servers=server_env["KAFKA_BOOTSTRAP_SERVERS"],
+        mongodb_uri=server_env["MONGODB_URI"],
+        mongodb_database=f"phoenix_test_{run}",
+        data_dir=tmp_path_factory.mktemp("data"),
+        secret_key=TEST_SECRET,
+        topic_coupons_issued=f"test.{run}.coupons.issued",
+        topic_coupons_redeemed=f"test.{run}.coupons.redeemed",
+        topic_achievements=f"test.{run}.achievements",
+        topic_streaks=f"test.{run}.streaks",
+        topic_leaderboards=f"test.{run}.leaderboards",
+        topic_dlq=f"test.{run}.dlq",
+        topic_partitions=3,
+        outbox_poll_seconds=0.2,
+    )
+
+
+@pytest.fixture(scope="session")
+async def container(settings: Settings) -> AsyncIterator[Container]:
+    c = Container(settings)
+    await c.start()
+    yield c
+    await c.stop()
+
+
+@pytest.fixture(scope="session")
+async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(container, manage_lifecycle=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
+        yield c
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A fresh tenant per test: tests share the database and never see each other's data."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+KeyFactory = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def make_key(container: Container) -> KeyFactory:
+    """`await make_key(scopes="coupons:read", tenant="t1")` -> {id, key, headers}."""
+
+    async def make(
+        scopes: str = ALL, tenant: str | None = None, name: str = "test"
+    ) -> dict[str, Any]:
+        key, plaintext = await container.api_keys.create(name, scopes, tenant)
+        return {"id": key.id, "key": plaintext, "headers": {"X-API-Key": plaintext}}
+
+    return make
+
+
+@pytest.fixture
+async def admin(make_key: KeyFactory, tenant: str) -> dict[str, Any]:
+    """A key with every scope, bound to this test's tenant."""
+    return await make_key(tenant=tenant)
+
+
+@pytest.fixture
+async def reward(client: httpx.AsyncClient, admin: dict[str, Any], tenant: str) -> dict[str, Any]:
+    response = await client.post(
+        f"/v1/tenants/{tenant}/rewards",
+        headers=admin["headers"],
+        json={"name": "100 Bonus Points", "reward_type": "points", "payload": {"amount": 100}},
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body

@@ -1,0 +1,61 @@
+"""Helpers shared by the integration and end-to-end tests."""
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+DEADLINE_S = 30.0
+
+
+async def read_events(
+    bootstrap: str,
+    topic: str,
+    want: Callable[[dict[str, Any]], bool],
+    count: int,
+    deadline_s: float = DEADLINE_S,
+    isolation_level: str = "read_uncommitted",
+) -> list[dict[str, Any]]:
+    """Read `topic` from the start until `count` records satisfy `want` (or the deadline)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        end = time.monotonic() + deadline_s
+        while len(found) < count and time.monotonic() < end:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    event = json.loads(record.value)
+                    event["_key"] = record.key.decode() if record.key else None
+                    event["_headers"] = {k: v.decode() for k, v in record.headers}
+                    if want(event):
+                        found.append(event)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def wait_until(
+    predicate: Callable[[], Any], deadline_s: float = DEADLINE_S, step_s: float = 0.05
+) -> Any:
+    """Poll an async or sync predicate until it returns a truthy value; fail at the deadline."""
+    end = time.monotonic() + deadline_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"condition not met within {deadline_s} s")
+        await asyncio.sleep(step_s)
