@@ -56,6 +56,7 @@ def config_errors(config: CouponConfig) -> list[FieldError]:
         length = config.code_length if config.code_length is not None else DEFAULT_CODE_LENGTH
         if not MIN_CODE_LENGTH <= length <= MAX_CODE_LENGTH:
             bad("code_length", f"must be between {MIN_CODE_LENGTH} and {MAX_CODE_LENGTH}")
+            length = 0  # already reported: do not blame the prefix for it too
         if config.custom_code is not None:
             bad("custom_code", "is only allowed with code_format 'custom'")
         prefix = config.code_prefix or ""
@@ -132,8 +133,9 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
     for key, value in patch.items():
         if value is None:
             merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_patch(merged[key], value)
+        elif isinstance(value, dict):
+            current = merged.get(key)
+            merged[key] = merge_patch(current if isinstance(current, dict) else {}, value)
         else:
             merged[key] = value
     return merged

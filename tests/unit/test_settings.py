@@ -1,0 +1,108 @@
+"""`services.env` in the data folder fills only the server URLs that are not set."""
+
+from pathlib import Path
+
+import pytest
+
+from phoenix_coupons.settings import SERVICES_ENV, Settings, load_services_env
+
+URL_VARS = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "MONGODB_URI",
+    "PHOENIX_KAFKA_BOOTSTRAP_SERVERS",
+    "PHOENIX_MONGODB_URI",
+    "PHOENIX_DATA_DIR",
+)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in URL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def write_env(data_dir: Path, text: str) -> None:
+    (data_dir / SERVICES_ENV).write_text(text)
+
+
+SERVICES = (
+    "# written by make run\n"
+    "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:39092\n"
+    "\n"
+    "  # MONGODB_URI=mongodb://commented-out:1/\n"
+    "MONGODB_URI = mongodb://127.0.0.1:37017/?directConnection=true \n"
+    "not a setting line\n"
+)
+
+
+def test_fills_both_urls_when_none_is_set(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_env(tmp_path, SERVICES)
+    settings = Settings(data_dir=tmp_path)
+    assert settings.kafka_bootstrap_servers is None
+    assert settings.mongodb_uri is None
+    loaded = load_services_env(settings)
+    assert loaded.kafka_bootstrap_servers == "127.0.0.1:39092"
+    assert loaded.mongodb_uri == "mongodb://127.0.0.1:37017/?directConnection=true"
+    assert loaded.data_dir == tmp_path
+    assert settings.kafka_bootstrap_servers is None, "the input settings are not modified"
+
+
+def test_a_url_already_set_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_env(tmp_path, SERVICES)
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.prod:9092")
+    loaded = load_services_env(Settings(data_dir=tmp_path))
+    assert loaded.kafka_bootstrap_servers == "kafka.prod:9092"
+    assert loaded.mongodb_uri == "mongodb://127.0.0.1:37017/?directConnection=true"
+
+
+def test_nothing_is_read_when_both_are_set(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_env(tmp_path, SERVICES)
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.prod:9092")
+    clean_env.setenv("MONGODB_URI", "mongodb://mongo.prod:27017/")
+    settings = Settings(data_dir=tmp_path)
+    loaded = load_services_env(settings)
+    assert loaded.kafka_bootstrap_servers == "kafka.prod:9092"
+    assert loaded.mongodb_uri == "mongodb://mongo.prod:27017/"
+
+
+def test_commented_lines_are_ignored(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_env(
+        tmp_path,
+        "#KAFKA_BOOTSTRAP_SERVERS=commented:1\n   # MONGODB_URI=mongodb://commented:2/\n",
+    )
+    loaded = load_services_env(Settings(data_dir=tmp_path))
+    assert loaded.kafka_bootstrap_servers is None
+    assert loaded.mongodb_uri is None
+
+
+def test_empty_values_are_ignored(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_env(tmp_path, "KAFKA_BOOTSTRAP_SERVERS=\nMONGODB_URI=mongodb://m:1/\n")
+    loaded = load_services_env(Settings(data_dir=tmp_path))
+    assert loaded.kafka_bootstrap_servers is None
+    assert loaded.mongodb_uri == "mongodb://m:1/"
+
+
+def test_no_file_leaves_settings_unchanged(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "missing")
+    loaded = load_services_env(settings)
+    assert loaded.kafka_bootstrap_servers is None
+    assert loaded.mongodb_uri is None
+
+
+def test_only_the_data_dir_is_read(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    write_env(other, SERVICES)
+    clean_env.chdir(other)
+    loaded = load_services_env(Settings(data_dir=tmp_path / "data"))
+    assert loaded.kafka_bootstrap_servers is None
+    assert loaded.mongodb_uri is None
+
+
+def test_data_dir_from_the_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_env(tmp_path, SERVICES)
+    clean_env.setenv("PHOENIX_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert settings.services_env == tmp_path / SERVICES_ENV
+    assert load_services_env(settings).kafka_bootstrap_servers == "127.0.0.1:39092"
