@@ -4,11 +4,13 @@ Nothing connects at import time; `Container.start()` does."""
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from phoenix_coupons.adapters.api_key_repo import MongoApiKeyRepo
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
+from phoenix_coupons.adapters.definition_cache import DefinitionCache
 from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
 from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
 from phoenix_coupons.adapters.kafka import ensure_topics, make_producer
@@ -20,9 +22,13 @@ from phoenix_coupons.domain.codes import CodeGenerator, RandomSource
 from phoenix_coupons.services.api_keys import ApiKeyService
 from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.generation import GenerationService
+from phoenix_coupons.services.issuance import IssuanceService
 from phoenix_coupons.services.rewards import RewardService
 from phoenix_coupons.services.secrets_box import SecretBox
 from phoenix_coupons.settings import Settings, load_services_env
+
+if TYPE_CHECKING:
+    from consumers.loop import Worker
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +96,8 @@ class Container:
     rewards: RewardService = field(init=False)
     definitions: DefinitionService = field(init=False)
     generation: GenerationService = field(init=False)
+    definition_cache: DefinitionCache = field(init=False)
+    issuance: IssuanceService = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = load_services_env(self.settings)
@@ -121,6 +129,15 @@ class Container:
             self.relay.wake,
             s.bulk_max_users,
         )
+        self.definition_cache = DefinitionCache(self.mongo, s.definitions_refresh_seconds)
+        self.issuance = IssuanceService(
+            coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock, new_id
+        )
+
+    def worker(self) -> "Worker":
+        from consumers.loop import Worker
+
+        return Worker(self.settings, self.issuance, self.definition_cache)
 
     async def start_storage(self) -> None:
         await self.mongo.ensure_indexes()

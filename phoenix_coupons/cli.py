@@ -35,13 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _serve(settings: Settings, host: str | None, port: int | None, with_worker: bool) -> int:
     import uvicorn
 
     from phoenix_coupons.api.app import create_app
     from phoenix_coupons.bootstrap import Container
 
-    app = create_app(Container(settings))
+    container = Container(settings)
+    app = create_app(container, worker=container.worker() if with_worker else None)
     uvicorn.run(
         app,
         host=host or settings.api_host,
@@ -94,6 +95,36 @@ async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
         await mongo.close()
 
 
+async def _worker(settings: Settings, host: str | None, port: int | None) -> int:
+    import signal
+
+    from consumers.health import HealthServer
+    from phoenix_coupons.api.app import stop_worker
+    from phoenix_coupons.bootstrap import Container
+
+    container = Container(settings)
+    await container.start()
+    worker = container.worker()
+    health = HealthServer(
+        host or settings.api_host, port or settings.worker_port, lambda: worker.ready
+    )
+    await health.start()
+    task = asyncio.create_task(worker.run(), name="worker")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await asyncio.wait(
+            [task, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        await stop_worker(worker, task)
+        return 0 if stopping.is_set() else 1
+    finally:
+        await health.stop()
+        await container.stop()
+
+
 def _print(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
@@ -104,7 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("run", "api"):
             configure_logging(settings.log_level)
-            return _serve(settings, args.host, args.port)
+            return _serve(settings, args.host, args.port, with_worker=args.command == "run")
+        if args.command == "worker":
+            configure_logging(settings.log_level)
+            return asyncio.run(_worker(settings, args.host, args.port))
         configure_logging(settings.log_level, sys.stderr)
         return asyncio.run(_api_key(settings, args))
     except (ConfigurationError, ValueError) as exc:

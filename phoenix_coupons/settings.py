@@ -1,5 +1,6 @@
 """12-factor configuration: environment variables (prefix `PHOENIX_`, plus the two URLs)."""
 
+import socket
 from functools import cached_property
 from pathlib import Path
 
@@ -41,6 +42,18 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, gt=0)
     topic_replication_factor: int = Field(default=1, gt=0)
     kafka_create_topics: bool = True
+
+    consumer_group: str = "phoenix-coupons"
+    worker_id: str = Field(
+        default_factory=socket.gethostname,
+        description="Stable per worker instance: names its transactional producer.",
+    )
+    exactly_once: bool = False
+    worker_batch_size: int = Field(default=1000, gt=0)
+    worker_poll_ms: int = Field(default=100, gt=0)
+    worker_port: int = 8081
+    definitions_refresh_seconds: float = Field(default=2.0, gt=0)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=6000)
 
     outbox_batch_size: int = Field(default=1000, gt=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)

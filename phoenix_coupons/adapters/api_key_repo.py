@@ -3,7 +3,7 @@
 from dataclasses import asdict
 from datetime import datetime
 
-from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
 from phoenix_coupons.domain.models import ApiKey
 
 
@@ -16,7 +16,7 @@ def _from_doc(doc: Doc) -> ApiKey:
         key_hash=doc["key_hash"],
         secret_enc=doc["secret_enc"],
         created_at=doc["created_at"],
-        revoked_at=doc.get("revoked_at"),
+        revoked_at=aware(doc.get("revoked_at")),
     )
 
 

@@ -89,6 +89,23 @@ class MongoCouponRepo:
                 found[doc["issue_key"]] = from_doc(doc)
         return found
 
+    async def pending_for_events(self, event_ids: Sequence[str]) -> list[Coupon]:
+        """Coupons stored for these inbound events but not yet confirmed announced: what an
+        attempt that died before its offsets were committed left behind."""
+        found: list[Coupon] = []
+        for chunk in _chunks(event_ids):
+            query = {"trigger_event_id": {"$in": list(chunk)}, "publish_pending": True}
+            async for doc in self._col.find(query):
+                found.append(from_doc(doc))
+        return found
+
+    async def mark_announced(self, coupon_ids: Sequence[str]) -> None:
+        for chunk in _chunks(coupon_ids):
+            await self._col.update_many(
+                {"_id": {"$in": list(chunk)}},
+                {"$set": {"publish_pending": False, "publish_lease": None}},
+            )
+
     async def delete_by_issue_key(
         self, issue_key: str, session: AsyncClientSession | None = None
     ) -> None:

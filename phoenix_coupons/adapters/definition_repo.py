@@ -9,7 +9,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
-from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.models import Coupon
 from schemas.coupons import CouponConfig, CouponDefinition
@@ -42,8 +42,8 @@ def from_doc(doc: Doc) -> CouponDefinition:
         description=doc.get("description"),
         config=CouponConfig.model_validate(doc["config"]),
         status=doc["status"],
-        created_at=doc["created_at"],
-        updated_at=doc["updated_at"],
+        created_at=aware(doc["created_at"]),
+        updated_at=aware(doc["updated_at"]),
     )
 
 

@@ -1,11 +1,14 @@
 """Kafka plumbing shared by the relay and the worker."""
 
+import asyncio
 from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from phoenix_coupons.domain.events import coupon_issued
+from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -14,9 +17,33 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True)
 class OutboundRecord:
     topic: str
-    key: bytes
+    key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
+
+
+def issued_record(coupon: Coupon, topic: str) -> OutboundRecord:
+    """The `coupon.issued` record of a coupon: same bytes however often it is built."""
+    event = coupon_issued(coupon)
+    return OutboundRecord(
+        topic=topic,
+        key=event.user_id.encode(),
+        value=event.model_dump_json().encode(),
+        headers=[
+            ("event_type", b"coupon.issued"),
+            ("tenant_id", coupon.tenant_id.encode()),
+            ("event_id", event.event_id.encode()),
+            ("content-type", b"application/json"),
+        ],
+    )
+
+
+async def send(producer: AIOKafkaProducer, record: OutboundRecord) -> "asyncio.Future[object]":
+    """Queue a record without waiting for its acknowledgement; await the future for that."""
+    fut: asyncio.Future[object] = await producer.send(
+        record.topic, key=record.key, value=record.value, headers=record.headers
+    )
+    return fut
 
 
 def make_producer(bootstrap: str, **overrides: object) -> AIOKafkaProducer:

@@ -82,6 +82,7 @@ class Mongo:
                 IndexModel([("tenant_id", ASCENDING), ("code_space", ASCENDING)]),
                 IndexModel([("definition_id", ASCENDING), ("user_id", ASCENDING)]),
                 IndexModel([("publish_pending", ASCENDING), ("issued_at", ASCENDING)]),
+                IndexModel([("trigger_event_id", ASCENDING)]),
             ]
         )
         await self.idempotency.create_indexes(

@@ -10,16 +10,16 @@ mark), consumers drop the repeat by `event_id`.
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from phoenix_coupons.adapters.coupon_repo import from_doc
-from phoenix_coupons.adapters.mongo import Doc, Mongo, epoch_ms
+from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo, from_doc
+from phoenix_coupons.adapters.kafka import issued_record, send
+from phoenix_coupons.adapters.mongo import Mongo, epoch_ms
 from phoenix_coupons.domain.clock import Clock
-from phoenix_coupons.domain.events import coupon_issued
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +38,7 @@ class OutboxRelay:
         lease_seconds: float = 30.0,
     ) -> None:
         self._col = mongo.coupons
+        self._coupons = MongoCouponRepo(mongo)
         self._producer_factory = producer_factory
         self._producer: AIOKafkaProducer | None = None
         self._topic = topic
@@ -130,28 +131,9 @@ class OutboxRelay:
         if not claimed:
             return 0
         producer = await self._ensure_producer()
-        sends = [await self._send(producer, doc) for doc in claimed]
+        sends = [await send(producer, issued_record(from_doc(d), self._topic)) for d in claimed]
         await asyncio.gather(*sends)
-        await self._col.update_many(
-            {"_id": {"$in": [d["_id"] for d in claimed]}},
-            {"$set": {"publish_pending": False, "publish_lease": None}},
-        )
+        await self._coupons.mark_announced([d["_id"] for d in claimed])
         self.published_total += len(claimed)
         log.info("coupons_announced", count=len(claimed), topic=self._topic)
         return len(claimed)
-
-    async def _send(self, producer: AIOKafkaProducer, doc: Doc) -> Awaitable[object]:
-        coupon = from_doc(doc)
-        event = coupon_issued(coupon)
-        fut: Awaitable[object] = await producer.send(
-            self._topic,
-            key=event.user_id.encode(),
-            value=event.model_dump_json().encode(),
-            headers=[
-                ("event_type", b"coupon.issued"),
-                ("tenant_id", coupon.tenant_id.encode()),
-                ("event_id", event.event_id.encode()),
-                ("content-type", b"application/json"),
-            ],
-        )
-        return fut

@@ -1,9 +1,11 @@
 """The admin HTTP sidecar (FastAPI)."""
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -15,23 +17,47 @@ from phoenix_coupons.api.errors import install_error_handlers
 from phoenix_coupons.api.routes import coupons, rewards
 from phoenix_coupons.bootstrap import Container
 
+if TYPE_CHECKING:
+    from consumers.loop import Worker
+
 log = structlog.get_logger(__name__)
 
 REQUESTS = Counter("phoenix_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("phoenix_http_request_seconds", "HTTP request latency", ["method", "route"])
 
 
-def create_app(container: Container, manage_lifecycle: bool = True) -> FastAPI:
-    """`manage_lifecycle`: start and stop the container with the app (tests may own it)."""
+SHUTDOWN_GRACE_S = 10.0
+
+
+async def stop_worker(worker: "Worker", task: "asyncio.Task[None]") -> None:
+    """Let the worker finish its batch and commit; cancel it past the grace period."""
+    worker.request_stop()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S)
+    except TimeoutError:
+        log.error("worker_stop_timeout", seconds=SHUTDOWN_GRACE_S)
+        task.cancel()
+    except Exception as exc:
+        log.error("worker_failed", error=repr(exc))
+
+
+def create_app(
+    container: Container, manage_lifecycle: bool = True, worker: "Worker | None" = None
+) -> FastAPI:
+    """`manage_lifecycle`: start and stop the container with the app (tests may own it).
+    `worker`: the event worker runs in this process too (`phoenix-coupons run`)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
             await container.start()
-        log.info("api_started", version=__version__)
+        task = asyncio.create_task(worker.run(), name="worker") if worker else None
+        log.info("api_started", version=__version__, worker=worker is not None)
         try:
             yield
         finally:
+            if worker and task:
+                await stop_worker(worker, task)
             if manage_lifecycle:
                 await container.stop()
 
@@ -76,6 +102,8 @@ def create_app(container: Container, manage_lifecycle: bool = True) -> FastAPI:
             await container.mongo.ping()
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "mongodb": repr(exc)}, status_code=503)
+        if worker is not None and not worker.ready:
+            return JSONResponse({"status": "starting", "worker": "not ready"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)

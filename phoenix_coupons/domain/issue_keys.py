@@ -15,3 +15,10 @@ def bulk(definition_id: str, idempotency_key: str | None, position: int, coupon_
         return f"bulk:{coupon_id}"
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
     return f"bulk:{definition_id}:{digest}:{position}"
+
+
+def event(definition_id: str, user_id: str, occurrence: str) -> str:
+    """At most one coupon per (definition, user, occurrence), however often the event comes.
+    Hashed: ids may contain any character, and the key stays short."""
+    raw = "\x1f".join((definition_id, user_id, occurrence))
+    return "evt:" + hashlib.sha256(raw.encode()).hexdigest()[:40]

@@ -43,4 +43,7 @@ class Coupon:
     trigger_event_id: str | None = None
     status: Literal["active", "revoked"] = "active"
     # Outbox state: the coupon row is its own outbox entry (see README, "No lost events").
+    # A publisher claims pending rows with a lease (epoch ms) before sending them.
     publish_pending: bool = field(default=True)
+    publish_owner: str | None = None
+    publish_lease: int | None = None

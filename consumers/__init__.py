@@ -1,0 +1,1 @@
+"""Kafka entrypoints: the consume loop and one thin decoder per event family."""

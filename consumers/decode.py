@@ -1,0 +1,41 @@
+"""Record bytes -> inbound event, dispatched on `event_type` to the family decoders."""
+
+import json
+import re
+from collections.abc import Callable
+
+from consumers import achievements, leaderboards, streaks
+from consumers.poison import PoisonRecord
+from phoenix_coupons.domain.matching import Event
+
+DECODERS: dict[str, Callable[[bytes], Event]] = {
+    achievements.EVENT_TYPE: achievements.decode,
+    streaks.EVENT_TYPE: streaks.decode,
+    leaderboards.EVENT_TYPE: leaderboards.decode,
+}
+# Finds the event type without a full parse; a full parse decides when this is ambiguous.
+EVENT_TYPE = re.compile(rb'"event_type"\s*:\s*"([a-z_]+)"')
+
+
+def decode(value: bytes | None) -> Event:
+    if not value:
+        raise PoisonRecord("empty", "the record has no value")
+    found = EVENT_TYPE.findall(value)
+    event_type = found[0].decode() if len(found) == 1 else _event_type(value)
+    decoder = DECODERS.get(event_type)
+    if decoder is None:
+        raise PoisonRecord(
+            "unknown_event_type",
+            f"event_type {event_type!r} is not one of {', '.join(sorted(DECODERS))}",
+        )
+    return decoder(value)
+
+
+def _event_type(value: bytes) -> str:
+    try:
+        payload = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PoisonRecord("not_json", f"the record is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise PoisonRecord("schema_violation", "the record must be a JSON object")
+    return str(payload.get("event_type"))

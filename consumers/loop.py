@@ -1,0 +1,291 @@
+"""The consume loop: a batch from `getmany`, coupons issued with bulk writes, records
+produced without waiting on each, offsets committed only after Kafka acknowledged them.
+
+At least once (default): a crash before the commit redelivers the batch; coupons are not
+issued twice (unique issue key) and those already stored are announced again.
+Exactly once (`PHOENIX_EXACTLY_ONCE=true`): the records and the consumed offsets go in one
+Kafka transaction, so `read_committed` consumers see each announcement once.
+"""
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, ProducerFenced
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception,
+    wait_exponential,
+)
+
+from consumers import metrics
+from consumers.dead_letters import dead_letter
+from consumers.decode import decode
+from consumers.poison import PoisonRecord
+from phoenix_coupons.adapters.definition_cache import DefinitionCache
+from phoenix_coupons.adapters.kafka import OutboundRecord, issued_record, make_producer, send
+from phoenix_coupons.domain.matching import Event
+from phoenix_coupons.services.issuance import IssuanceService
+from phoenix_coupons.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+Batch: TypeAlias = dict[TopicPartition, list[Record]]
+FATAL = (ProducerFenced,)
+NEVER_MS = 2**62
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A revocation waits for the batch in hand to finish and commit: the next owner of the
+    partition starts exactly where this worker stopped."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        async with self._lock:
+            log.info("partitions_revoked", partitions=[f"{p.topic}:{p.partition}" for p in revoked])
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info("partitions_assigned", partitions=[f"{p.topic}:{p.partition}" for p in assigned])
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, issuance: IssuanceService, cache: DefinitionCache
+    ) -> None:
+        self._s = settings
+        self._issuance = issuance
+        self._cache = cache
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.ready = False
+        self._owner = f"worker:{settings.worker_id}:{uuid.uuid4().hex[:8]}"
+        self.topics = [
+            settings.topic_achievements,
+            settings.topic_streaks,
+            settings.topic_leaderboards,
+        ]
+
+    def _lease_ms(self) -> int:
+        """How long the outbox relay keeps off coupons this worker stored and will announce.
+        Exactly once: forever, since only the worker's transactions may announce them (a
+        redelivery does, if it dies); at least once: the relay's lease, after which it
+        announces what a dead worker left."""
+        if self._s.exactly_once:
+            return NEVER_MS
+        return int((time.time() + self._s.outbox_lease_seconds) * 1000)
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, commit, then leave the group."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        try:
+            await self._until_up(self._cache.start, "definitions")
+            self._producer = await self._until_up(self._start_producer, "kafka_producer")
+            self._consumer = await self._until_up(self._start_consumer, "kafka_consumer")
+            if self._stop.is_set():
+                return
+            self.ready = True
+            log.info(
+                "worker_started",
+                topics=self.topics,
+                group=self._s.consumer_group,
+                exactly_once=self._s.exactly_once,
+                worker_id=self._s.worker_id,
+            )
+            while not self._stop.is_set():
+                batch = await self._consumer.getmany(
+                    timeout_ms=self._s.worker_poll_ms, max_records=self._s.worker_batch_size
+                )
+                if batch:
+                    async with self._lock:
+                        await self._process(batch)
+        finally:
+            self.ready = False
+            await self._close()
+            log.info("worker_stopped")
+
+    async def _close(self) -> None:
+        for closer in (self._consumer, self._producer):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer.stop()
+        await self._cache.stop()
+
+    async def _until_up(self, start: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """Start a dependency, retrying with backoff while it is unreachable."""
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential(multiplier=0.2, max=10),
+            stop=lambda _: self._stop.is_set(),
+            before_sleep=lambda state: log.warning(
+                "dependency_unavailable", dependency=what, error=_error(state)
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await start()
+        return None
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        assert self._s.kafka_bootstrap_servers
+        extra: dict[str, object] = {}
+        if self._s.exactly_once:
+            # Stable per instance: a restarted worker fences its previous incarnation.
+            extra["transactional_id"] = f"{self._s.consumer_group}.{self._s.worker_id}"
+        producer = make_producer(self._s.kafka_bootstrap_servers, **extra)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._s.kafka_bootstrap_servers,
+            group_id=self._s.consumer_group,
+            client_id=f"phoenix-coupons-{self._s.worker_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self._s.worker_batch_size,
+            session_timeout_ms=self._s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self._s.kafka_session_timeout_ms // 3),
+        )
+        consumer.subscribe(self.topics, listener=_CommitOnRevoke(self._lock))
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        return consumer
+
+    async def _process(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        records = [r for rs in batch.values() for r in rs]
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+        events: list[Event] = []
+        sources: list[Record] = []
+        dead: list[tuple[Record, str, str]] = []
+        for record in records:
+            try:
+                event = decode(record.value)
+            except PoisonRecord as exc:
+                dead.append((record, exc.kind, exc.message))
+                continue
+            events.append(event)
+            sources.append(record)
+            metrics.EVENTS_CONSUMED.labels(event.event_type).inc()
+        try:
+            async for attempt in AsyncRetrying(
+                wait=wait_exponential(multiplier=0.1, max=10),
+                stop=lambda _: self._stop.is_set(),
+                retry=retry_if_exception(lambda exc: not isinstance(exc, FATAL)),
+                before_sleep=self._log_retry,
+            ):
+                with attempt:
+                    outcome = await self._issuance.issue(events, self._owner, self._lease_ms())
+                    failed = [
+                        (sources[pos], kind, "no free code left in the definition's code space")
+                        for pos, kind in outcome.failed.items()
+                    ]
+                    out = [issued_record(c, self._s.topic_coupons_issued) for c in outcome.announce]
+                    now = datetime.now(UTC).isoformat()
+                    out += [
+                        dead_letter(r, self._s.topic_dlq, k, m, now) for r, k, m in dead + failed
+                    ]
+                    await self._publish_and_commit(out, offsets)
+        except RetryError:
+            log.warning("batch_abandoned_on_shutdown", records=len(records))
+            return
+        except CommitFailedError as exc:  # the group moved on; the new owner redelivers
+            log.warning("commit_failed_rebalance", error=repr(exc))
+            return
+        try:
+            await self._issuance.mark_announced(outcome.announce)
+        except Exception as exc:  # harmless: at worst announced again later
+            log.warning("mark_announced_failed", error=repr(exc))
+        self._observe(batch, records, events, outcome, dead + failed, offsets, started)
+
+    async def _publish_and_commit(
+        self, out: list[OutboundRecord], offsets: dict[TopicPartition, int]
+    ) -> None:
+        assert self._producer is not None and self._consumer is not None
+        producer = self._producer
+        if self._s.exactly_once:
+            async with producer.transaction():
+                await asyncio.gather(*[await send(producer, r) for r in out])
+                await producer.send_offsets_to_transaction(offsets, self._s.consumer_group)
+            return
+        await asyncio.gather(*[await send(producer, r) for r in out])
+        await self._consumer.commit(offsets)
+
+    async def _log_retry(self, state: RetryCallState) -> None:
+        error = _exception(state)
+        metrics.ERRORS.labels(type(error).__name__).inc()
+        log.warning("batch_retry", attempt=state.attempt_number, error=repr(error))
+
+    def _observe(
+        self,
+        batch: Batch,
+        records: list[Record],
+        events: list[Event],
+        outcome: Any,
+        dead: list[tuple[Record, str, str]],
+        offsets: dict[TopicPartition, int],
+        started: float,
+    ) -> None:
+        metrics.BATCH_SIZE.observe(len(records))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.COUPONS_ISSUED.inc(outcome.issued)
+        metrics.COUPONS_ANNOUNCED.inc(len(outcome.announce))
+        for pos in outcome.matched:
+            metrics.EVENTS_MATCHED.labels(events[pos].event_type).inc()
+        for record, kind, message in dead:
+            metrics.DEAD_LETTERS.labels(kind).inc()
+            log.warning(
+                "dead_lettered",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=kind,
+                error=message,
+            )
+        assert self._consumer is not None
+        for tp in batch:
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
+                    max(0, high - offsets[tp])
+                )
+        log.info(
+            "batch_processed",
+            records=len(records),
+            matched=len(outcome.matched),
+            issued=outcome.issued,
+            announced=len(outcome.announce),
+            dead=len(dead),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+
+def _exception(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
+
+
+def _error(state: RetryCallState) -> str:
+    return repr(_exception(state))
