@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PHOENIX_DATA_DIR ?= .phoenix
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench schemas clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: install
 format: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+# Regenerate the committed JSON Schema and AsyncAPI files from the models in schemas/.
+schemas: install
+	$(PY) -m schemas.export
 
 bench: install
 	$(PY) -m phoenix_coupons.devservers --temp -- $(PY) -m bench

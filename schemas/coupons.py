@@ -5,10 +5,11 @@ table live in `phoenix_coupons.domain.config_rules`, so that create and the merg
 an update are judged by the same code.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -24,6 +25,8 @@ Trigger = Literal["achievement_completed", "streak_milestone", "leaderboard_rank
 SettableStatus = Literal["active", "paused"]
 Status = Literal["active", "paused", "archived"]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+# Any offset is accepted; stored and answered in UTC (`Z`), as the spec's timestamps are.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda d: d.astimezone(UTC))]
 
 
 class _Compact(BaseModel):
@@ -63,8 +66,8 @@ class CouponConfig(_Compact):
     code_length: int | None = None
     custom_code: str | None = None
     case_sensitive: bool = False
-    starts_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
+    starts_at: UtcDatetime | None = None
+    expires_at: UtcDatetime | None = None
     usage_limit: UsageLimit
     auto_generate: AutoGenerate | None = None
 
