@@ -16,13 +16,17 @@ from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
 from phoenix_coupons.adapters.kafka import ensure_topics, make_producer
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.outbox_relay import OutboxRelay
+from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
+from phoenix_coupons.adapters.redemption_repo import outbox_sources as redemption_outbox
 from phoenix_coupons.adapters.reward_repo import MongoRewardRepo
 from phoenix_coupons.domain.clock import Clock, utc_now
 from phoenix_coupons.domain.codes import CodeGenerator, RandomSource
 from phoenix_coupons.services.api_keys import ApiKeyService
+from phoenix_coupons.services.coupon_queries import CouponQueries
 from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.generation import GenerationService
 from phoenix_coupons.services.issuance import IssuanceService
+from phoenix_coupons.services.redemptions import RedemptionService
 from phoenix_coupons.services.rewards import RewardService
 from phoenix_coupons.services.secrets_box import SecretBox
 from phoenix_coupons.settings import Settings, load_services_env
@@ -98,6 +102,8 @@ class Container:
     generation: GenerationService = field(init=False)
     definition_cache: DefinitionCache = field(init=False)
     issuance: IssuanceService = field(init=False)
+    redemptions: RedemptionService = field(init=False)
+    coupon_queries: CouponQueries = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = load_services_env(self.settings)
@@ -115,6 +121,7 @@ class Container:
             batch_size=s.outbox_batch_size,
             poll_seconds=s.outbox_poll_seconds,
             lease_seconds=s.outbox_lease_seconds,
+            extra_sources=redemption_outbox(s.topic_coupons_redeemed),
         )
         self.api_keys = api_key_service(s, self.mongo, self.clock)
         self.rewards = RewardService(rewards, definitions, self.clock, new_id)
@@ -129,6 +136,11 @@ class Container:
             self.relay.wake,
             s.bulk_max_users,
         )
+        redemptions = MongoRedemptionRepo(self.mongo)
+        self.redemptions = RedemptionService(
+            coupons, definitions, rewards, redemptions, self.clock, self.relay.wake
+        )
+        self.coupon_queries = CouponQueries(coupons, definitions, redemptions, self.clock)
         self.definition_cache = DefinitionCache(self.mongo, s.definitions_refresh_seconds)
         self.issuance = IssuanceService(
             coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock, new_id

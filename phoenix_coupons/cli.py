@@ -16,8 +16,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phoenix-coupons", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
-        ("run", "the whole service: API and outbox relay"),
+        ("run", "the whole service: event worker and admin API in one process"),
         ("api", "the admin HTTP API (with the outbox relay)"),
+        ("worker", "the event worker alone, with /healthz and /readyz on PHOENIX_WORKER_PORT"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")

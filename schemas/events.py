@@ -1,7 +1,7 @@
 """Outbound Kafka events. JSON, UTF-8, key = user_id, deduplicable by `event_id`."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,3 +26,34 @@ class CouponIssued(BaseModel):
     )
     starts_at: datetime | None = None
     expires_at: datetime | None = None
+
+
+class CouponRedeemed(BaseModel):
+    """Published on `phoenix.coupons.redeemed` when a use is consumed: grant the reward."""
+
+    event_id: str = Field(description="Stable: derived from the redemption id.")
+    event_type: Literal["coupon.redeemed"] = "coupon.redeemed"
+    occurred_at: datetime
+    tenant_id: str
+    user_id: str
+    redemption_id: str
+    coupon_id: str
+    code: str
+    definition_id: str
+    reward: dict[str, Any] = Field(description="Snapshot of the reward item when redeemed.")
+
+
+class RedemptionRolledBack(BaseModel):
+    """Published on `phoenix.coupons.redeemed` when a redemption is rolled back: the use is
+    given back; a reward service reverses the grant."""
+
+    event_id: str = Field(description="Stable: derived from the redemption id.")
+    event_type: Literal["coupon.redemption_rolled_back"] = "coupon.redemption_rolled_back"
+    occurred_at: datetime
+    tenant_id: str
+    user_id: str
+    redemption_id: str
+    coupon_id: str
+    code: str
+    definition_id: str
+    reward: dict[str, Any]

@@ -5,7 +5,7 @@ tests/unit/test_contract_drift.py fails when the committed files differ from the
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -68,7 +68,9 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, model in EVENTS.items():
         # Inbound: what producers may send; outbound: what consumers receive.
-        mode = "serialization" if name == "coupon.issued" else "validation"
+        mode: Literal["validation", "serialization"] = (
+            "serialization" if name.startswith("coupon.") else "validation"
+        )
         schema = model.model_json_schema(mode=mode)
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = _file_name(name)

@@ -3,11 +3,13 @@ uniqueness; the unique `issue_key` makes issuance idempotent."""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, fields
+from datetime import datetime
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.ports import DuplicateCodes
 
@@ -25,6 +27,7 @@ def to_doc(coupon: Coupon) -> Doc:
 
 def from_doc(doc: Doc) -> Coupon:
     data = {k: v for k, v in doc.items() if k in _FIELDS}
+    data["revoked_at"] = aware(data.get("revoked_at"))
     return Coupon(id=doc["_id"], **data)
 
 
@@ -105,6 +108,23 @@ class MongoCouponRepo:
                 {"_id": {"$in": list(chunk)}},
                 {"$set": {"publish_pending": False, "publish_lease": None}},
             )
+
+    async def by_code(self, tenant_id: str, code_norm: str) -> Coupon | None:
+        doc = await self._col.find_one({"tenant_id": tenant_id, "code_norm": code_norm})
+        return from_doc(doc) if doc else None
+
+    async def page(self, query: Doc, limit: int, offset: int) -> tuple[list[Coupon], int]:
+        total = await self._col.count_documents(query)
+        cursor = self._col.find(query).sort([("issued_at", -1), ("_id", 1)])
+        return [from_doc(d) async for d in cursor.skip(offset).limit(limit)], total
+
+    async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None:
+        doc = await self._col.find_one_and_update(
+            {"tenant_id": tenant_id, "code_norm": code_norm},
+            {"$set": {"status": "revoked", "revoked_at": at}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return from_doc(doc) if doc else None
 
     async def delete_by_issue_key(
         self, issue_key: str, session: AsyncClientSession | None = None

@@ -54,6 +54,14 @@ class Mongo:
         return self.db["coupons"]
 
     @property
+    def redemptions(self) -> AsyncCollection[Doc]:
+        return self.db["redemptions"]
+
+    @property
+    def usage_hints(self) -> AsyncCollection[Doc]:
+        return self.db["usage_hints"]
+
+    @property
     def idempotency(self) -> AsyncCollection[Doc]:
         return self.db["idempotency_keys"]
 
@@ -83,6 +91,16 @@ class Mongo:
                 IndexModel([("definition_id", ASCENDING), ("user_id", ASCENDING)]),
                 IndexModel([("publish_pending", ASCENDING), ("issued_at", ASCENDING)]),
                 IndexModel([("trigger_event_id", ASCENDING)]),
+            ]
+        )
+        await self.redemptions.create_indexes(
+            [
+                # One active redemption per slot of a usage group: limits are exact.
+                IndexModel([("slot", ASCENDING)], unique=True),
+                IndexModel([("group", ASCENDING), ("state", ASCENDING)]),
+                IndexModel([("coupon_id", ASCENDING), ("redeemed_at", DESCENDING)]),
+                IndexModel([("publish_pending", ASCENDING), ("redeemed_at", ASCENDING)]),
+                IndexModel([("rollback_publish_pending", ASCENDING), ("redeemed_at", ASCENDING)]),
             ]
         )
         await self.idempotency.create_indexes(

@@ -10,20 +10,37 @@ mark), consumers drop the repeat by `event_id`.
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo, from_doc
-from phoenix_coupons.adapters.kafka import issued_record, send
-from phoenix_coupons.adapters.mongo import Mongo, epoch_ms
+from phoenix_coupons.adapters.coupon_repo import from_doc
+from phoenix_coupons.adapters.kafka import OutboundRecord, issued_record, send
+from phoenix_coupons.adapters.mongo import Doc, Mongo, epoch_ms
 from phoenix_coupons.domain.clock import Clock
 
 log = structlog.get_logger(__name__)
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
+
+
+@dataclass(frozen=True)
+class OutboxSource:
+    """Rows of `collection` whose `<prefix>_pending` is true are announced with `render`;
+    `<prefix>_lease` / `<prefix>_owner` hold the claim of the relay sending them."""
+
+    name: str
+    collection: str
+    prefix: str
+    order_by: str
+    render: Callable[[Doc], OutboundRecord]
+
+    @property
+    def fields(self) -> tuple[str, str, str]:
+        return f"{self.prefix}_pending", f"{self.prefix}_lease", f"{self.prefix}_owner"
 
 
 class OutboxRelay:
@@ -36,12 +53,21 @@ class OutboxRelay:
         batch_size: int = 1000,
         poll_seconds: float = 1.0,
         lease_seconds: float = 30.0,
+        extra_sources: Sequence["OutboxSource"] = (),
     ) -> None:
-        self._col = mongo.coupons
-        self._coupons = MongoCouponRepo(mongo)
+        self._db = mongo.db
+        self._sources = [
+            OutboxSource(
+                "coupon.issued",
+                "coupons",
+                "publish",
+                "issued_at",
+                lambda d: issued_record(from_doc(d), topic),
+            ),
+            *(extra_sources or ()),
+        ]
         self._producer_factory = producer_factory
         self._producer: AIOKafkaProducer | None = None
-        self._topic = topic
         self._clock = clock
         self._batch = batch_size
         self._poll = poll_seconds
@@ -90,11 +116,12 @@ class OutboxRelay:
         log.warning("outbox_relay_retry", error=repr(error))
         await self._reset_producer()
         # Give back our claims so the retry (ours or another relay's) needn't wait the lease.
-        with contextlib.suppress(Exception):
-            await self._col.update_many(
-                {"publish_owner": self._owner, "publish_pending": True},
-                {"$set": {"publish_lease": None}},
-            )
+        for source in self._sources:
+            pending, lease_f, owner_f = source.fields
+            with contextlib.suppress(Exception):
+                await self._db[source.collection].update_many(
+                    {owner_f: self._owner, pending: True}, {"$set": {lease_f: None}}
+                )
 
     async def _reset_producer(self) -> None:
         if self._producer is not None:
@@ -105,35 +132,53 @@ class OutboxRelay:
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = self._producer_factory()
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                # A producer that failed to start still holds a client: close it, or every
+                # retry during a Kafka outage leaks one.
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
             self._producer = producer
         return self._producer
 
     async def publish_pending(self) -> int:
-        """Claim, send and mark one batch; returns how many coupons were announced."""
+        """Claim, send and mark one batch of each source; returns how many were announced.
+        Sources are drained in order, so a redemption is announced before its rollback."""
+        total = 0
+        for source in self._sources:
+            total += await self._publish_source(source)
+        return total
+
+    async def _publish_source(self, source: OutboxSource) -> int:
+        col = self._db[source.collection]
+        pending, lease_f, owner_f = source.fields
         now = epoch_ms(self._clock())
-        free = {"$or": [{"publish_lease": None}, {"publish_lease": {"$lt": now}}]}
-        cursor = self._col.find({"publish_pending": True, **free}, {"_id": 1})
-        ids = [d["_id"] async for d in cursor.sort("issued_at", 1).limit(self._batch)]
+        # `$eq: None` rather than a bare None: the embedded test server's `$or` matches a bare
+        # None only against missing fields, not explicit nulls (same meaning on MongoDB).
+        free = {"$or": [{lease_f: {"$eq": None}}, {lease_f: {"$lt": now}}]}
+        cursor = col.find({pending: True, **free}, {"_id": 1})
+        ids = [d["_id"] async for d in cursor.sort(source.order_by, 1).limit(self._batch)]
         if not ids:
             return 0
         lease = now + self._lease_ms
-        await self._col.update_many(
-            {"_id": {"$in": ids}, "publish_pending": True, **free},
-            {"$set": {"publish_lease": lease, "publish_owner": self._owner}},
+        await col.update_many(
+            {"_id": {"$in": ids}, pending: True, **free},
+            {"$set": {lease_f: lease, owner_f: self._owner}},
         )
         claimed = [
-            d
-            async for d in self._col.find(
-                {"_id": {"$in": ids}, "publish_owner": self._owner, "publish_pending": True}
-            )
+            d async for d in col.find({"_id": {"$in": ids}, owner_f: self._owner, pending: True})
         ]
         if not claimed:
             return 0
         producer = await self._ensure_producer()
-        sends = [await send(producer, issued_record(from_doc(d), self._topic)) for d in claimed]
-        await asyncio.gather(*sends)
-        await self._coupons.mark_announced([d["_id"] for d in claimed])
+        claimed.sort(key=lambda d: d[source.order_by])
+        await asyncio.gather(*[await send(producer, source.render(d)) for d in claimed])
+        await col.update_many(
+            {"_id": {"$in": [d["_id"] for d in claimed]}},
+            {"$set": {pending: False, lease_f: None}},
+        )
         self.published_total += len(claimed)
-        log.info("coupons_announced", count=len(claimed), topic=self._topic)
+        log.info("outbox_announced", count=len(claimed), source=source.name)
         return len(claimed)

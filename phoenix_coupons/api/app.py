@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from phoenix_coupons import __version__
 from phoenix_coupons.api.errors import install_error_handlers
-from phoenix_coupons.api.routes import coupons, rewards
+from phoenix_coupons.api.routes import codes, coupons, redemptions, rewards
 from phoenix_coupons.bootstrap import Container
 
 if TYPE_CHECKING:
@@ -71,7 +71,10 @@ def create_app(
     app.state.container = container
     install_error_handlers(app)
     app.include_router(rewards.router)
+    # Redemption before definitions: `/coupons/validate` is no definition id.
+    app.include_router(redemptions.router)
     app.include_router(coupons.router)
+    app.include_router(codes.router)
 
     @app.middleware("http")
     async def observe(

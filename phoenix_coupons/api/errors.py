@@ -44,6 +44,16 @@ def error_response(
     )
 
 
+def _issue(error: Any) -> FieldIssue:
+    if error["type"] == "json_invalid":  # loc is ("body", <character position>)
+        position = error["loc"][-1]
+        cause = (error.get("ctx") or {}).get("error", error["msg"])
+        return FieldIssue(field="body", reason=f"malformed JSON at character {position}: {cause}")
+    return FieldIssue(
+        field=field_name(tuple(error["loc"])), reason=REASONS.get(error["type"], error["msg"])
+    )
+
+
 def field_name(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in LOCATIONS:
@@ -66,10 +76,7 @@ def _status_of(exc: DomainError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            FieldIssue(field=field_name(tuple(e["loc"])), reason=REASONS.get(e["type"], e["msg"]))
-            for e in exc.errors()
-        ]
+        details = [_issue(e) for e in exc.errors()]
         return error_response(422, "validation_error", "the request is not valid", details)
 
     @app.exception_handler(DomainError)

@@ -42,6 +42,7 @@ class Coupon:
     expires_at: datetime | None = None
     trigger_event_id: str | None = None
     status: Literal["active", "revoked"] = "active"
+    revoked_at: datetime | None = None
     # Outbox state: the coupon row is its own outbox entry (see README, "No lost events").
     # A publisher claims pending rows with a lease (epoch ms) before sending them.
     publish_pending: bool = field(default=True)

@@ -1,0 +1,52 @@
+"""Issued coupons: a definition's codes, a user's wallet, one code's state and history,
+revocation."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from phoenix_coupons.api.auth import require
+from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
+from phoenix_coupons.api.params import Limit, Offset, Services, TenantId
+from phoenix_coupons.domain.scopes import COUPONS_READ, COUPONS_WRITE
+from schemas.redemptions import CodeState, CouponList, Wallet
+
+router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["coupons"], responses=ERROR_RESPONSES)
+READ = [Depends(require(COUPONS_READ))]
+Code = Annotated[str, Path(min_length=1, max_length=255, description="The code (case ignored).")]
+NOT_FOUND = documented(404, "No such definition or code in the tenant")
+
+
+@router.get("/coupons/{definition_id}/codes", dependencies=READ, responses=NOT_FOUND)
+async def definition_codes(
+    tenant_id: TenantId,
+    definition_id: str,
+    c: Services,
+    user_id: Annotated[str | None, Query(description="Only this user's codes.")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> CouponList:
+    """The codes issued for a definition (its shared custom code included), newest first."""
+    return await c.coupon_queries.definition_codes(tenant_id, definition_id, user_id, limit, offset)
+
+
+@router.get("/users/{user_id}/coupons", dependencies=READ)
+async def wallet(
+    tenant_id: TenantId, user_id: str, c: Services, limit: Limit = 50, offset: Offset = 0
+) -> Wallet:
+    """A user's coupons across definitions, with the uses left to them."""
+    return await c.coupon_queries.wallet(tenant_id, user_id, limit, offset)
+
+
+@router.get("/codes/{code}", dependencies=READ, responses=NOT_FOUND)
+async def code_state(tenant_id: TenantId, code: Code, c: Services) -> CodeState:
+    """One code's state and its redemption history (newest first, at most 100)."""
+    return await c.coupon_queries.code_state(tenant_id, code)
+
+
+@router.post(
+    "/codes/{code}/revoke", dependencies=[Depends(require(COUPONS_WRITE))], responses=NOT_FOUND
+)
+async def revoke(tenant_id: TenantId, code: Code, c: Services) -> CodeState:
+    """Revoke a code: redeeming it is refused from now on (`coupon_revoked`)."""
+    return await c.coupon_queries.revoke(tenant_id, code)

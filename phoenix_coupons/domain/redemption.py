@@ -1,0 +1,71 @@
+"""Redemption rules: may this user use this code now, and which usage limit does it count
+against. Pure: the clock is injected, storage is the service's.
+
+Usage limits are exact without multi-document transactions: each active redemption holds a
+numbered slot of its usage group (unique index), so at most `max_uses` can exist, and one
+insert is the whole redemption: a crash leaves all of it or none.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from phoenix_coupons.domain import codes
+from phoenix_coupons.domain.models import Coupon
+from schemas.coupons import CouponDefinition
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """Redemptions that share one limit. `limit` None: unlimited."""
+
+    key: str
+    limit: int | None
+    refusal: str  # the reason given when the limit is reached
+
+    def slot(self, number: int) -> str:
+        return f"{self.key}#{number}"
+
+
+def usage_group(defn: CouponDefinition, user_id: str) -> UsageGroup:
+    limit = defn.config.usage_limit
+    if limit.limit_type == "per_user":
+        user = hashlib.sha256(user_id.encode()).hexdigest()[:32]
+        return UsageGroup(f"u:{defn.id}:{user}", limit.max_uses, "per_user_limit_reached")
+    if limit.limit_type == "global":
+        return UsageGroup(f"g:{defn.id}", limit.max_uses, "global_limit_reached")
+    return UsageGroup(f"n:{defn.id}", None, "")
+
+
+def free_slot(redemption_id: str) -> str:
+    """The slot of a redemption that counts against no limit (unlimited, rolled back)."""
+    return f"free:{redemption_id}"
+
+
+def code_matches(coupon: Coupon, defn: CouponDefinition, code: str) -> bool:
+    """Codes are found ignoring case; a case-sensitive definition then wants the exact code."""
+    if defn.config.case_sensitive:
+        return coupon.code == code
+    return coupon.code_norm == codes.normalize(code)
+
+
+def refusal(coupon: Coupon, defn: CouponDefinition, user_id: str, now: datetime) -> str | None:
+    """Why `user_id` may not redeem `coupon` now (limits aside), or None."""
+    if coupon.status == "revoked":
+        return "coupon_revoked"
+    if defn.status == "archived":
+        return "definition_archived"
+    if defn.status == "paused":
+        return "definition_paused"
+    starts, expires = defn.config.starts_at, defn.config.expires_at
+    if starts is not None and now < starts:
+        return "not_yet_valid"
+    if expires is not None and now >= expires:
+        return "expired"
+    if coupon.kind == "issued" and coupon.user_id != user_id:
+        return "not_owner"
+    return None
+
+
+def remaining(limit: int | None, used: int) -> int | None:
+    return None if limit is None else max(0, limit - used)

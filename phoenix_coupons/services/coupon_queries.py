@@ -1,0 +1,85 @@
+"""Read side of issued coupons: a definition's codes, a user's wallet, one code's history;
+and revoking a code."""
+
+from phoenix_coupons.adapters.mongo import Doc
+from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
+from phoenix_coupons.domain import codes
+from phoenix_coupons.domain.clock import Clock
+from phoenix_coupons.domain.errors import NotFound
+from phoenix_coupons.domain.redemption import remaining, usage_group
+from phoenix_coupons.services.definitions import definition_not_found
+from phoenix_coupons.services.ports import CouponRepo, DefinitionRepo
+from phoenix_coupons.services.redemptions import coupon_view, redemption_view
+from schemas.redemptions import CodeState, CouponList, Wallet, WalletCoupon
+
+
+def code_not_found(code: str) -> NotFound:
+    return NotFound(message=f"no code {code!r} in this tenant", code="code_not_found")
+
+
+class CouponQueries:
+    def __init__(
+        self,
+        coupons: CouponRepo,
+        definitions: DefinitionRepo,
+        redemptions: MongoRedemptionRepo,
+        clock: Clock,
+    ) -> None:
+        self._coupons = coupons
+        self._definitions = definitions
+        self._redemptions = redemptions
+        self._clock = clock
+
+    async def definition_codes(
+        self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
+    ) -> CouponList:
+        if await self._definitions.get(tenant_id, definition_id) is None:
+            raise definition_not_found(definition_id)
+        query: Doc = {"tenant_id": tenant_id, "definition_id": definition_id}
+        if user_id is not None:
+            query["user_id"] = user_id
+        items, total = await self._coupons.page(query, limit, offset)
+        return CouponList(coupons=[coupon_view(c) for c in items], total=total)
+
+    async def wallet(self, tenant_id: str, user_id: str, limit: int, offset: int) -> Wallet:
+        """The user's own coupons with the uses left to them now."""
+        items, total = await self._coupons.page(
+            {"tenant_id": tenant_id, "user_id": user_id}, limit, offset
+        )
+        definitions = {
+            d: await self._definitions.get(tenant_id, d) for d in {c.definition_id for c in items}
+        }
+        groups = {
+            c.id: usage_group(defn, user_id)
+            for c in items
+            if (defn := definitions.get(c.definition_id)) is not None
+        }
+        used = await self._redemptions.active_counts(
+            sorted({g.key for g in groups.values() if g.limit is not None})
+        )
+        wallet = [
+            WalletCoupon(
+                **coupon_view(c).model_dump(),
+                remaining_uses=remaining(groups[c.id].limit, used.get(groups[c.id].key, 0))
+                if c.id in groups
+                else 0,
+            )
+            for c in items
+        ]
+        return Wallet(user_id=user_id, coupons=wallet, total=total)
+
+    async def code_state(self, tenant_id: str, code: str) -> CodeState:
+        coupon = await self._coupons.by_code(tenant_id, codes.normalize(code))
+        if coupon is None:
+            raise code_not_found(code)
+        history = await self._redemptions.for_coupon(coupon.id)
+        return CodeState(
+            coupon=coupon_view(coupon), redemptions=[redemption_view(d) for d in history]
+        )
+
+    async def revoke(self, tenant_id: str, code: str) -> CodeState:
+        """A revoked code is refused at redemption (`coupon_revoked`); final."""
+        coupon = await self._coupons.revoke(tenant_id, codes.normalize(code), self._clock())
+        if coupon is None:
+            raise code_not_found(code)
+        return await self.code_state(tenant_id, code)

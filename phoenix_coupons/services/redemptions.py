@@ -1,0 +1,229 @@
+"""Validate, redeem and roll back coupons; exact usage limits under concurrency."""
+
+import hashlib
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import cast
+
+from phoenix_coupons.adapters.mongo import Doc
+from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo, SlotTaken
+from phoenix_coupons.domain import codes
+from phoenix_coupons.domain.clock import Clock
+from phoenix_coupons.domain.errors import Conflict, NotFound
+from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.redemption import (
+    UsageGroup,
+    code_matches,
+    free_slot,
+    refusal,
+    usage_group,
+)
+from phoenix_coupons.services.ports import CouponRepo, DefinitionRepo, RewardRepo
+from schemas.coupons import CouponDefinition
+from schemas.redemptions import Coupon as CouponView
+from schemas.redemptions import RedeemRequest, Redemption, RefusalReason, ValidateResponse
+from schemas.rewards import RewardItem
+
+REDEMPTION_NAMESPACE = uuid.UUID("8d1f2b9e-3c44-4f0a-9b6e-2a7c5e1d0f42")
+
+
+class Refused(Conflict):
+    """A redeem the rules refuse (409): `code` is the stable reason."""
+
+
+class CodeNotFound(NotFound):
+    """404 with the stable reason `code_not_found`."""
+
+
+MESSAGES = {
+    "code_not_found": "no such code in this tenant",
+    "not_yet_valid": "the coupon is not valid yet (starts_at is in the future)",
+    "expired": "the coupon has expired",
+    "definition_paused": "the coupon's definition is paused",
+    "definition_archived": "the coupon's definition is archived",
+    "not_owner": "this code was issued to another user",
+    "per_user_limit_reached": "the user has used this coupon as often as allowed",
+    "global_limit_reached": "the coupon has been used as often as allowed",
+    "coupon_revoked": "the code has been revoked",
+}
+
+
+def refused(reason: str) -> Refused | CodeNotFound:
+    if reason == "code_not_found":
+        return CodeNotFound(message=MESSAGES[reason], code=reason)
+    return Refused(message=MESSAGES[reason], code=reason)
+
+
+def coupon_view(coupon: Coupon) -> CouponView:
+    data = asdict(coupon)
+    return CouponView.model_validate({k: data[k] for k in CouponView.model_fields})
+
+
+def redemption_view(doc: Doc) -> Redemption:
+    return Redemption(
+        redemption_id=doc["_id"],
+        status=doc["state"],
+        user_id=doc["user_id"],
+        redeemed_at=doc["redeemed_at"],
+        rolled_back_at=doc.get("rolled_back_at"),
+        coupon=CouponView.model_validate(doc["coupon"]),
+        reward=RewardItem.model_validate(doc["reward"]),
+    )
+
+
+class RedemptionService:
+    def __init__(
+        self,
+        coupons: CouponRepo,
+        definitions: DefinitionRepo,
+        rewards: RewardRepo,
+        redemptions: MongoRedemptionRepo,
+        clock: Clock,
+        on_redeemed: Callable[[], None],
+    ) -> None:
+        self._coupons = coupons
+        self._definitions = definitions
+        self._rewards = rewards
+        self._redemptions = redemptions
+        self._clock = clock
+        self._on_redeemed = on_redeemed
+
+    async def _load(
+        self, tenant_id: str, body: RedeemRequest
+    ) -> tuple[Coupon, CouponDefinition, RewardItem]:
+        """The coupon, its definition and reward, or the reason a redeem is refused now."""
+        coupon = await self._coupons.by_code(tenant_id, codes.normalize(body.code))
+        if coupon is None:
+            raise refused("code_not_found")
+        defn = await self._definitions.get(tenant_id, coupon.definition_id)
+        if defn is None or not code_matches(coupon, defn, body.code):
+            raise refused("code_not_found")
+        reward = await self._rewards.get(tenant_id, defn.config.reward_item_id)
+        if reward is None:  # deleting a granted reward is refused; this is a broken state
+            raise NotFound(
+                message="the coupon's reward item no longer exists", code="reward_item_not_found"
+            )
+        return coupon, defn, reward
+
+    async def validate(self, tenant_id: str, body: RedeemRequest) -> ValidateResponse:
+        try:
+            coupon, defn, reward = await self._load(tenant_id, body)
+        except (Refused, CodeNotFound) as exc:
+            return ValidateResponse(
+                valid=False, reason=cast(RefusalReason, exc.code), coupon=None, reward=None
+            )
+        reason = refusal(coupon, defn, body.user_id, self._clock())
+        if reason is None:
+            group = usage_group(defn, body.user_id)
+            limit = group.limit
+            if limit is not None and await self._redemptions.active_count(group.key) >= limit:
+                reason = group.refusal
+        return ValidateResponse(
+            valid=reason is None,
+            reason=cast(RefusalReason | None, reason),
+            coupon=coupon_view(coupon),
+            reward=reward,
+        )
+
+    async def redeem(
+        self, tenant_id: str, body: RedeemRequest, idempotency_key: str | None = None
+    ) -> tuple[Redemption, bool]:
+        """The redemption, and whether it is new (False: the replay of a keyed redeem)."""
+        if idempotency_key is not None:
+            rid = str(uuid.uuid5(REDEMPTION_NAMESPACE, f"{tenant_id}\x1f{idempotency_key}"))
+            earlier = await self._redemptions.get(tenant_id, rid)
+            if earlier is not None:
+                return self._replay(earlier, body), False
+        else:
+            rid = str(uuid.uuid4())
+        coupon, defn, reward = await self._load(tenant_id, body)
+        now = self._clock()
+        reason = refusal(coupon, defn, body.user_id, now)
+        if reason is not None:
+            raise refused(reason)
+        group = usage_group(defn, body.user_id)
+        doc: Doc = {
+            "_id": rid,
+            "tenant_id": tenant_id,
+            "definition_id": defn.id,
+            "coupon_id": coupon.id,
+            "code": coupon.code,
+            "user_id": body.user_id,
+            "group": group.key,
+            "state": "redeemed",
+            "redeemed_at": now,
+            "rolled_back_at": None,
+            "coupon": coupon_view(coupon).model_dump(),
+            "reward": reward.model_dump(),
+            "publish_pending": True,
+            "publish_lease": None,
+            "rollback_publish_pending": False,
+            "rollback_publish_lease": None,
+            "request_hash": _request_hash(body),
+        }
+        try:
+            await self._take_slot(doc, group)
+        except SlotTaken:
+            # Only the redemption id can clash here: a concurrent call with the same key won.
+            earlier = await self._redemptions.get(tenant_id, rid)
+            if earlier is None:
+                raise
+            return self._replay(earlier, body), False
+        self._on_redeemed()
+        return redemption_view(doc), True
+
+    async def _take_slot(self, doc: Doc, group: UsageGroup) -> None:
+        """Insert the redemption into a free slot of its group, or refuse at the limit."""
+        if group.limit is None:
+            await self._redemptions.insert({**doc, "slot": free_slot(doc["_id"]), "slot_no": None})
+            return
+        hint = await self._redemptions.next_slot_hint(group.key)
+        candidates: list[int] = [hint] if hint <= group.limit else []
+        while True:
+            for number in candidates:
+                try:
+                    await self._redemptions.insert(
+                        {**doc, "slot": group.slot(number), "slot_no": number}
+                    )
+                    return
+                except SlotTaken:
+                    if await self._redemptions.get(doc["tenant_id"], doc["_id"]):
+                        raise  # the id itself exists: a keyed replay, handled by the caller
+            # Past the hint: slots freed by rollbacks (or left by a crash) are reused.
+            used = await self._redemptions.used_slots(group.key)
+            holes = [n for n in range(1, group.limit + 1) if n not in used]
+            if not holes:
+                raise refused(group.refusal)
+            random.shuffle(holes)  # concurrent callers spread over the free slots
+            candidates = holes
+
+    def _replay(self, earlier: Doc, body: RedeemRequest) -> Redemption:
+        if earlier.get("request_hash") != _request_hash(body):
+            raise Conflict(
+                message="this Idempotency-Key was used for another redeem request",
+                code="idempotency_key_reused",
+            )
+        return redemption_view(earlier)
+
+    async def rollback(self, tenant_id: str, redemption_id: str) -> Redemption:
+        now = self._clock()
+        doc = await self._redemptions.roll_back(
+            tenant_id, redemption_id, free_slot(redemption_id), now
+        )
+        if doc is None:
+            existing = await self._redemptions.get(tenant_id, redemption_id)
+            if existing is None:
+                raise NotFound(
+                    message=f"redemption {redemption_id} not found", code="redemption_not_found"
+                )
+            raise Conflict(
+                message="the redemption has been rolled back already", code="already_rolled_back"
+            )
+        self._on_redeemed()
+        return redemption_view(doc)
+
+
+def _request_hash(body: RedeemRequest) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()

@@ -1,0 +1,84 @@
+"""Redemption and coupon query bodies (validate, redeem, roll back; codes and wallets)."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.rewards import RewardItem
+
+RefusalReason = Literal[
+    "code_not_found",
+    "not_yet_valid",
+    "expired",
+    "definition_paused",
+    "definition_archived",
+    "not_owner",
+    "per_user_limit_reached",
+    "global_limit_reached",
+    "coupon_revoked",
+]
+
+
+class RedeemRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=255)
+    user_id: str = Field(min_length=1, max_length=255)
+
+
+class Coupon(BaseModel):
+    """One code: issued to a user, or a definition's shared custom code (`user_id` null)."""
+
+    id: str
+    tenant_id: str
+    definition_id: str
+    reward_item_id: str
+    code: str
+    kind: Literal["issued", "shared"]
+    source: Literal["bulk", "event", "definition"]
+    user_id: str | None
+    status: Literal["active", "revoked"]
+    issued_at: datetime
+    starts_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class WalletCoupon(Coupon):
+    remaining_uses: int | None = Field(
+        description="Uses this user has left on the coupon now; null when unlimited."
+    )
+
+
+class ValidateResponse(BaseModel):
+    valid: bool
+    reason: RefusalReason | None = Field(description="Why a redeem would be refused now.")
+    coupon: Coupon | None
+    reward: RewardItem | None
+
+
+class Redemption(BaseModel):
+    redemption_id: str
+    status: Literal["redeemed", "rolled_back"]
+    user_id: str
+    redeemed_at: datetime
+    rolled_back_at: datetime | None = None
+    coupon: Coupon
+    reward: RewardItem = Field(description="The reward item as it was when redeemed.")
+
+
+class CouponList(BaseModel):
+    coupons: list[Coupon]
+    total: int
+
+
+class Wallet(BaseModel):
+    user_id: str
+    coupons: list[WalletCoupon]
+    total: int
+
+
+class CodeState(BaseModel):
+    coupon: Coupon
+    redemptions: list[Redemption]
