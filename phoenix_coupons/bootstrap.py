@@ -55,9 +55,15 @@ def resolve_secret_key(settings: Settings) -> str:
     if not path.is_file():
         import secrets
 
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32) + "\n")
-        path.chmod(0o600)
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32) + "\n")
+            path.chmod(0o600)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"PHOENIX_SECRET_KEY is not set and no development key can be written to "
+                f"{path} ({exc.strerror}): set PHOENIX_SECRET_KEY (16+ characters)"
+            ) from exc
     log.warning(
         "secret_key_from_data_dir",
         path=str(path),
