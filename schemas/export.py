@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from schemas.events import CouponIssued
+from schemas.events import CouponIssued, CouponRedeemed, RedemptionRolledBack
 from schemas.inbound import AchievementCompleted, LeaderboardRank, StreakMilestone
 
 OUT = Path(__file__).parent / "generated"
@@ -19,6 +19,8 @@ EVENTS: dict[str, type[BaseModel]] = {
     "streak_milestone": StreakMilestone,
     "leaderboard_rank": LeaderboardRank,
     "coupon.issued": CouponIssued,
+    "coupon.redeemed": CouponRedeemed,
+    "coupon.redemption_rolled_back": RedemptionRolledBack,
 }
 
 # Default topic names (each is configurable, see the README's configuration table).
@@ -48,6 +50,14 @@ CHANNELS: dict[str, dict[str, Any]] = {
         "description": "Every issued coupon, whatever its source (event or bulk). At least "
         "once (exactly once for read_committed consumers with PHOENIX_EXACTLY_ONCE=true for "
         "event-issued coupons); deduplicate by event_id.",
+    },
+    "couponsRedeemed": {
+        "address": "phoenix.coupons.redeemed",
+        "messages": ["coupon.redeemed", "coupon.redemption_rolled_back"],
+        "in": False,
+        "description": "Every redemption and every rollback of one, with the reward item's "
+        "snapshot, for the reward service to grant or reverse. At least once; deduplicate "
+        "by event_id. A rollback follows its redemption on the same partition (key user_id).",
     },
     "deadLetters": {
         "address": "phoenix.coupons.dlq",

@@ -27,6 +27,7 @@ def test_asyncapi_documents_every_topic_and_message() -> None:
         "phoenix.streaks",
         "phoenix.leaderboards",
         "phoenix.coupons.issued",
+        "phoenix.coupons.redeemed",
         "phoenix.coupons.dlq",
     }
     for channel in doc["channels"].values():
