@@ -34,8 +34,13 @@ def decode(value: bytes | None) -> Event:
 def _event_type(value: bytes) -> str:
     try:
         payload = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, huge numbers
         raise PoisonRecord("not_json", f"the record is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise PoisonRecord("schema_violation", "the record must be a JSON object")
-    return str(payload.get("event_type"))
+    event_type = payload.get("event_type")
+    if "event_type" not in payload:
+        raise PoisonRecord("schema_violation", "event_type: Field required")
+    if not isinstance(event_type, str):
+        raise PoisonRecord("schema_violation", "event_type: Input should be a valid string")
+    return event_type

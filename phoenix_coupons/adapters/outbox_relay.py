@@ -37,6 +37,8 @@ class OutboxSource:
     prefix: str
     order_by: str
     render: Callable[[Doc], OutboundRecord]
+    # Extra conditions a row must meet before it is announced (e.g. an earlier event first).
+    requires: Doc | None = None
 
     @property
     def fields(self) -> tuple[str, str, str]:
@@ -158,15 +160,19 @@ class OutboxRelay:
         # `$eq: None` rather than a bare None: the embedded test server's `$or` matches a bare
         # None only against missing fields, not explicit nulls (same meaning on MongoDB).
         free = {"$or": [{lease_f: {"$eq": None}}, {lease_f: {"$lt": now}}]}
-        cursor = col.find({pending: True, **free}, {"_id": 1})
+        cursor = col.find({pending: True, **(source.requires or {}), **free}, {"_id": 1})
         ids = [d["_id"] async for d in cursor.sort(source.order_by, 1).limit(self._batch)]
         if not ids:
             return 0
         lease = now + self._lease_ms
-        await col.update_many(
-            {"_id": {"$in": ids}, pending: True, **free},
-            {"$set": {lease_f: lease, owner_f: self._owner}},
-        )
+        # One update per kind of free lease, not one `$or`: the embedded test server's
+        # update_many applies an `$or` branch without the other conditions (claiming rows
+        # outside `ids`, which then wait a whole lease). Same effect on MongoDB.
+        for free_lease in ({"$eq": None}, {"$lt": now}):
+            await col.update_many(
+                {"_id": {"$in": ids}, pending: True, lease_f: free_lease},
+                {"$set": {lease_f: lease, owner_f: self._owner}},
+            )
         claimed = [
             d async for d in col.find({"_id": {"$in": ids}, owner_f: self._owner, pending: True})
         ]
