@@ -120,10 +120,12 @@ class MongoCouponRepo:
 
     async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None:
         doc = await self._col.find_one_and_update(
-            {"tenant_id": tenant_id, "code_norm": code_norm},
+            {"tenant_id": tenant_id, "code_norm": code_norm, "status": "active"},
             {"$set": {"status": "revoked", "revoked_at": at}},
             return_document=ReturnDocument.AFTER,
         )
+        if doc is None:  # unknown, or revoked already: the first revocation stands
+            doc = await self._col.find_one({"tenant_id": tenant_id, "code_norm": code_norm})
         return from_doc(doc) if doc else None
 
     async def delete_by_issue_key(

@@ -140,5 +140,7 @@ def outbox_sources(topic: str) -> list[OutboxSource]:
             "rollback_publish",
             "redeemed_at",
             lambda d: _event_record(d, topic, "coupon.redemption_rolled_back", "rolled_back_at"),
+            # Never before the redemption's own event, even when another relay holds that one.
+            requires={"publish_pending": {"$ne": True}},
         ),
     ]

@@ -165,9 +165,12 @@ class RedemptionService:
         }
         try:
             await self._take_slot(doc, group)
-        except SlotTaken:
+        except (SlotTaken, Refused):
             # Only the redemption id can clash here: a concurrent call with the same key won.
-            earlier = await self._redemptions.get(tenant_id, rid)
+            # Its use may also be the one that filled the limit: replay it, not a refusal.
+            earlier = None
+            if idempotency_key is not None:
+                earlier = await self._redemptions.get(tenant_id, rid)
             if earlier is None:
                 raise
             return self._replay(earlier, body), False
