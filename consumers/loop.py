@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -42,6 +43,9 @@ log = structlog.get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batch: TypeAlias = dict[TopicPartition, list[Record]]
 FATAL = (ProducerFenced,)
+# Not retried either: the group moved on, the partitions' new owner redelivers the batch.
+# Retrying would hold the lock the revocation waits for, and fail for ever.
+NOT_RETRIED = (*FATAL, CommitFailedError)
 NEVER_MS = 2**62
 
 
@@ -120,6 +124,8 @@ class Worker:
             log.info("worker_stopped")
 
     async def _close(self) -> None:
+        if self._consumer is not None:
+            _leave_on_stop(self._consumer)
         for closer in (self._consumer, self._producer):
             if closer is not None:
                 with contextlib.suppress(Exception):
@@ -142,7 +148,9 @@ class Worker:
 
     async def _start_producer(self) -> AIOKafkaProducer:
         assert self._s.kafka_bootstrap_servers
-        extra: dict[str, object] = {}
+        # A whole batch is queued before the worker waits for the acks: lingering would only
+        # add its 5 ms to every batch (and to the end-to-end latency).
+        extra: dict[str, object] = {"linger_ms": 0}
         if self._s.exactly_once:
             # Stable per instance: a restarted worker fences its previous incarnation.
             extra["transactional_id"] = f"{self._s.consumer_group}.{self._s.worker_id}"
@@ -165,6 +173,9 @@ class Worker:
             max_poll_records=self._s.worker_batch_size,
             session_timeout_ms=self._s.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(1000, self._s.kafka_session_timeout_ms // 3),
+            # Static membership: a restarted worker (same worker id) takes its partitions back
+            # at once, instead of waiting for its killed incarnation's session to expire.
+            group_instance_id=self._s.worker_id,
         )
         consumer.subscribe(self.topics, listener=_CommitOnRevoke(self._lock))
         try:
@@ -189,12 +200,14 @@ class Worker:
                 continue
             events.append(event)
             sources.append(record)
-            metrics.EVENTS_CONSUMED.labels(event.event_type).inc()
+        # Counted once per type and batch: a labelled increment per event cost 3 us each.
+        for event_type, count in Counter(e.event_type for e in events).items():
+            metrics.EVENTS_CONSUMED.labels(event_type).inc(count)
         try:
             async for attempt in AsyncRetrying(
                 wait=wait_exponential(multiplier=0.1, max=10),
                 stop=lambda _: self._stop.is_set(),
-                retry=retry_if_exception(lambda exc: not isinstance(exc, FATAL)),
+                retry=retry_if_exception(lambda exc: not isinstance(exc, NOT_RETRIED)),
                 before_sleep=self._log_retry,
             ):
                 with attempt:
@@ -253,8 +266,9 @@ class Worker:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.COUPONS_ISSUED.inc(outcome.issued)
         metrics.COUPONS_ANNOUNCED.inc(len(outcome.announce))
-        for pos in outcome.matched:
-            metrics.EVENTS_MATCHED.labels(events[pos].event_type).inc()
+        matched = Counter(events[pos].event_type for pos in outcome.matched)
+        for event_type, count in matched.items():
+            metrics.EVENTS_MATCHED.labels(event_type).inc(count)
         for record, kind, message in dead:
             metrics.DEAD_LETTERS.labels(kind).inc()
             log.warning(
@@ -281,6 +295,15 @@ class Worker:
             dead=len(dead),
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+
+def _leave_on_stop(consumer: AIOKafkaConsumer) -> None:
+    """aiokafka sends no LeaveGroup for a static member, so the partitions of a worker that
+    stops would wait for its session to expire before moving. A stopping worker leaves: they
+    move at once (the next owner starts at the offsets committed on revocation)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None and hasattr(coordinator, "_group_instance_id"):
+        coordinator._group_instance_id = None
 
 
 def _exception(state: RetryCallState) -> BaseException | None:

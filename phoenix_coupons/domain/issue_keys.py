@@ -1,6 +1,7 @@
 """Issue keys: the unique index that makes issuing a coupon idempotent."""
 
 import hashlib
+import json
 
 
 def shared(definition_id: str) -> str:
@@ -20,5 +21,5 @@ def bulk(definition_id: str, idempotency_key: str | None, position: int, coupon_
 def event(definition_id: str, user_id: str, occurrence: str) -> str:
     """At most one coupon per (definition, user, occurrence), however often the event comes.
     Hashed: ids may contain any character, and the key stays short."""
-    raw = "\x1f".join((definition_id, user_id, occurrence))
+    raw = json.dumps([definition_id, user_id, occurrence])  # unambiguous whatever the ids hold
     return "evt:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
