@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6000)
 
     outbox_batch_size: int = Field(default=1000, gt=0)
-    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    outbox_poll_seconds: float = Field(default=5.0, gt=0)
     outbox_lease_seconds: float = Field(default=30.0, gt=0)
 
     @cached_property
