@@ -28,11 +28,8 @@ class CouponIssued(BaseModel):
     expires_at: datetime | None = None
 
 
-class CouponRedeemed(BaseModel):
-    """Published on `phoenix.coupons.redeemed` when a use is consumed: grant the reward."""
-
+class _RedemptionEvent(BaseModel):
     event_id: str = Field(description="Stable: derived from the redemption id.")
-    event_type: Literal["coupon.redeemed"] = "coupon.redeemed"
     occurred_at: datetime
     tenant_id: str
     user_id: str
@@ -43,17 +40,14 @@ class CouponRedeemed(BaseModel):
     reward: dict[str, Any] = Field(description="Snapshot of the reward item when redeemed.")
 
 
-class RedemptionRolledBack(BaseModel):
+class CouponRedeemed(_RedemptionEvent):
+    """Published on `phoenix.coupons.redeemed` when a use is consumed: grant the reward."""
+
+    event_type: Literal["coupon.redeemed"] = "coupon.redeemed"
+
+
+class RedemptionRolledBack(_RedemptionEvent):
     """Published on `phoenix.coupons.redeemed` when a redemption is rolled back: the use is
     given back; a reward service reverses the grant."""
 
-    event_id: str = Field(description="Stable: derived from the redemption id.")
     event_type: Literal["coupon.redemption_rolled_back"] = "coupon.redemption_rolled_back"
-    occurred_at: datetime
-    tenant_id: str
-    user_id: str
-    redemption_id: str
-    coupon_id: str
-    code: str
-    definition_id: str
-    reward: dict[str, Any]
