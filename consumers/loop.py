@@ -10,9 +10,9 @@ Kafka transaction, so `read_committed` consumers see each announcement once.
 import asyncio
 import contextlib
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -32,10 +32,11 @@ from consumers import metrics
 from consumers.dead_letters import dead_letter
 from consumers.decode import decode
 from consumers.poison import PoisonRecord
+from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.definition_cache import DefinitionCache
 from phoenix_coupons.adapters.kafka import OutboundRecord, issued_record, make_producer, send
 from phoenix_coupons.domain.matching import Event
-from phoenix_coupons.services.issuance import IssuanceService
+from phoenix_coupons.services.issuance import Delivery, IssuanceService
 from phoenix_coupons.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -43,54 +44,57 @@ log = structlog.get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batch: TypeAlias = dict[TopicPartition, list[Record]]
 FATAL = (ProducerFenced,)
+# Batches after the announced mark in which a dead owner's uncommitted work may lie.
+LOOKUP_BATCHES = 2
 # Not retried either: the group moved on, the partitions' new owner redelivers the batch.
 # Retrying would hold the lock the revocation waits for, and fail for ever.
 NOT_RETRIED = (*FATAL, CommitFailedError)
-NEVER_MS = 2**62
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     """A revocation waits for the batch in hand to finish and commit: the next owner of the
     partition starts exactly where this worker stopped."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    def __init__(
+        self, lock: asyncio.Lock, on_assigned: Callable[[Sequence[TopicPartition]], None]
+    ) -> None:
         self._lock = lock
+        self._on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         async with self._lock:
             log.info("partitions_revoked", partitions=[f"{p.topic}:{p.partition}" for p in revoked])
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._on_assigned(assigned)
         log.info("partitions_assigned", partitions=[f"{p.topic}:{p.partition}" for p in assigned])
 
 
 class Worker:
     def __init__(
-        self, settings: Settings, issuance: IssuanceService, cache: DefinitionCache
+        self,
+        settings: Settings,
+        issuance: IssuanceService,
+        cache: DefinitionCache,
+        announced: AnnouncedOffsets,
     ) -> None:
         self._s = settings
         self._issuance = issuance
         self._cache = cache
+        self._announced = announced
+        # Per partition: (announced up to, look up earlier attempts' coupons below), set from
+        # the first batch after an assignment.
+        self._marks: dict[TopicPartition, tuple[int, int]] = {}
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self.ready = False
-        self._owner = f"worker:{settings.worker_id}:{uuid.uuid4().hex[:8]}"
         self.topics = [
             settings.topic_achievements,
             settings.topic_streaks,
             settings.topic_leaderboards,
         ]
-
-    def _lease_ms(self) -> int:
-        """How long the outbox relay keeps off coupons this worker stored and will announce.
-        Exactly once: forever, since only the worker's transactions may announce them (a
-        redelivery does, if it dies); at least once: the relay's lease, after which it
-        announces what a dead worker left."""
-        if self._s.exactly_once:
-            return NEVER_MS
-        return int((time.time() + self._s.outbox_lease_seconds) * 1000)
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit, then leave the group."""
@@ -177,7 +181,7 @@ class Worker:
             # at once, instead of waiting for its killed incarnation's session to expire.
             group_instance_id=self._s.worker_id,
         )
-        consumer.subscribe(self.topics, listener=_CommitOnRevoke(self._lock))
+        consumer.subscribe(self.topics, listener=_CommitOnRevoke(self._lock, self._forget))
         try:
             await consumer.start()
         except BaseException:
@@ -200,6 +204,7 @@ class Worker:
                 continue
             events.append(event)
             sources.append(record)
+        deliveries = await self._deliveries(batch, sources)
         # Counted once per type and batch: a labelled increment per event cost 3 us each.
         for event_type, count in Counter(e.event_type for e in events).items():
             metrics.EVENTS_CONSUMED.labels(event_type).inc(count)
@@ -211,7 +216,9 @@ class Worker:
                 before_sleep=self._log_retry,
             ):
                 with attempt:
-                    outcome = await self._issuance.issue(events, self._owner, self._lease_ms())
+                    if attempt.retry_state.attempt_number > 1:  # the last try may have stored
+                        deliveries = [replace(d, lookup=not d.announced) for d in deliveries]
+                    outcome = await self._issuance.issue(events, deliveries)
                     failed = [
                         (sources[pos], kind, "no free code left in the definition's code space")
                         for pos, kind in outcome.failed.items()
@@ -228,11 +235,47 @@ class Worker:
         except CommitFailedError as exc:  # the group moved on; the new owner redelivers
             log.warning("commit_failed_rebalance", error=repr(exc))
             return
-        try:
-            await self._issuance.mark_announced(outcome.announce)
-        except Exception as exc:  # harmless: at worst announced again later
-            log.warning("mark_announced_failed", error=repr(exc))
+        await self._advance_marks(offsets)
         self._observe(batch, records, events, outcome, dead + failed, offsets, started)
+
+    def _forget(self, assigned: Sequence[TopicPartition]) -> None:
+        for tp in assigned:
+            self._marks.pop(tp, None)
+
+    async def _deliveries(self, batch: Batch, sources: list[Record]) -> list[Delivery]:
+        """Per event: is its record a replay (below the announced mark), and may an attempt
+        that died have stored coupons for it (the first batch's worth after the mark)?"""
+        unknown = [tp for tp in batch if tp not in self._marks]
+        if unknown:
+            loaded = await self._announced.load([(tp.topic, tp.partition) for tp in unknown])
+            for tp in unknown:
+                mark = loaded[(tp.topic, tp.partition)]
+                # A dead owner processed at most one batch past its last commit.
+                start = max(mark, batch[tp][0].offset)
+                self._marks[tp] = (mark, start + LOOKUP_BATCHES * self._s.worker_batch_size)
+        deliveries = []
+        for r in sources:
+            mark, lookup_until = self._marks[TopicPartition(r.topic, r.partition)]
+            announced = r.offset < mark
+            deliveries.append(
+                Delivery(
+                    record=f"{r.topic}:{r.partition}:{r.offset}",
+                    announced=announced,
+                    lookup=not announced and r.offset < lookup_until,
+                )
+            )
+        return deliveries
+
+    async def _advance_marks(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            mark, lookup_until = self._marks.get(tp, (0, 0))
+            self._marks[tp] = (max(mark, offset), lookup_until)
+        try:
+            await self._announced.advance(
+                {(tp.topic, tp.partition): o for tp, o in offsets.items()}
+            )
+        except Exception as exc:  # only a later replay could announce these again
+            log.warning("announced_offsets_not_saved", error=repr(exc))
 
     async def _publish_and_commit(
         self, out: list[OutboundRecord], offsets: dict[TopicPartition, int]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.api_key_repo import MongoApiKeyRepo
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.definition_cache import DefinitionCache
@@ -155,7 +156,9 @@ class Container:
     def worker(self) -> "Worker":
         from consumers.loop import Worker
 
-        return Worker(self.settings, self.issuance, self.definition_cache)
+        return Worker(
+            self.settings, self.issuance, self.definition_cache, AnnouncedOffsets(self.mongo)
+        )
 
     async def start_storage(self) -> None:
         await self.mongo.ensure_indexes()

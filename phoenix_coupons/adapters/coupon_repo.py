@@ -92,22 +92,13 @@ class MongoCouponRepo:
                 found[doc["issue_key"]] = from_doc(doc)
         return found
 
-    async def pending_for_events(self, event_ids: Sequence[str]) -> list[Coupon]:
-        """Coupons stored for these inbound events but not yet confirmed announced: what an
-        attempt that died before its offsets were committed left behind."""
+    async def for_trigger_events(self, event_ids: Sequence[str]) -> list[Coupon]:
+        """Coupons issued for these inbound event ids (in any tenant: callers filter)."""
         found: list[Coupon] = []
         for chunk in _chunks(event_ids):
-            query = {"trigger_event_id": {"$in": list(chunk)}, "publish_pending": True}
-            async for doc in self._col.find(query):
+            async for doc in self._col.find({"trigger_event_id": {"$in": list(chunk)}}):
                 found.append(from_doc(doc))
         return found
-
-    async def mark_announced(self, coupon_ids: Sequence[str]) -> None:
-        for chunk in _chunks(coupon_ids):
-            await self._col.update_many(
-                {"_id": {"$in": list(chunk)}},
-                {"$set": {"publish_pending": False, "publish_lease": None}},
-            )
 
     async def by_code(self, tenant_id: str, code_norm: str) -> Coupon | None:
         doc = await self._col.find_one({"tenant_id": tenant_id, "code_norm": code_norm})

@@ -62,6 +62,10 @@ class Mongo:
         return self.db["usage_hints"]
 
     @property
+    def announced_offsets(self) -> AsyncCollection[Doc]:
+        return self.db["announced_offsets"]
+
+    @property
     def idempotency(self) -> AsyncCollection[Doc]:
         return self.db["idempotency_keys"]
 

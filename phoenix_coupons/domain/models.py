@@ -41,6 +41,9 @@ class Coupon:
     starts_at: datetime | None = None
     expires_at: datetime | None = None
     trigger_event_id: str | None = None
+    # The inbound record that issued it ("topic:partition:offset"): a redelivery of that very
+    # record announces the coupon again while pending; a later duplicate of the event does not.
+    trigger_record: str | None = None
     status: Literal["active", "revoked"] = "active"
     revoked_at: datetime | None = None
     # Outbox state: the coupon row is its own outbox entry (see README, "No lost events").

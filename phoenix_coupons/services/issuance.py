@@ -1,6 +1,13 @@
 """Issuing coupons for a batch of inbound events: match against the in-memory definitions,
-draw codes, store with one bulk write, and hand back what is to be announced."""
+draw codes, store with one bulk write, and hand back what is to be announced.
 
+Whether a stored coupon is announced again depends on the record that delivers its event:
+the worker tells, per event, whether the record's offset was committed before (a replay:
+announced then) and whether an earlier attempt may have stored coupons for it without
+announcing them (a redelivery after a crash). No per-coupon "announced" write is needed.
+"""
+
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,11 +23,24 @@ from schemas.coupons import CouponDefinition
 MAX_DRAW_ROUNDS = 8
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """How an event reached the worker. `record`: "topic:partition:offset", kept with the
+    coupons it issues. `announced`: the offset was committed before, so whatever this record
+    issued was announced then (a replay). `lookup`: an attempt that died before committing
+    may have stored coupons for it: look them up, even those of definitions that no longer
+    match."""
+
+    record: str
+    announced: bool = False
+    lookup: bool = False
+
+
 @dataclass
 class BatchOutcome:
-    """`announce`: coupons to publish, in event order (new ones and those a crashed attempt
-    stored). `matched`: matches per event position. `failed`: positions that could not get a
-    code (code space full) and go to the dead-letter topic."""
+    """`announce`: coupons to publish, in event order (new ones and those an earlier attempt
+    stored for the same record). `matched`: matches per event position. `failed`: positions
+    that could not get a code (code space full) and go to the dead-letter topic."""
 
     announce: list[Coupon] = field(default_factory=list)
     issued: int = 0
@@ -43,46 +63,57 @@ class IssuanceService:
         self._clock = clock
         self._new_id = new_id
 
-    async def issue(self, events: Sequence[Event], owner: str, lease_until_ms: int) -> BatchOutcome:
-        """Issue what `events` trigger. New coupons are stored claimed by `owner` until
-        `lease_until_ms`: the outbox relay leaves them alone meanwhile, and announces them if
-        the worker dies and the lease runs out."""
+    async def issue(self, events: Sequence[Event], deliveries: Sequence[Delivery]) -> BatchOutcome:
         outcome = BatchOutcome()
         if not events:
             return outcome
         now = self._clock()
         index = self._index()
-        # A redelivered event: an attempt that died before its offsets were committed stored
-        # these coupons. They are announced again, whatever the definitions say now.
-        by_event = {(e.tenant_id, e.user_id, e.event_id): i for i, e in enumerate(events)}
-        prior: dict[str, tuple[int, Coupon]] = {}
-        for coupon in await self._coupons.pending_for_events([e.event_id for e in events]):
-            origin = (coupon.tenant_id, coupon.user_id or "", coupon.trigger_event_id or "")
-            pos = by_event.get(origin)
-            if pos is not None:
-                prior[coupon.issue_key] = (pos, coupon)
+        seen: set[str] = set()
+        prior = await self._prior(events, deliveries, seen)
         wanted: list[tuple[int, Coupon, CouponDefinition]] = []
-        seen: set[str] = set(prior)
+        # Every position asking for a key: a batch may hold the same event more than once.
+        asked: dict[str, list[int]] = defaultdict(list)
         for pos, event in enumerate(events):
             found = index.match(event, now)
             if found:
                 outcome.matched[pos] = len(found)
             for match in found:
                 key = issue_keys.event(match.definition.id, event.user_id, match.occurrence)
+                asked[key].append(pos)
                 if key in seen:
                     continue
                 seen.add(key)
                 coupon = self._coupon(match.definition, event, key, now)
-                coupon.publish_owner, coupon.publish_lease = owner, lease_until_ms
+                coupon.trigger_record = deliveries[pos].record
                 wanted.append((pos, coupon, match.definition))
-        placed = await self._store(wanted, outcome)
-        chosen = sorted([*prior.values(), *placed], key=lambda pc: pc[0])
+        placed = await self._store(wanted, deliveries, asked, outcome)
+        chosen = sorted([*prior, *placed], key=lambda pc: pc[0])
         outcome.announce = [coupon for _, coupon in chosen]
         return outcome
 
-    async def mark_announced(self, coupons: Sequence[Coupon]) -> None:
-        """Kafka acknowledged these: neither a replay nor the relay announces them again."""
-        await self._coupons.mark_announced([c.id for c in coupons])
+    async def _prior(
+        self, events: Sequence[Event], deliveries: Sequence[Delivery], seen: set[str]
+    ) -> list[tuple[int, Coupon]]:
+        """Coupons an earlier attempt stored for the events to look up: those of the same
+        record are announced again; any found is not issued again."""
+        look = [i for i, d in enumerate(deliveries) if d.lookup]
+        if not look:
+            return []
+        by_event: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+        for i in look:
+            by_event[(events[i].tenant_id, events[i].user_id, events[i].event_id)].append(i)
+        prior: list[tuple[int, Coupon]] = []
+        for coupon in await self._coupons.for_trigger_events([events[i].event_id for i in look]):
+            origin = (coupon.tenant_id, coupon.user_id or "", coupon.trigger_event_id or "")
+            positions = by_event.get(origin)
+            if not positions:
+                continue
+            seen.add(coupon.issue_key)
+            pos = _reannounce_at(coupon, deliveries, positions)
+            if pos is not None:
+                prior.append((pos, coupon))
+        return prior
 
     def _coupon(self, defn: CouponDefinition, event: Event, key: str, now: datetime) -> Coupon:
         cfg = defn.config
@@ -104,11 +135,17 @@ class IssuanceService:
             starts_at=cfg.starts_at,
             expires_at=cfg.expires_at,
             trigger_event_id=event.event_id,
-            publish_pending=True,
+            # Announced by the worker itself, before it commits the offsets (and again on a
+            # redelivery): the outbox relay is for bulk coupons.
+            publish_pending=False,
         )
 
     async def _store(
-        self, wanted: list[tuple[int, Coupon, CouponDefinition]], outcome: BatchOutcome
+        self,
+        wanted: list[tuple[int, Coupon, CouponDefinition]],
+        deliveries: Sequence[Delivery],
+        asked: dict[str, list[int]],
+        outcome: BatchOutcome,
     ) -> list[tuple[int, Coupon]]:
         placed: list[tuple[int, Coupon]] = []
         todo = wanted
@@ -134,10 +171,31 @@ class IssuanceService:
             if not refused:
                 return placed
             retry = [todo[j] for j in sorted(refused)]
-            # A refused coupon whose issue key exists was issued before (a replay): nothing
-            # new, nothing to announce. The others collided on a code and are drawn again.
+            # A refused coupon whose issue key exists was issued before: announced again only
+            # when its own record comes again uncommitted. The others collided on a code and
+            # are drawn again.
             existing = await self._coupons.by_issue_keys([c.issue_key for _, c, _ in retry])
+            for _pos, coupon, _defn in retry:
+                stored = existing.get(coupon.issue_key)
+                if stored is None:
+                    continue
+                at = _reannounce_at(stored, deliveries, asked[coupon.issue_key])
+                if at is not None:
+                    placed.append((at, stored))
             todo = [t for t in retry if t[1].issue_key not in existing]
         for pos, _coupon, _defn in todo:
             outcome.failed[pos] = "code_space_exhausted"
         return placed
+
+
+def _reannounce_at(
+    coupon: Coupon, deliveries: Sequence[Delivery], positions: Sequence[int]
+) -> int | None:
+    """The position of the record that stored `coupon` in an attempt that never committed
+    it (its announcement may be lost), or None: the same event in another record, or a
+    replay, was announced."""
+    for pos in positions:
+        delivery = deliveries[pos]
+        if not delivery.announced and coupon.trigger_record == delivery.record:
+            return pos
+    return None
