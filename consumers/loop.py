@@ -44,8 +44,6 @@ log = structlog.get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batch: TypeAlias = dict[TopicPartition, list[Record]]
 FATAL = (ProducerFenced,)
-# Batches after the announced mark in which a dead owner's uncommitted work may lie.
-LOOKUP_BATCHES = 2
 # Not retried either: the group moved on, the partitions' new owner redelivers the batch.
 # Retrying would hold the lock the revocation waits for, and fail for ever.
 NOT_RETRIED = (*FATAL, CommitFailedError)
@@ -82,8 +80,8 @@ class Worker:
         self._issuance = issuance
         self._cache = cache
         self._announced = announced
-        # Per partition: (announced up to, look up earlier attempts' coupons below), set from
-        # the first batch after an assignment.
+        # Per partition: (announced up to, inflight up to) as stored when this worker got it;
+        # its own batches then advance the first.
         self._marks: dict[TopicPartition, tuple[int, int]] = {}
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -218,7 +216,9 @@ class Worker:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:  # the last try may have stored
                         deliveries = [replace(d, lookup=not d.announced) for d in deliveries]
-                    outcome = await self._issuance.issue(events, deliveries)
+                    outcome = await self._issuance.issue(
+                        events, deliveries, lambda: self._mark_inflight(offsets)
+                    )
                     failed = [
                         (sources[pos], kind, "no free code left in the definition's code space")
                         for pos, kind in outcome.failed.items()
@@ -235,7 +235,7 @@ class Worker:
         except CommitFailedError as exc:  # the group moved on; the new owner redelivers
             log.warning("commit_failed_rebalance", error=repr(exc))
             return
-        await self._advance_marks(offsets)
+        await self._advance_marks(offsets, saved=bool(outcome.announce))
         self._observe(batch, records, events, outcome, dead + failed, offsets, started)
 
     def _forget(self, assigned: Sequence[TopicPartition]) -> None:
@@ -244,32 +244,39 @@ class Worker:
 
     async def _deliveries(self, batch: Batch, sources: list[Record]) -> list[Delivery]:
         """Per event: is its record a replay (below the announced mark), and may an attempt
-        that died have stored coupons for it (the first batch's worth after the mark)?"""
+        that died have stored coupons for it (below the inflight mark)?"""
         unknown = [tp for tp in batch if tp not in self._marks]
         if unknown:
             loaded = await self._announced.load([(tp.topic, tp.partition) for tp in unknown])
             for tp in unknown:
-                mark = loaded[(tp.topic, tp.partition)]
-                # A dead owner processed at most one batch past its last commit.
-                start = max(mark, batch[tp][0].offset)
-                self._marks[tp] = (mark, start + LOOKUP_BATCHES * self._s.worker_batch_size)
+                self._marks[tp] = loaded[(tp.topic, tp.partition)]
         deliveries = []
         for r in sources:
-            mark, lookup_until = self._marks[TopicPartition(r.topic, r.partition)]
-            announced = r.offset < mark
+            announced_up_to, inflight = self._marks[TopicPartition(r.topic, r.partition)]
+            announced = r.offset < announced_up_to
             deliveries.append(
                 Delivery(
                     record=f"{r.topic}:{r.partition}:{r.offset}",
                     announced=announced,
-                    lookup=not announced and r.offset < lookup_until,
+                    lookup=not announced and r.offset < inflight,
                 )
             )
         return deliveries
 
-    async def _advance_marks(self, offsets: dict[TopicPartition, int]) -> None:
+    async def _mark_inflight(self, offsets: dict[TopicPartition, int]) -> None:
+        await self._announced.mark_inflight(
+            {(tp.topic, tp.partition): o for tp, o in offsets.items()}
+        )
+
+    async def _advance_marks(self, offsets: dict[TopicPartition, int], saved: bool) -> None:
+        """`saved`: the batch announced coupons. A batch that announced none needn't move
+        the stored marks (its records, replayed, find nothing to announce): one MongoDB
+        write saved per batch of non-matching events."""
         for tp, offset in offsets.items():
-            mark, lookup_until = self._marks.get(tp, (0, 0))
-            self._marks[tp] = (max(mark, offset), lookup_until)
+            mark, inflight = self._marks.get(tp, (0, 0))
+            self._marks[tp] = (max(mark, offset), inflight)
+        if not saved:
+            return
         try:
             await self._announced.advance(
                 {(tp.topic, tp.partition): o for tp, o in offsets.items()}

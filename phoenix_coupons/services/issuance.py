@@ -8,7 +8,7 @@ announcing them (a redelivery after a crash). No per-coupon "announced" write is
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -63,7 +63,14 @@ class IssuanceService:
         self._clock = clock
         self._new_id = new_id
 
-    async def issue(self, events: Sequence[Event], deliveries: Sequence[Delivery]) -> BatchOutcome:
+    async def issue(
+        self,
+        events: Sequence[Event],
+        deliveries: Sequence[Delivery],
+        before_store: Callable[[], Awaitable[None]] | None = None,
+    ) -> BatchOutcome:
+        """`before_store`: awaited once before any coupon is stored (the worker raises its
+        inflight marks there)."""
         outcome = BatchOutcome()
         if not events:
             return outcome
@@ -87,6 +94,8 @@ class IssuanceService:
                 coupon = self._coupon(match.definition, event, key, now)
                 coupon.trigger_record = deliveries[pos].record
                 wanted.append((pos, coupon, match.definition))
+        if wanted and before_store is not None:
+            await before_store()
         placed = await self._store(wanted, deliveries, asked, outcome)
         chosen = sorted([*prior, *placed], key=lambda pc: pc[0])
         outcome.announce = [coupon for _, coupon in chosen]

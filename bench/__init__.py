@@ -1,0 +1,1 @@
+"""`make bench`: throughput and latency of the event worker against raw baselines."""

@@ -1,0 +1,299 @@
+"""`make bench`: the event worker against raw baselines, on the same servers in one run.
+
+    python -m phoenix_coupons.devservers --temp -- .venv/bin/python -m bench [--events N]
+
+(a) non-matching events through the real worker vs a plain aiokafka consumer (target >= 0.8);
+(b) matching events (one coupon each) vs consume + insert_many + produce (target >= 0.7);
+(c) end-to-end latency at 200 events/s, event produced -> `coupon.issued` consumed
+    (target p99 <= 100 ms);
+(d) redemption over HTTP at a fixed concurrency vs as many raw conditional
+    find_one_and_update calls (reported: redeems/s, p99).
+Throughput runs alternate baseline and worker so that noise hits both; the medians are
+compared. Exit status 1 only when a run fails (a missed target prints MISSED).
+"""
+
+import argparse
+import asyncio
+import importlib.metadata
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bench.common import BenchError, Servers, now, produce_inputs, scenario_settings
+from bench.latency import STAGES, LatencyRun, latency_run, percentile
+from bench.redemption import redemption_runs
+from bench.throughput import Run, raw_consume, raw_pipeline, worker_run
+from phoenix_coupons.logging import configure_logging
+
+TARGET_NONMATCHING = 0.8
+TARGET_MATCHING = 0.7
+TARGET_P99_MS = 100.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=50_000, help="events per throughput scenario")
+    p.add_argument("--runs-a", type=int, default=3, help="run pairs of scenario (a)")
+    p.add_argument("--runs-b", type=int, default=2, help="run pairs of scenario (b)")
+    p.add_argument("--latency-runs", type=int, default=2)
+    p.add_argument("--latency-seconds", type=float, default=15.0)
+    p.add_argument("--rate", type=float, default=200.0, help="events/s of scenario (c)")
+    p.add_argument("--redeems", type=int, default=2_000, help="calls of scenario (d)")
+    p.add_argument("--concurrency", type=int, default=32, help="calls in flight in (d)")
+    p.add_argument("--only", choices=["a", "b", "c", "d"], action="append", help="run only these")
+    return p
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _machine(servers: Servers) -> list[tuple[str, str]]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as info:
+        mem_kb = int(info.readline().split()[1])
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return [
+        ("cpus (nproc)", str(os.cpu_count())),
+        ("cpu model", cpu),
+        ("memory", f"{mem_kb / 1024 / 1024:.1f} GiB"),
+        ("os", f"{platform.system()} {platform.release()}"),
+        ("python", platform.python_version()),
+        ("kafka", f"noida-db {version('noida-db')} (embedded) at {servers.kafka}"),
+        ("mongodb", f"nx-27017 {version('nx-27017')} (embedded) at {servers.mongodb}"),
+        ("clients", f"aiokafka {version('aiokafka')}, pymongo {version('pymongo')}"),
+    ]
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+async def _alternate(
+    runs: int, baseline: Callable[[], Awaitable[Run]], worker: Callable[[], Awaitable[Run]]
+) -> tuple[list[Run], list[Run]]:
+    base: list[Run] = []
+    work: list[Run] = []
+    for i in range(runs):
+        for side, fn in (("baseline", baseline), ("worker", worker)):
+            run = await fn()
+            (base if side == "baseline" else work).append(run)
+            say(
+                f"  run {i + 1}/{runs} {run.name:<26} {run.events:>7} events "
+                f"in {run.seconds:6.2f} s = {run.rate:>9,.0f} events/s"
+            )
+    return base, work
+
+
+def _median_rate(runs: list[Run]) -> float:
+    return statistics.median(r.rate for r in runs)
+
+
+Row = tuple[str, str, str, str, str, str, str, str]
+HEADER: Row = ("scenario", "baseline", "its rate", "worker", "ratio", "per run", "target", "result")
+
+
+def _throughput_row(
+    scenario: str, baseline: str, base: list[Run], work: list[Run], target: float
+) -> Row:
+    b, w = _median_rate(base), _median_rate(work)
+    ratio = w / b
+    pairs = " ".join(f"{x.rate / y.rate:.2f}" for x, y in zip(work, base, strict=True))
+    return (
+        scenario,
+        baseline,
+        f"{b:,.0f} ev/s",
+        f"{w:,.0f} ev/s",
+        f"{ratio:.2f}",
+        pairs,
+        f">= {target}",
+        _verdict(ratio >= target),
+    )
+
+
+async def scenario_a(servers: Servers, args: argparse.Namespace) -> list[Row]:
+    say(f"\n(a) {args.events:,} non-matching events: worker vs raw aiokafka consumer")
+    t = now()
+    inputs = await produce_inputs(scenario_settings(servers, "a-in"), args.events, False)
+    say(f"  input produced in {now() - t:.1f} s (not timed) to {', '.join(inputs.topics)}")
+    base, work = await _alternate(
+        args.runs_a,
+        lambda: raw_consume(servers, inputs),
+        lambda: worker_run(servers, inputs, False),
+    )
+    parsed = await raw_consume(servers, inputs, parse=True)
+    say(f"  reference: {parsed.name} = {parsed.rate:,.0f} events/s")
+    w = _median_rate(work)
+    return [
+        _throughput_row(
+            "(a) non-matching", "raw aiokafka consumer", base, work, TARGET_NONMATCHING
+        ),
+        (
+            "    reference",
+            "raw consumer + json.loads",
+            f"{parsed.rate:,.0f} ev/s",
+            f"{w:,.0f} ev/s",
+            f"{w / parsed.rate:.2f}",
+            "",
+            "(none)",
+            "",
+        ),
+    ]
+
+
+async def scenario_b(servers: Servers, args: argparse.Namespace) -> list[Row]:
+    say(f"\n(b) {args.events:,} matching events (one coupon each): worker vs raw pipeline")
+    t = now()
+    inputs = await produce_inputs(scenario_settings(servers, "b-in"), args.events, True)
+    say(f"  input produced in {now() - t:.1f} s (not timed) to {', '.join(inputs.topics)}")
+    base, work = await _alternate(
+        args.runs_b,
+        lambda: raw_pipeline(servers, inputs),
+        lambda: worker_run(servers, inputs, True),
+    )
+    return [
+        _throughput_row("(b) matching", "getmany+insert_many+produce", base, work, TARGET_MATCHING)
+    ]
+
+
+async def scenario_c(servers: Servers, args: argparse.Namespace) -> list[Row]:
+    say(
+        f"\n(c) end-to-end latency: {args.rate:.0f} matching events/s for "
+        f"{args.latency_seconds:.0f} s to a running worker, x{args.latency_runs}"
+    )
+    runs: list[LatencyRun] = []
+    for i in range(args.latency_runs):
+        run = await latency_run(servers, args.rate, args.latency_seconds)
+        runs.append(run)
+        say(
+            f"  run {i + 1}/{args.latency_runs} {run.events} events at {run.rate:.0f}/s: "
+            f"p50 {run.percentile(50):.1f} ms, p90 {run.percentile(90):.1f} ms, "
+            f"p99 {run.percentile(99):.1f} ms, max {max(run.latencies_ms):.1f} ms"
+        )
+        for name, values in run.stages_ms.items():
+            say(
+                f"      {name:<8} p50 {percentile(values, 50):6.1f} ms  "
+                f"p99 {percentile(values, 99):6.1f} ms  {STAGES[name]}"
+            )
+    p50 = statistics.median(r.percentile(50) for r in runs)
+    p99 = statistics.median(r.percentile(99) for r in runs)
+    per_run = " ".join(f"{r.percentile(50):.0f}/{r.percentile(99):.0f}" for r in runs)
+    return [
+        (
+            f"(c) latency @{args.rate:.0f}/s",
+            "(p50 / p99, ms)",
+            "",
+            f"{p50:.1f} / {p99:.1f}",
+            "",
+            per_run,
+            f"p99 <= {TARGET_P99_MS:.0f}",
+            _verdict(p99 <= TARGET_P99_MS),
+        )
+    ]
+
+
+async def scenario_d(servers: Servers, args: argparse.Namespace, log: Path) -> list[Row]:
+    say(
+        f"\n(d) redemption: {args.redeems:,} redeems over HTTP, {args.concurrency} in flight, "
+        "vs as many conditional find_one_and_update calls"
+    )
+    raw, api = await redemption_runs(servers, args.redeems, args.concurrency, log)
+    for run in (raw, api):
+        say(
+            f"  {run.name:<26} {run.calls:>6} calls in {run.seconds:6.2f} s = "
+            f"{run.rate:>8,.0f}/s  p50 {run.percentile(50):.1f} ms  "
+            f"p99 {run.percentile(99):.1f} ms"
+        )
+    return [
+        (
+            "(d) redemption",
+            "raw find_one_and_update",
+            f"{raw.rate:,.0f} op/s",
+            f"{api.rate:,.0f} op/s",
+            f"{api.rate / raw.rate:.2f}",
+            f"p99 {api.percentile(99):.0f} ms",
+            "(reported)",
+            "",
+        )
+    ]
+
+
+def _table(rows: list[Row]) -> list[str]:
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    right = {2, 3, 4}
+
+    def line(row: Row) -> str:
+        cells = [
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)
+        ]
+        return "  ".join(cells).rstrip()
+
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    return [rule, line(HEADER), rule, *[line(r) for r in rows], rule]
+
+
+async def main(args: argparse.Namespace, log_file: Path) -> int:
+    servers = Servers.from_env()
+    say("Phoenix Coupons benchmark")
+    for name, value in _machine(servers):
+        say(f"  {name:<13} {value}")
+    say(f"  load average  {_load()} (at start)")
+    say(f"  worker logs   {log_file}")
+    started = time.monotonic()
+    only = set(args.only or ["a", "b", "c", "d"])
+    rows: list[Row] = []
+    for key, scenario in (("a", scenario_a), ("b", scenario_b), ("c", scenario_c)):
+        if key in only:
+            rows += await scenario(servers, args)
+    if "d" in only:
+        rows += await scenario_d(servers, args, log_file)
+    say(
+        f"\nResults: {args.events:,} events per throughput scenario, medians of the runs "
+        "(throughput: worker events/s over baseline events/s)"
+    )
+    for text in _table(rows):
+        say(text)
+    say(f"total {time.monotonic() - started:.0f} s; load average {_load()} (at end)")
+    return 0
+
+
+def run() -> int:
+    args = _parser().parse_args()
+    log_file = Path(
+        os.environ.get("PHOENIX_BENCH_LOG")
+        or Path(tempfile.gettempdir()) / f"phoenix-bench-{os.getpid()}.log"
+    )
+    with log_file.open("a") as logs:
+        # The worker logs as in production (JSON lines, INFO), into a file: the output stays
+        # readable and the cost of logging stays in the figures.
+        configure_logging("INFO", logs)
+        return asyncio.run(main(args, log_file))
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(run())
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)
