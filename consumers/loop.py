@@ -12,7 +12,6 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -215,7 +214,7 @@ class Worker:
             ):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:  # the last try may have stored
-                        deliveries = [replace(d, lookup=not d.announced) for d in deliveries]
+                        deliveries.look_everywhere()
                     outcome = await self._issuance.issue(
                         events, deliveries, lambda: self._mark_inflight(offsets)
                     )
@@ -242,7 +241,7 @@ class Worker:
         for tp in assigned:
             self._marks.pop(tp, None)
 
-    async def _deliveries(self, batch: Batch, sources: list[Record]) -> list[Delivery]:
+    async def _deliveries(self, batch: Batch, sources: list[Record]) -> "_Deliveries":
         """Per event: is its record a replay (below the announced mark), and may an attempt
         that died have stored coupons for it (below the inflight mark)?"""
         unknown = [tp for tp in batch if tp not in self._marks]
@@ -250,18 +249,7 @@ class Worker:
             loaded = await self._announced.load([(tp.topic, tp.partition) for tp in unknown])
             for tp in unknown:
                 self._marks[tp] = loaded[(tp.topic, tp.partition)]
-        deliveries = []
-        for r in sources:
-            announced_up_to, inflight = self._marks[TopicPartition(r.topic, r.partition)]
-            announced = r.offset < announced_up_to
-            deliveries.append(
-                Delivery(
-                    record=f"{r.topic}:{r.partition}:{r.offset}",
-                    announced=announced,
-                    lookup=not announced and r.offset < inflight,
-                )
-            )
-        return deliveries
+        return _Deliveries(sources, dict(self._marks))
 
     async def _mark_inflight(self, offsets: dict[TopicPartition, int]) -> None:
         await self._announced.mark_inflight(
@@ -345,6 +333,34 @@ class Worker:
             dead=len(dead),
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+
+class _Deliveries:
+    """A batch's deliveries, made on demand from the records and the partitions' marks."""
+
+    def __init__(self, sources: list[Record], marks: dict[TopicPartition, tuple[int, int]]) -> None:
+        self._sources = sources
+        self._marks = marks
+        self._everywhere = False
+
+    def look_everywhere(self) -> None:
+        """A retry: the failed attempt may have stored coupons for any of the records."""
+        self._everywhere = True
+
+    def _flags(self, r: Record) -> tuple[bool, bool]:
+        announced_up_to, inflight = self._marks[TopicPartition(r.topic, r.partition)]
+        announced = r.offset < announced_up_to
+        return announced, not announced and (self._everywhere or r.offset < inflight)
+
+    def __getitem__(self, pos: int) -> Delivery:
+        r = self._sources[pos]
+        announced, lookup = self._flags(r)
+        return Delivery(f"{r.topic}:{r.partition}:{r.offset}", announced, lookup)
+
+    def lookups(self) -> list[int]:
+        if not self._everywhere and all(inf <= ann for ann, inf in self._marks.values()):
+            return []  # the usual case: nothing stored past what was announced
+        return [i for i, r in enumerate(self._sources) if self._flags(r)[1]]
 
 
 def _leave_on_stop(consumer: AIOKafkaConsumer) -> None:

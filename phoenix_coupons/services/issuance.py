@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
@@ -34,6 +35,24 @@ class Delivery:
     record: str
     announced: bool = False
     lookup: bool = False
+
+
+class Deliveries(Protocol):
+    """The deliveries of a batch's events, by position. Built on demand: most events match
+    nothing, and then their delivery is never asked for."""
+
+    def __getitem__(self, pos: int) -> Delivery: ...
+
+    def lookups(self) -> Sequence[int]:
+        """The positions whose delivery has `lookup` set."""
+        ...
+
+
+class DeliveryList(list[Delivery]):
+    """Deliveries held in a plain list."""
+
+    def lookups(self) -> Sequence[int]:
+        return [i for i, d in enumerate(self) if d.lookup]
 
 
 @dataclass
@@ -66,7 +85,7 @@ class IssuanceService:
     async def issue(
         self,
         events: Sequence[Event],
-        deliveries: Sequence[Delivery],
+        deliveries: Deliveries,
         before_store: Callable[[], Awaitable[None]] | None = None,
     ) -> BatchOutcome:
         """`before_store`: awaited once before any coupon is stored (the worker raises its
@@ -102,11 +121,11 @@ class IssuanceService:
         return outcome
 
     async def _prior(
-        self, events: Sequence[Event], deliveries: Sequence[Delivery], seen: set[str]
+        self, events: Sequence[Event], deliveries: Deliveries, seen: set[str]
     ) -> list[tuple[int, Coupon]]:
         """Coupons an earlier attempt stored for the events to look up: those of the same
         record are announced again; any found is not issued again."""
-        look = [i for i, d in enumerate(deliveries) if d.lookup]
+        look = deliveries.lookups()
         if not look:
             return []
         by_event: dict[tuple[str, str, str], list[int]] = defaultdict(list)
@@ -152,7 +171,7 @@ class IssuanceService:
     async def _store(
         self,
         wanted: list[tuple[int, Coupon, CouponDefinition]],
-        deliveries: Sequence[Delivery],
+        deliveries: Deliveries,
         asked: dict[str, list[int]],
         outcome: BatchOutcome,
     ) -> list[tuple[int, Coupon]]:
@@ -197,9 +216,7 @@ class IssuanceService:
         return placed
 
 
-def _reannounce_at(
-    coupon: Coupon, deliveries: Sequence[Delivery], positions: Sequence[int]
-) -> int | None:
+def _reannounce_at(coupon: Coupon, deliveries: Deliveries, positions: Sequence[int]) -> int | None:
     """The position of the record that stored `coupon` in an attempt that never committed
     it (its announcement may be lost), or None: the same event in another record, or a
     replay, was announced."""
