@@ -9,6 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 DEADLINE_S = 30.0
+POLL_S = 0.05  # how often a wait on a condition looks again (never a wait in itself)
 
 
 async def read_events(
@@ -46,7 +47,7 @@ async def read_events(
 
 
 async def wait_until(
-    predicate: Callable[[], Any], deadline_s: float = DEADLINE_S, step_s: float = 0.05
+    predicate: Callable[[], Any], deadline_s: float = DEADLINE_S, step_s: float = POLL_S
 ) -> Any:
     """Poll an async or sync predicate until it returns a truthy value; fail at the deadline."""
     end = time.monotonic() + deadline_s

@@ -34,7 +34,7 @@ from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.events import event_id as outbound_event_id
 from phoenix_coupons.settings import Settings
 from tests.conftest import TEST_SECRET
-from tests.support import wait_until
+from tests.support import POLL_S, wait_until
 
 READY_DEADLINE_S = 40.0
 # Smaller batches than the service's default: more of them in a stream, so a kill lands in
@@ -99,7 +99,7 @@ class WorkerProcess:
                     raise AssertionError(
                         f"worker {self.worker_id} not ready in {deadline_s} s:\n{self.tail()}"
                     )
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(POLL_S)
 
     def kill(self) -> None:
         """SIGKILL: no batch finished, nothing committed, nothing closed."""
@@ -119,7 +119,7 @@ class WorkerProcess:
                     f"worker {self.worker_id} still running {timeout_s} s after SIGTERM:\n"
                     f"{self.tail()}"
                 )
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL_S)
         return self.proc.returncode
 
 

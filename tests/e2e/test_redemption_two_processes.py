@@ -20,7 +20,7 @@ from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.devservers import free_port
 from phoenix_coupons.settings import Settings
 from tests.conftest import TEST_SECRET, KeyFactory
-from tests.support import read_events
+from tests.support import POLL_S, read_events
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ class ApiProcess:
                     pass
                 if time.monotonic() > end:
                     raise AssertionError(f"API on :{self.port} not ready:\n{self.tail()}")
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(POLL_S)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
