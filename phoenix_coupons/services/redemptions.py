@@ -1,5 +1,6 @@
 """Validate, redeem and roll back coupons; exact usage limits under concurrency."""
 
+import asyncio
 import hashlib
 import random
 import uuid
@@ -26,6 +27,8 @@ from schemas.redemptions import Coupon as CouponView
 from schemas.redemptions import RedeemRequest, Redemption, RefusalReason, ValidateResponse
 from schemas.rewards import RewardItem
 
+# Usage limits this small are served by trying their slots in order (per_user limits mostly).
+SMALL_LIMIT = 4
 REDEMPTION_NAMESPACE = uuid.UUID("8d1f2b9e-3c44-4f0a-9b6e-2a7c5e1d0f42")
 
 
@@ -97,10 +100,15 @@ class RedemptionService:
         coupon = await self._coupons.by_code(tenant_id, codes.normalize(body.code))
         if coupon is None:
             raise refused("code_not_found")
-        defn = await self._definitions.get(tenant_id, coupon.definition_id)
+        # Both at once: the coupon names the reward its definition granted when it was issued.
+        defn, reward = await asyncio.gather(
+            self._definitions.get(tenant_id, coupon.definition_id),
+            self._rewards.get(tenant_id, coupon.reward_item_id),
+        )
         if defn is None or not code_matches(coupon, defn, body.code):
             raise refused("code_not_found")
-        reward = await self._rewards.get(tenant_id, defn.config.reward_item_id)
+        if reward is None or reward.item_id != defn.config.reward_item_id:  # config changed
+            reward = await self._rewards.get(tenant_id, defn.config.reward_item_id)
         if reward is None:  # deleting a granted reward is refused; this is a broken state
             raise NotFound(
                 message="the coupon's reward item no longer exists", code="reward_item_not_found"
@@ -164,7 +172,7 @@ class RedemptionService:
             "request_hash": _request_hash(body),
         }
         try:
-            await self._take_slot(doc, group)
+            await self._take_slot(doc, group, keyed=idempotency_key is not None)
         except (SlotTaken, Refused):
             # Only the redemption id can clash here: a concurrent call with the same key won.
             # Its use may also be the one that filled the limit: replay it, not a refusal.
@@ -177,13 +185,17 @@ class RedemptionService:
         self._on_redeemed()
         return redemption_view(doc), True
 
-    async def _take_slot(self, doc: Doc, group: UsageGroup) -> None:
-        """Insert the redemption into a free slot of its group, or refuse at the limit."""
+    async def _take_slot(self, doc: Doc, group: UsageGroup, keyed: bool) -> None:
+        """Insert the redemption into a free slot of its group, or refuse at the limit.
+        `keyed`: the redemption id comes from an Idempotency-Key, so a clash may be on it."""
         if group.limit is None:
             await self._redemptions.insert({**doc, "slot": free_slot(doc["_id"]), "slot_no": None})
             return
-        hint = await self._redemptions.next_slot_hint(group.key)
-        candidates: list[int] = [hint] if hint <= group.limit else []
+        if group.limit <= SMALL_LIMIT:  # a few slots: try them in order, no hint needed
+            candidates = list(range(1, group.limit + 1))
+        else:
+            hint = await self._redemptions.next_slot_hint(group.key)
+            candidates = [hint] if hint <= group.limit else []
         while True:
             for number in candidates:
                 try:
@@ -192,7 +204,7 @@ class RedemptionService:
                     )
                     return
                 except SlotTaken:
-                    if await self._redemptions.get(doc["tenant_id"], doc["_id"]):
+                    if keyed and await self._redemptions.get(doc["tenant_id"], doc["_id"]):
                         raise  # the id itself exists: a keyed replay, handled by the caller
             # Past the hint: slots freed by rollbacks (or left by a crash) are reused.
             used = await self._redemptions.used_slots(group.key)
