@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, ProducerFenced
+from aiokafka.errors import CommitFailedError, KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from tenacity import (
     AsyncRetrying,
@@ -112,10 +112,20 @@ class Worker:
                 exactly_once=self._s.exactly_once,
                 worker_id=self._s.worker_id,
             )
+            failures = 0
             while not self._stop.is_set():
-                batch = await self._consumer.getmany(
-                    timeout_ms=self._s.worker_poll_ms, max_records=self._s.worker_batch_size
-                )
+                try:
+                    batch = await self._consumer.getmany(
+                        timeout_ms=self._s.worker_poll_ms, max_records=self._s.worker_batch_size
+                    )
+                    failures = 0
+                except KafkaError as exc:  # the broker away: wait, then fetch again
+                    failures += 1
+                    metrics.ERRORS.labels(type(exc).__name__).inc()
+                    log.warning("fetch_failed", attempt=failures, error=repr(exc))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), min(10.0, 0.2 * 2**failures))
+                    continue
                 if batch:
                     async with self._lock:
                         await self._process(batch)
@@ -201,7 +211,6 @@ class Worker:
                 continue
             events.append(event)
             sources.append(record)
-        deliveries = await self._deliveries(batch, sources)
         # Counted once per type and batch: a labelled increment per event cost 3 us each.
         for event_type, count in Counter(e.event_type for e in events).items():
             metrics.EVENTS_CONSUMED.labels(event_type).inc(count)
@@ -213,6 +222,7 @@ class Worker:
                 before_sleep=self._log_retry,
             ):
                 with attempt:
+                    deliveries = await self._deliveries(batch, sources)
                     if attempt.retry_state.attempt_number > 1:  # the last try may have stored
                         deliveries.look_everywhere()
                     outcome = await self._issuance.issue(
