@@ -17,7 +17,13 @@ from typing import Any, TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError, ProducerFenced
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from tenacity import (
     AsyncRetrying,
@@ -29,7 +35,7 @@ from tenacity import (
 
 from consumers import metrics
 from consumers.dead_letters import dead_letter
-from consumers.decode import decode
+from consumers.decode import decode_batch
 from consumers.poison import PoisonRecord
 from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.definition_cache import DefinitionCache
@@ -46,6 +52,9 @@ FATAL = (ProducerFenced,)
 # Not retried either: the group moved on, the partitions' new owner redelivers the batch.
 # Retrying would hold the lock the revocation waits for, and fail for ever.
 NOT_RETRIED = (*FATAL, CommitFailedError)
+# The producer's sender stops for good on these (a broker that lost the idempotent producer's
+# state, e.g. restarted): the retry starts a new producer.
+PRODUCER_LOST = (OutOfOrderSequenceNumber, UnknownProducerId)
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -86,6 +95,7 @@ class Worker:
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._renew_producer = False
         self.ready = False
         self.topics = [
             settings.topic_achievements,
@@ -203,14 +213,12 @@ class Worker:
         events: list[Event] = []
         sources: list[Record] = []
         dead: list[tuple[Record, str, str]] = []
-        for record in records:
-            try:
-                event = decode(record.value)
-            except PoisonRecord as exc:
-                dead.append((record, exc.kind, exc.message))
-                continue
-            events.append(event)
-            sources.append(record)
+        for record, decoded in zip(records, decode_batch([r.value for r in records]), strict=True):
+            if isinstance(decoded, PoisonRecord):
+                dead.append((record, decoded.kind, decoded.message))
+            else:
+                events.append(decoded)
+                sources.append(record)
         # Counted once per type and batch: a labelled increment per event cost 3 us each.
         for event_type, count in Counter(e.event_type for e in events).items():
             metrics.EVENTS_CONSUMED.labels(event_type).inc(count)
@@ -285,6 +293,8 @@ class Worker:
     async def _publish_and_commit(
         self, out: list[OutboundRecord], offsets: dict[TopicPartition, int]
     ) -> None:
+        if self._renew_producer:
+            await self._replace_producer()
         assert self._producer is not None and self._consumer is not None
         producer = self._producer
         if self._s.exactly_once:
@@ -295,9 +305,20 @@ class Worker:
         await asyncio.gather(*[await send(producer, r) for r in out])
         await self._consumer.commit(offsets)
 
+    async def _replace_producer(self) -> None:
+        old, self._producer = self._producer, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.stop()
+        self._producer = await self._start_producer()
+        self._renew_producer = False
+        log.info("producer_replaced")
+
     async def _log_retry(self, state: RetryCallState) -> None:
         error = _exception(state)
         metrics.ERRORS.labels(type(error).__name__).inc()
+        if isinstance(error, PRODUCER_LOST):
+            self._renew_producer = True
         log.warning("batch_retry", attempt=state.attempt_number, error=repr(error))
 
     def _observe(
