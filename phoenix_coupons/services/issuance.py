@@ -48,13 +48,6 @@ class Deliveries(Protocol):
         ...
 
 
-class DeliveryList(list[Delivery]):
-    """Deliveries held in a plain list."""
-
-    def lookups(self) -> Sequence[int]:
-        return [i for i, d in enumerate(self) if d.lookup]
-
-
 @dataclass
 class BatchOutcome:
     """`announce`: coupons to publish, in event order (new ones and those an earlier attempt
