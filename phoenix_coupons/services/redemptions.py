@@ -12,7 +12,7 @@ from phoenix_coupons.adapters.mongo import Doc
 from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo, SlotTaken
 from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.clock import Clock
-from phoenix_coupons.domain.errors import Conflict, NotFound
+from phoenix_coupons.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import (
     UsageGroup,
@@ -216,9 +216,10 @@ class RedemptionService:
 
     def _replay(self, earlier: Doc, body: RedeemRequest) -> Redemption:
         if earlier.get("request_hash") != _request_hash(body):
-            raise Conflict(
+            raise ValidationFailed(  # as for bulk generation: 422, naming the header
                 message="this Idempotency-Key was used for another redeem request",
                 code="idempotency_key_reused",
+                details=[FieldError("Idempotency-Key", "already used with another body")],
             )
         return redemption_view(earlier)
 

@@ -20,8 +20,7 @@ REFUSED = {
         409,
         "Refused, `error` says why: `not_yet_valid`, `expired`, `definition_paused`, "
         "`definition_archived`, `not_owner`, `per_user_limit_reached`, "
-        "`global_limit_reached`, `coupon_revoked`, `already_rolled_back`, "
-        "`idempotency_key_reused`",
+        "`global_limit_reached`, `coupon_revoked`, `already_rolled_back`",
     ),
 }
 
