@@ -97,7 +97,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        error = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return error_response(exc.status_code, error, str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -107,6 +109,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Unparsable request body (e.g. not UTF-8)"},
     401: {"model": ErrorBody, "description": "Missing or invalid credentials"},
     403: {"model": ErrorBody, "description": "Missing scope or other tenant"},
     422: {"model": ErrorBody, "description": "Invalid input: `details` names each field"},

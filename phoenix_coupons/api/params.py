@@ -16,7 +16,8 @@ TenantId = Annotated[
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+# Bounded: MongoDB's skip is a signed 64-bit int (a larger offset was a 500).
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip.")]
 
 
 def container(request: Request) -> Container:
