@@ -92,12 +92,23 @@ class MongoCouponRepo:
                 found[doc["issue_key"]] = from_doc(doc)
         return found
 
-    async def for_trigger_events(self, event_ids: Sequence[str]) -> list[Coupon]:
-        """Coupons issued for these inbound event ids (in any tenant: callers filter)."""
+    async def for_trigger_events(self, origins: Sequence[tuple[str, str, str]]) -> list[Coupon]:
+        """Coupons issued for these inbound events, each named (tenant, user, event id). Served
+        by the (tenant, user) index the wallet uses; the event id is filtered on."""
         found: list[Coupon] = []
-        for chunk in _chunks(event_ids):
-            async for doc in self._col.find({"trigger_event_id": {"$in": list(chunk)}}):
-                found.append(from_doc(doc))
+        for start in range(0, len(origins), IN_CHUNK):
+            chunk = origins[start : start + IN_CHUNK]
+            wanted = set(chunk)
+            query = {
+                "tenant_id": {"$in": sorted({t for t, _, _ in chunk})},
+                "user_id": {"$in": sorted({u for _, u, _ in chunk})},
+                "trigger_event_id": {"$in": sorted({e for _, _, e in chunk})},
+            }
+            async for doc in self._col.find(query):
+                coupon = from_doc(doc)
+                origin = (coupon.tenant_id, coupon.user_id or "", coupon.trigger_event_id or "")
+                if origin in wanted:
+                    found.append(coupon)
         return found
 
     async def by_code(self, tenant_id: str, code_norm: str) -> Coupon | None:

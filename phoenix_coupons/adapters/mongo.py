@@ -94,7 +94,8 @@ class Mongo:
                 IndexModel([("tenant_id", ASCENDING), ("code_space", ASCENDING)]),
                 IndexModel([("definition_id", ASCENDING), ("user_id", ASCENDING)]),
                 IndexModel([("publish_pending", ASCENDING), ("issued_at", ASCENDING)]),
-                IndexModel([("trigger_event_id", ASCENDING)]),
+                # A user's wallet, and the look-up of a dead attempt's coupons by their event.
+                IndexModel([("tenant_id", ASCENDING), ("user_id", ASCENDING)]),
             ]
         )
         await self.redemptions.create_indexes(

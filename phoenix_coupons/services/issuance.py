@@ -125,7 +125,7 @@ class IssuanceService:
         for i in look:
             by_event[(events[i].tenant_id, events[i].user_id, events[i].event_id)].append(i)
         prior: list[tuple[int, Coupon]] = []
-        for coupon in await self._coupons.for_trigger_events([events[i].event_id for i in look]):
+        for coupon in await self._coupons.for_trigger_events(list(by_event)):
             origin = (coupon.tenant_id, coupon.user_id or "", coupon.trigger_event_id or "")
             positions = by_event.get(origin)
             if not positions:
