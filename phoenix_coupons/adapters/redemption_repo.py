@@ -13,11 +13,8 @@ from phoenix_coupons.adapters.kafka import OutboundRecord
 from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
 from phoenix_coupons.adapters.outbox_relay import OutboxSource
 from phoenix_coupons.domain.events import event_id
+from phoenix_coupons.services.ports import SlotTaken
 from schemas.events import CouponRedeemed, RedemptionRolledBack
-
-
-class SlotTaken(Exception):
-    """Another redemption holds this slot (or this redemption id exists already)."""
 
 
 def normalized(doc: Doc) -> Doc:

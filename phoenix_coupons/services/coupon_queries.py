@@ -1,14 +1,12 @@
 """Read side of issued coupons: a definition's codes, a user's wallet, one code's history;
 and revoking a code."""
 
-from phoenix_coupons.adapters.mongo import Doc
-from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
 from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import NotFound
 from phoenix_coupons.domain.redemption import remaining, usage_group
 from phoenix_coupons.services.definitions import definition_not_found
-from phoenix_coupons.services.ports import CouponRepo, DefinitionRepo
+from phoenix_coupons.services.ports import CouponRepo, DefinitionRepo, RedemptionDoc, RedemptionRepo
 from phoenix_coupons.services.redemptions import coupon_view, redemption_view
 from schemas.redemptions import CodeState, CouponList, Wallet, WalletCoupon
 
@@ -22,7 +20,7 @@ class CouponQueries:
         self,
         coupons: CouponRepo,
         definitions: DefinitionRepo,
-        redemptions: MongoRedemptionRepo,
+        redemptions: RedemptionRepo,
         clock: Clock,
     ) -> None:
         self._coupons = coupons
@@ -35,7 +33,7 @@ class CouponQueries:
     ) -> CouponList:
         if await self._definitions.get(tenant_id, definition_id) is None:
             raise definition_not_found(definition_id)
-        query: Doc = {"tenant_id": tenant_id, "definition_id": definition_id}
+        query: RedemptionDoc = {"tenant_id": tenant_id, "definition_id": definition_id}
         if user_id is not None:
             query["user_id"] = user_id
         items, total = await self._coupons.page(query, limit, offset)

@@ -8,8 +8,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import cast
 
-from phoenix_coupons.adapters.mongo import Doc
-from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo, SlotTaken
 from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
@@ -21,7 +19,14 @@ from phoenix_coupons.domain.redemption import (
     refusal,
     usage_group,
 )
-from phoenix_coupons.services.ports import CouponRepo, DefinitionRepo, RewardRepo
+from phoenix_coupons.services.ports import (
+    CouponRepo,
+    DefinitionRepo,
+    RedemptionDoc,
+    RedemptionRepo,
+    RewardRepo,
+    SlotTaken,
+)
 from schemas.coupons import CouponDefinition
 from schemas.redemptions import Coupon as CouponView
 from schemas.redemptions import RedeemRequest, Redemption, RefusalReason, ValidateResponse
@@ -64,7 +69,7 @@ def coupon_view(coupon: Coupon) -> CouponView:
     return CouponView.model_validate({k: data[k] for k in CouponView.model_fields})
 
 
-def redemption_view(doc: Doc) -> Redemption:
+def redemption_view(doc: RedemptionDoc) -> Redemption:
     return Redemption(
         redemption_id=doc["_id"],
         status=doc["state"],
@@ -82,7 +87,7 @@ class RedemptionService:
         coupons: CouponRepo,
         definitions: DefinitionRepo,
         rewards: RewardRepo,
-        redemptions: MongoRedemptionRepo,
+        redemptions: RedemptionRepo,
         clock: Clock,
         on_redeemed: Callable[[], None],
     ) -> None:
@@ -152,7 +157,7 @@ class RedemptionService:
         if reason is not None:
             raise refused(reason)
         group = usage_group(defn, body.user_id)
-        doc: Doc = {
+        doc: RedemptionDoc = {
             "_id": rid,
             "tenant_id": tenant_id,
             "definition_id": defn.id,
@@ -185,7 +190,7 @@ class RedemptionService:
         self._on_redeemed()
         return redemption_view(doc), True
 
-    async def _take_slot(self, doc: Doc, group: UsageGroup, keyed: bool) -> None:
+    async def _take_slot(self, doc: RedemptionDoc, group: UsageGroup, keyed: bool) -> None:
         """Insert the redemption into a free slot of its group, or refuse at the limit.
         `keyed`: the redemption id comes from an Idempotency-Key, so a clash may be on it."""
         if group.limit is None:
@@ -214,7 +219,7 @@ class RedemptionService:
             random.shuffle(holes)  # concurrent callers spread over the free slots
             candidates = holes
 
-    def _replay(self, earlier: Doc, body: RedeemRequest) -> Redemption:
+    def _replay(self, earlier: RedemptionDoc, body: RedeemRequest) -> Redemption:
         if earlier.get("request_hash") != _request_hash(body):
             raise ValidationFailed(  # as for bulk generation: 422, naming the header
                 message="this Idempotency-Key was used for another redeem request",
