@@ -2,7 +2,7 @@
 uniqueness; the unique `issue_key` makes issuance idempotent."""
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import datetime
 
 from pymongo import ReturnDocument
@@ -17,11 +17,15 @@ DUPLICATE_KEY = 11000
 IN_CHUNK = 1000  # keep `$in` lists and batches a reasonable size
 
 _FIELDS = {f.name for f in fields(Coupon)}
+_STORED = tuple(f.name for f in fields(Coupon) if f.name != "id")
 
 
 def to_doc(coupon: Coupon) -> Doc:
-    doc = asdict(coupon)
-    doc["_id"] = doc.pop("id")
+    # Every field is a scalar: a shallow copy (dataclasses.asdict deep-copies each value, and
+    # cost the worker ~80 us per coupon).
+    doc: Doc = {"_id": coupon.id}
+    for name in _STORED:
+        doc[name] = getattr(coupon, name)
     return doc
 
 

@@ -1,7 +1,7 @@
 """Coupon code generation: secure randomness (injected), no look-alike characters,
 uniqueness ignoring case, collision retry and a capacity check that fails fast."""
 
-import secrets
+import os
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -20,8 +20,34 @@ class RandomSource(Protocol):
     def choices(self, population: str, *, k: int) -> list[str]: ...
 
 
+class SecureChoices:
+    """Characters from the operating system's CSPRNG (what `secrets` uses), one system call
+    per draw: `secrets.SystemRandom().choices` makes one per character (11 for a 10-character
+    code). A byte maps onto the alphabet only below the largest multiple of its size (the
+    others are dropped), so every character stays equally likely."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, tuple[bytes, bytes]] = {}
+
+    def choices(self, population: str, *, k: int) -> list[str]:
+        table, dropped = self._tables.get(population) or self._table(population)
+        drawn = b""
+        while len(drawn) < k:
+            drawn += os.urandom(k + k // 2 + 4).translate(table, dropped)
+        return list(drawn[:k].decode("ascii"))
+
+    def _table(self, population: str) -> tuple[bytes, bytes]:
+        size = len(population)
+        if not 0 < size <= 256 or not population.isascii():
+            raise ValueError("the population must be 1 to 256 ASCII characters")
+        keep = 256 - 256 % size
+        table = bytes(ord(population[b % size]) if b < keep else 0 for b in range(256))
+        self._tables[population] = (table, bytes(range(keep, 256)))
+        return self._tables[population]
+
+
 def secure_random() -> RandomSource:
-    return secrets.SystemRandom()
+    return SecureChoices()
 
 
 def alphabet(case_sensitive: bool) -> str:

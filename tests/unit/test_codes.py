@@ -12,6 +12,7 @@ from phoenix_coupons.domain.codes import (
     MAX_FILL,
     UPPER_ALPHABET,
     CodeGenerator,
+    SecureChoices,
     alphabet,
     check_capacity,
     code_space,
@@ -101,6 +102,34 @@ def test_default_generator_uses_a_secure_source() -> None:
         assert code.startswith("P-")
         assert len(code) == 14
         assert set(code[2:]) <= set(UPPER_ALPHABET)
+
+
+@pytest.mark.parametrize("case_sensitive", [False, True])
+def test_secure_choices_cover_the_alphabet_evenly(case_sensitive: bool) -> None:
+    """Bytes above the largest multiple of the alphabet's size are dropped: no character is
+    favoured. 2,000 draws per character on average; a plain modulo would draw the first
+    256 % size characters 12% (31 characters) or 25% (54) more often than the others."""
+    chars = alphabet(case_sensitive)
+    drawn = SecureChoices().choices(chars, k=2_000 * len(chars))
+    assert len(drawn) == 2_000 * len(chars)
+    counts = [drawn.count(c) for c in chars]
+    assert set(drawn) == set(chars)
+    # Six standard deviations (sqrt(2000) ~ 45) either side: fails by chance ~1e-9 per char.
+    assert all(2_000 - 270 < n < 2_000 + 270 for n in counts), counts
+    head = sum(counts[: 256 % len(chars)]) / (256 % len(chars))
+    tail = sum(counts[256 % len(chars) :]) / (len(chars) - 256 % len(chars))
+    assert abs(head - tail) / tail < 0.06  # about 6 standard deviations
+
+
+@pytest.mark.parametrize("k", [0, 1, 10, 300])
+def test_secure_choices_draw_exactly_k(k: int) -> None:
+    assert len(SecureChoices().choices(UPPER_ALPHABET, k=k)) == k
+
+
+@pytest.mark.parametrize("population", ["", "é", "x" * 257])
+def test_secure_choices_refuse_what_bytes_cannot_cover(population: str) -> None:
+    with pytest.raises(ValueError):
+        SecureChoices().choices(population, k=1)
 
 
 # --- unique ---------------------------------------------------------------------------------
