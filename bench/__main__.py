@@ -29,6 +29,8 @@ from bench.latency import STAGES, LatencyRun, latency_run, percentile
 from bench.redemption import redemption_runs
 from bench.throughput import Run, raw_consume, raw_pipeline, worker_run
 from phoenix_coupons.logging import configure_logging
+from phoenix_coupons.runtime import tune_gc
+from phoenix_coupons.settings import Settings
 
 TARGET_NONMATCHING = 0.8
 TARGET_MATCHING = 0.7
@@ -255,6 +257,8 @@ def _table(rows: list[Row]) -> list[str]:
 
 async def main(args: argparse.Namespace, log_file: Path) -> int:
     servers = Servers.from_env()
+    # As `phoenix-coupons worker` does once started (the worker runs in this process).
+    tune_gc(Settings().gc_threshold)
     say("Phoenix Coupons benchmark")
     for name, value in _machine(servers):
         say(f"  {name:<13} {value}")

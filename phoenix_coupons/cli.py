@@ -9,6 +9,7 @@ from typing import Any
 
 from phoenix_coupons.bootstrap import ConfigurationError, api_key_service, connect_mongo
 from phoenix_coupons.logging import configure_logging
+from phoenix_coupons.runtime import tune_gc
 from phoenix_coupons.settings import Settings, load_services_env
 
 
@@ -44,6 +45,7 @@ def _serve(settings: Settings, host: str | None, port: int | None, with_worker: 
 
     container = Container(settings)
     app = create_app(container, worker=container.worker() if with_worker else None)
+    tune_gc(settings.gc_threshold)
     uvicorn.run(
         app,
         host=host or settings.api_host,
@@ -106,6 +108,7 @@ async def _worker(settings: Settings, host: str | None, port: int | None) -> int
     container = Container(settings)
     await container.start()
     worker = container.worker()
+    tune_gc(settings.gc_threshold)
     health = HealthServer(
         host or settings.api_host, port or settings.worker_port, lambda: worker.ready
     )

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     worker_port: int = 8081
     definitions_refresh_seconds: float = Field(default=2.0, gt=0)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6000)
+    gc_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Allocations between young garbage collections (0: Python's default).",
+    )
 
     outbox_batch_size: int = Field(default=1000, gt=0)
     outbox_poll_seconds: float = Field(default=5.0, gt=0)
