@@ -1,10 +1,11 @@
 """`achievement_completed` events (topic `phoenix.achievements` by default)."""
 
 from consumers.family import decode_as
-from schemas.inbound import AchievementCompleted
+from phoenix_coupons.domain import inbound
+from schemas import inbound as contract
 
-EVENT_TYPE = "achievement_completed"
+EVENT_TYPE = inbound.AchievementCompleted.event_type
 
 
-def decode(value: bytes) -> AchievementCompleted:
-    return decode_as(AchievementCompleted, value)
+def decode(value: bytes) -> inbound.AchievementCompleted:
+    return decode_as(contract.AchievementCompleted, inbound.AchievementCompleted, value)

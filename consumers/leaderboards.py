@@ -1,10 +1,11 @@
 """`leaderboard_rank` events (topic `phoenix.leaderboards` by default)."""
 
 from consumers.family import decode_as
-from schemas.inbound import LeaderboardRank
+from phoenix_coupons.domain import inbound
+from schemas import inbound as contract
 
-EVENT_TYPE = "leaderboard_rank"
+EVENT_TYPE = inbound.LeaderboardRank.event_type
 
 
-def decode(value: bytes) -> LeaderboardRank:
-    return decode_as(LeaderboardRank, value)
+def decode(value: bytes) -> inbound.LeaderboardRank:
+    return decode_as(contract.LeaderboardRank, inbound.LeaderboardRank, value)

@@ -93,10 +93,9 @@ class IssuanceService:
         wanted: list[tuple[int, Coupon, CouponDefinition]] = []
         # Every position asking for a key: a batch may hold the same event more than once.
         asked: dict[str, list[int]] = defaultdict(list)
-        for pos, event in enumerate(events):
-            found = index.match(event, now)
-            if found:
-                outcome.matched[pos] = len(found)
+        for pos, found in index.match_all(events, now).items():
+            event = events[pos]
+            outcome.matched[pos] = len(found)
             for match in found:
                 key = issue_keys.event(match.definition.id, event.user_id, match.occurrence)
                 asked[key].append(pos)

@@ -4,12 +4,13 @@
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from phoenix_coupons.domain import issue_keys
+from phoenix_coupons.domain.inbound import AchievementCompleted, LeaderboardRank, StreakMilestone
 from phoenix_coupons.domain.matching import DefinitionIndex, Event, matches, occurrence
 from schemas.coupons import CouponDefinition
-from schemas.inbound import AchievementCompleted, LeaderboardRank, StreakMilestone
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 TENANT = "tenant-1"
@@ -71,12 +72,13 @@ def _base(**overrides: Any) -> dict[str, Any]:
 
 
 def achievement(achievement_id: str = "ach-1", **overrides: Any) -> AchievementCompleted:
-    return AchievementCompleted.model_validate(
+    return msgspec.convert(
         {
             **_base(**overrides),
             "event_type": "achievement_completed",
             "data": {"achievement_id": achievement_id},
-        }
+        },
+        AchievementCompleted,
     )
 
 
@@ -89,8 +91,8 @@ def streak(
     data: dict[str, Any] = {"streak_id": streak_id, "streak_length": length}
     if started_at is not None:
         data["streak_started_at"] = started_at
-    return StreakMilestone.model_validate(
-        {**_base(**overrides), "event_type": "streak_milestone", "data": data}
+    return msgspec.convert(
+        {**_base(**overrides), "event_type": "streak_milestone", "data": data}, StreakMilestone
     )
 
 
@@ -103,8 +105,8 @@ def leaderboard(
     data: dict[str, Any] = {"leaderboard_id": leaderboard_id, "rank": rank}
     if period_id is not None:
         data["period_id"] = period_id
-    return LeaderboardRank.model_validate(
-        {**_base(**overrides), "event_type": "leaderboard_rank", "data": data}
+    return msgspec.convert(
+        {**_base(**overrides), "event_type": "leaderboard_rank", "data": data}, LeaderboardRank
     )
 
 
@@ -328,3 +330,42 @@ def test_issue_keys_of_two_streaks_of_the_same_id_differ() -> None:
     first = occurrence(streak(7))
     second = occurrence(streak(7, started_at=STARTED + timedelta(days=10)))
     assert issue_keys.event("def-1", "user-1", first) != issue_keys.event("def-1", "user-1", second)
+
+
+# --- a batch at once ------------------------------------------------------------------------
+
+
+def test_match_all_answers_what_match_answers_event_by_event() -> None:
+    index = DefinitionIndex(
+        [
+            definition(id="d-ach"),
+            definition("streak_milestone", id="d-streak"),
+            definition("leaderboard_rank", id="d-lb"),
+            definition(id="d-ach-2"),  # two definitions on one achievement: two matches
+            definition("streak_milestone", id="d-other-tenant", tenant_id="tenant-2"),
+            definition("leaderboard_rank", id="d-paused", status="paused"),
+        ]
+    )
+    events: list[Event] = [
+        achievement(),
+        achievement("ach-unknown"),
+        streak(length=3),  # below the milestone: the subject is known, no match
+        streak(),
+        streak(tenant_id="tenant-2"),
+        leaderboard(rank=50),
+        leaderboard(),
+        achievement(tenant_id="tenant-3"),
+        # A subject known under another trigger: the event type must match too.
+        achievement("streak-1"),
+    ]
+    expected = {i: m for i, e in enumerate(events) if (m := index.match(e, NOW))}
+    assert index.match_all(events, NOW) == expected
+    assert sorted(expected) == [0, 3, 4, 6]
+    assert len(expected[0]) == 2
+
+
+def test_match_all_of_a_batch_that_matches_nothing() -> None:
+    index = DefinitionIndex([definition()])
+    assert index.match_all([achievement("other"), streak(), leaderboard()], NOW) == {}
+    assert index.match_all([], NOW) == {}
+    assert DefinitionIndex([]).match_all([achievement()], NOW) == {}
