@@ -28,6 +28,7 @@ from bench.common import BenchError, Servers, now, produce_inputs, scenario_sett
 from bench.latency import STAGES, LatencyRun, latency_run, percentile
 from bench.redemption import redemption_runs
 from bench.throughput import Run, raw_consume, raw_pipeline, worker_run
+from phoenix_coupons.adapters import fetch_backoff
 from phoenix_coupons.logging import configure_logging
 from phoenix_coupons.runtime import tune_gc
 from phoenix_coupons.settings import Settings
@@ -40,7 +41,7 @@ TARGET_P99_MS = 100.0
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=50_000, help="events per throughput scenario")
-    p.add_argument("--runs-a", type=int, default=3, help="run pairs of scenario (a)")
+    p.add_argument("--runs-a", type=int, default=5, help="run pairs of scenario (a)")
     p.add_argument("--runs-b", type=int, default=2, help="run pairs of scenario (b)")
     p.add_argument("--latency-runs", type=int, default=2)
     p.add_argument("--latency-seconds", type=float, default=15.0)
@@ -174,8 +175,21 @@ async def scenario_b(servers: Servers, args: argparse.Namespace) -> list[Row]:
         lambda: raw_pipeline(servers, inputs),
         lambda: worker_run(servers, inputs, True),
     )
+    indexed = await raw_pipeline(servers, inputs, indexed=True)
+    say(f"  reference: {indexed.name} = {indexed.rate:,.0f} events/s")
+    w = _median_rate(work)
     return [
-        _throughput_row("(b) matching", "getmany+insert_many+produce", base, work, TARGET_MATCHING)
+        _throughput_row("(b) matching", "getmany+insert_many+produce", base, work, TARGET_MATCHING),
+        (
+            "    reference",
+            "the same, coupon indexes",
+            f"{indexed.rate:,.0f} ev/s",
+            f"{w:,.0f} ev/s",
+            f"{w / indexed.rate:.2f}",
+            "",
+            "(none)",
+            "",
+        ),
     ]
 
 
@@ -258,7 +272,10 @@ def _table(rows: list[Row]) -> list[str]:
 async def main(args: argparse.Namespace, log_file: Path) -> int:
     servers = Servers.from_env()
     # As `phoenix-coupons worker` does once started (the worker runs in this process).
-    tune_gc(Settings().gc_threshold)
+    settings = Settings()
+    tune_gc(settings.gc_threshold)
+    # Baselines and worker alike (the embedded Kafka answers empty fetches at once).
+    fetch_backoff.install(settings.kafka_empty_fetch_backoff_ms)
     say("Phoenix Coupons benchmark")
     for name, value in _machine(servers):
         say(f"  {name:<13} {value}")

@@ -167,13 +167,19 @@ def _template(settings: Settings) -> tuple[dict[str, object], bytes, list[tuple[
     return to_doc(coupon), record.value, record.headers
 
 
-async def raw_pipeline(servers: Servers, inputs: Inputs) -> Run:
+async def raw_pipeline(servers: Servers, inputs: Inputs, indexed: bool = False) -> Run:
     """(b) baseline: getmany, one insert_many of equally sized documents, one record
-    produced per input (no wait per record; the futures gathered), then commit."""
-    settings = scenario_settings(servers, "raw-pipeline", inputs)
+    produced per input (no wait per record; the futures gathered), then commit.
+    `indexed`: into a collection with the coupons' indexes (a reference point, not the
+    target's baseline), each document with its own code, issue key and user, so that the
+    share of the gap that is the database's index upkeep shows."""
+    settings = scenario_settings(servers, "raw-indexed" if indexed else "raw-pipeline", inputs)
     doc, value, headers = _template(settings)
     mongo = Mongo(servers.mongodb, settings.mongodb_database, 3600)
     collection = mongo.db["raw_coupons"]
+    if indexed:
+        await mongo.ensure_indexes()
+        collection = mongo.coupons
     # The worker's producer settings: idempotent, acks=all, no linger (consumers/loop.py).
     producer = make_producer(servers.kafka, linger_ms=0)
     progress = _Progress(inputs.ends)
@@ -192,7 +198,11 @@ async def raw_pipeline(servers: Servers, inputs: Inputs) -> Run:
                 progress.first_batch()
                 records = [r for rs in batch.values() for r in rs]
                 await collection.insert_many(
-                    [{**doc, "_id": str(uuid.uuid4())} for _ in records], ordered=False
+                    [
+                        _unique(doc) if indexed else {**doc, "_id": str(uuid.uuid4())}
+                        for _ in records
+                    ],
+                    ordered=False,
                 )
                 futures = [
                     await producer.send(
@@ -213,7 +223,25 @@ async def raw_pipeline(servers: Servers, inputs: Inputs) -> Run:
     if count != inputs.total or stored != inputs.total:
         raise BenchError(f"raw pipeline: {count} consumed, {stored} stored of {inputs.total}")
     await check_committed(servers.kafka, settings.consumer_group, inputs.ends)
-    return Run("raw pipeline", count, progress.seconds)
+    return Run("raw pipeline, indexed" if indexed else "raw pipeline", count, progress.seconds)
+
+
+def _with_id(doc: dict[str, object]) -> dict[str, object]:
+    return {**doc, "_id": str(uuid.uuid4())}
+
+
+def _unique(doc: dict[str, object]) -> dict[str, object]:
+    """The template with the values the unique and query indexes key on drawn afresh."""
+    key = uuid.uuid4().hex
+    code = "B" + key[:10].upper()
+    return {
+        **doc,
+        "_id": str(uuid.uuid4()),
+        "code": code,
+        "code_norm": code,
+        "issue_key": "evt:" + key,
+        "user_id": "user-" + key[10:20],
+    }
 
 
 async def worker_run(servers: Servers, inputs: Inputs, matching: bool) -> Run:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from phoenix_coupons.adapters import fetch_backoff
 from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.api_key_repo import MongoApiKeyRepo
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
@@ -166,6 +167,7 @@ class Container:
     async def start(self) -> None:
         """Indexes, topics and the outbox relay. Kafka being down does not stop the API:
         coupons wait in the outbox until it is back."""
+        fetch_backoff.install(self.settings.kafka_empty_fetch_backoff_ms)
         await self.start_storage()
         if self.settings.kafka_create_topics:
             try:

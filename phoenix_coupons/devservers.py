@@ -27,6 +27,10 @@ from types import TracebackType
 START_TIMEOUT_S = 60.0
 
 
+FETCH_BACKOFF_ENV = "PHOENIX_KAFKA_EMPTY_FETCH_BACKOFF_MS"
+EMBEDDED_FETCH_BACKOFF_MS = "5"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -94,6 +98,11 @@ class EmbeddedServers:
                 self.data_dir / "kafka.log",
             )
             self.env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
+            # noida-db answers an empty fetch at once (Kafka holds it): without a pause, idle
+            # consumers spin (phoenix_coupons/adapters/fetch_backoff.py).
+            self.env.setdefault(
+                FETCH_BACKOFF_ENV, os.environ.get(FETCH_BACKOFF_ENV, EMBEDDED_FETCH_BACKOFF_MS)
+            )
         if self.start_mongodb:
             port = free_port()
             mdir = self.data_dir / "mongodb"
@@ -204,7 +213,7 @@ def _poll(
 
 
 def write_services_env(path: Path, env: dict[str, str]) -> None:
-    keys = ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI")
+    keys = ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI", FETCH_BACKOFF_ENV)
     lines = [f"{key}={env[key]}" for key in keys if key in env]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")

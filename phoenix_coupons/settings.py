@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     worker_port: int = 8081
     definitions_refresh_seconds: float = Field(default=2.0, gt=0)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6000)
+    kafka_empty_fetch_backoff_ms: int = Field(
+        default=0,
+        ge=0,
+        description="Pause after an empty fetch, for a Kafka server that does not hold empty "
+        "fetches (the embedded one); 0 with real Kafka.",
+    )
     gc_threshold: int = Field(
         default=50_000,
         ge=0,
@@ -82,9 +88,14 @@ def load_services_env(settings: Settings) -> Settings:
         key, sep, value = line.partition("=")
         if sep and not line.lstrip().startswith("#"):
             values[key.strip()] = value.strip()
-    update: dict[str, str] = {}
+    update: dict[str, object] = {}
     if not settings.kafka_bootstrap_servers and values.get("KAFKA_BOOTSTRAP_SERVERS"):
         update["kafka_bootstrap_servers"] = values["KAFKA_BOOTSTRAP_SERVERS"]
     if not settings.mongodb_uri and values.get("MONGODB_URI"):
         update["mongodb_uri"] = values["MONGODB_URI"]
+    # The embedded Kafka's pause after empty fetches goes with its address.
+    backoff = values.get("PHOENIX_KAFKA_EMPTY_FETCH_BACKOFF_MS", "")
+    explicit = "kafka_empty_fetch_backoff_ms" in settings.model_fields_set
+    if "kafka_bootstrap_servers" in update and backoff.isdigit() and not explicit:
+        update["kafka_empty_fetch_backoff_ms"] = int(backoff)
     return settings.model_copy(update=update)

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from phoenix_coupons.adapters import fetch_backoff
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
-from phoenix_coupons.devservers import EmbeddedServers
+from phoenix_coupons.devservers import FETCH_BACKOFF_ENV, EmbeddedServers
 from phoenix_coupons.domain.scopes import ALL_SCOPES
 from phoenix_coupons.settings import Settings
 
@@ -25,7 +26,8 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     mongo = os.environ.get("MONGODB_URI")
     if kafka and mongo:
-        yield {"KAFKA_BOOTSTRAP_SERVERS": kafka, "MONGODB_URI": mongo}
+        backoff = os.environ.get(FETCH_BACKOFF_ENV, "0")
+        yield {"KAFKA_BOOTSTRAP_SERVERS": kafka, "MONGODB_URI": mongo, FETCH_BACKOFF_ENV: backoff}
         return
     root: Path = tmp_path_factory.mktemp("servers")
     with EmbeddedServers(root, start_kafka=not kafka, start_mongodb=not mongo) as servers:
@@ -38,7 +40,11 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
 def settings(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Own database and topics per session, so runs against a shared server never mix."""
     run = uuid.uuid4().hex[:8]
+    # The test's own consumers pause after empty fetches too, as the service's do.
+    backoff = int(server_env.get(FETCH_BACKOFF_ENV) or 0)
+    fetch_backoff.install(backoff)
     return Settings(
+        kafka_empty_fetch_backoff_ms=backoff,
         kafka_bootstrap_servers=server_env["KAFKA_BOOTSTRAP_SERVERS"],
         mongodb_uri=server_env["MONGODB_URI"],
         mongodb_database=f"phoenix_test_{run}",

@@ -12,6 +12,7 @@ URL_VARS = (
     "PHOENIX_KAFKA_BOOTSTRAP_SERVERS",
     "PHOENIX_MONGODB_URI",
     "PHOENIX_DATA_DIR",
+    "PHOENIX_KAFKA_EMPTY_FETCH_BACKOFF_MS",
 )
 
 
@@ -106,3 +107,22 @@ def test_data_dir_from_the_environment(clean_env: pytest.MonkeyPatch, tmp_path: 
     settings = Settings()
     assert settings.services_env == tmp_path / SERVICES_ENV
     assert load_services_env(settings).kafka_bootstrap_servers == "127.0.0.1:39092"
+
+
+def test_the_embedded_kafkas_fetch_pause_comes_with_its_address(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_env(tmp_path, SERVICES + "PHOENIX_KAFKA_EMPTY_FETCH_BACKOFF_MS=5\n")
+    assert Settings(data_dir=tmp_path).kafka_empty_fetch_backoff_ms == 0
+    assert load_services_env(Settings(data_dir=tmp_path)).kafka_empty_fetch_backoff_ms == 5
+
+
+def test_the_fetch_pause_stays_off_for_a_kafka_of_ones_own(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_env(tmp_path, SERVICES + "PHOENIX_KAFKA_EMPTY_FETCH_BACKOFF_MS=5\n")
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.prod:9092")
+    assert load_services_env(Settings(data_dir=tmp_path)).kafka_empty_fetch_backoff_ms == 0
+    clean_env.delenv("KAFKA_BOOTSTRAP_SERVERS")
+    clean_env.setenv("PHOENIX_KAFKA_EMPTY_FETCH_BACKOFF_MS", "0")
+    assert load_services_env(Settings(data_dir=tmp_path)).kafka_empty_fetch_backoff_ms == 0
