@@ -151,7 +151,7 @@ class Container:
         self.coupon_queries = CouponQueries(coupons, definitions, redemptions, self.clock)
         self.definition_cache = DefinitionCache(self.mongo, s.definitions_refresh_seconds)
         self.issuance = IssuanceService(
-            coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock, new_id
+            coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock
         )
 
     def worker(self) -> "Worker":

@@ -1,5 +1,6 @@
 """Coupons in MongoDB. The unique index on (tenant_id, code_norm) is the final word on code
-uniqueness; the unique `issue_key` makes issuance idempotent."""
+uniqueness; `_id`, derived from the issue key (`issue_keys.coupon_id`), makes issuance
+idempotent."""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
@@ -10,6 +11,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
+from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.ports import DuplicateCodes
 
@@ -92,7 +94,8 @@ class MongoCouponRepo:
     async def by_issue_keys(self, keys: Sequence[str]) -> dict[str, Coupon]:
         found: dict[str, Coupon] = {}
         for chunk in _chunks(keys):
-            async for doc in self._col.find({"issue_key": {"$in": list(chunk)}}):
+            ids = [issue_keys.coupon_id(key) for key in chunk]
+            async for doc in self._col.find({"_id": {"$in": ids}}):
                 found[doc["issue_key"]] = from_doc(doc)
         return found
 
@@ -137,4 +140,4 @@ class MongoCouponRepo:
     async def delete_by_issue_key(
         self, issue_key: str, session: AsyncClientSession | None = None
     ) -> None:
-        await self._col.delete_one({"issue_key": issue_key}, session=session)
+        await self._col.delete_one({"_id": issue_keys.coupon_id(issue_key)}, session=session)

@@ -84,13 +84,15 @@ class Mongo:
                 IndexModel([("auto_trigger", ASCENDING), ("status", ASCENDING)]),
             ]
         )
+        # At most one coupon per issue key: the `_id` is derived from it (issue_keys.py).
+        # Databases from before that had an index of their own on it: no longer kept up.
+        for name, spec in (await self.coupons.index_information()).items():
+            if [tuple(part) for part in spec["key"]] == [("issue_key", 1)]:
+                await self.coupons.drop_index(name)  # by name: servers name indexes their way
         await self.coupons.create_indexes(
             [
                 # Codes are unique within a tenant ignoring case: code_norm is the upper case form.
                 IndexModel([("tenant_id", ASCENDING), ("code_norm", ASCENDING)], unique=True),
-                # At most one coupon per issue key: (definition, user, occurrence) for events,
-                # (definition, idempotency key, position) for keyed bulk calls.
-                IndexModel([("issue_key", ASCENDING)], unique=True),
                 IndexModel([("tenant_id", ASCENDING), ("code_space", ASCENDING)]),
                 IndexModel([("definition_id", ASCENDING), ("user_id", ASCENDING)]),
                 IndexModel([("publish_pending", ASCENDING), ("issued_at", ASCENDING)]),

@@ -1,7 +1,17 @@
-"""Issue keys: the unique index that makes issuing a coupon idempotent."""
+"""Issue keys make issuing a coupon idempotent: a coupon's id is derived from its key, so the
+unique `_id` index refuses a second coupon for the same key (no index of its own to keep up
+on every insert)."""
 
 import hashlib
 import json
+import uuid
+
+COUPON_NAMESPACE = uuid.UUID("0b8c7f0e-5a4e-4d7b-9a61-3f2d8c1e6b52")
+
+
+def coupon_id(issue_key: str) -> str:
+    """The id of the coupon issued under `issue_key` (UUID v5): the same key, the same id."""
+    return str(uuid.uuid5(COUPON_NAMESPACE, issue_key))
 
 
 def shared(definition_id: str) -> str:
@@ -9,11 +19,11 @@ def shared(definition_id: str) -> str:
     return f"shared:{definition_id}"
 
 
-def bulk(definition_id: str, idempotency_key: str | None, position: int, coupon_id: str) -> str:
+def bulk(definition_id: str, idempotency_key: str | None, position: int, nonce: str) -> str:
     """A keyed bulk call issues the same positions again on a retry after a crash; an unkeyed
-    call issues new coupons every time."""
+    call issues new coupons every time (`nonce`: a fresh random id per coupon)."""
     if idempotency_key is None:
-        return f"bulk:{coupon_id}"
+        return f"bulk:{nonce}"
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
     return f"bulk:{definition_id}:{digest}:{position}"
 

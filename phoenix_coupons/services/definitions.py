@@ -196,8 +196,9 @@ class DefinitionService:
         code = defn.config.custom_code
         if defn.config.code_format != "custom" or code is None:
             return None
+        key = issue_keys.shared(defn.id)
         return Coupon(
-            id=self._new_id(),
+            id=issue_keys.coupon_id(key),
             tenant_id=defn.tenant_id,
             definition_id=defn.id,
             reward_item_id=defn.config.reward_item_id,
@@ -205,7 +206,7 @@ class DefinitionService:
             code_norm=codes.normalize(code),
             kind="shared",
             source="definition",
-            issue_key=issue_keys.shared(defn.id),
+            issue_key=key,
             issued_at=defn.updated_at,
             publish_pending=False,
         )

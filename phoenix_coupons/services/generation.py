@@ -139,9 +139,9 @@ class GenerationService:
         idem: str | None,
         code_space: str | None,
     ) -> Coupon:
-        coupon_id = self._new_id()
+        key = issue_keys.bulk(defn.id, idem, position, self._new_id())
         return Coupon(
-            id=coupon_id,
+            id=issue_keys.coupon_id(key),
             tenant_id=defn.tenant_id,
             definition_id=defn.id,
             reward_item_id=defn.config.reward_item_id,
@@ -149,7 +149,7 @@ class GenerationService:
             code_norm=codes.normalize(code),
             kind="issued",
             source="bulk",
-            issue_key=issue_keys.bulk(defn.id, idem, position, coupon_id),
+            issue_key=key,
             issued_at=self._clock(),
             user_id=user_id,
             code_space=code_space,

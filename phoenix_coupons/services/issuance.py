@@ -18,7 +18,7 @@ from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.config_rules import DEFAULT_CODE_LENGTH
 from phoenix_coupons.domain.matching import DefinitionIndex, Event
 from phoenix_coupons.domain.models import Coupon
-from phoenix_coupons.services.ports import CouponRepo, IdFactory
+from phoenix_coupons.services.ports import CouponRepo
 from schemas.coupons import CouponDefinition
 
 MAX_DRAW_ROUNDS = 8
@@ -67,13 +67,11 @@ class IssuanceService:
         index: Callable[[], DefinitionIndex],
         codegen: codes.CodeGenerator,
         clock: Clock,
-        new_id: IdFactory,
     ) -> None:
         self._coupons = coupons
         self._index = index
         self._codegen = codegen
         self._clock = clock
-        self._new_id = new_id
 
     async def issue(
         self,
@@ -140,7 +138,7 @@ class IssuanceService:
         length = cfg.code_length or DEFAULT_CODE_LENGTH
         prefix = cfg.code_prefix or ""
         return Coupon(
-            id=self._new_id(),
+            id=issue_keys.coupon_id(key),
             tenant_id=defn.tenant_id,
             definition_id=defn.id,
             reward_item_id=cfg.reward_item_id,

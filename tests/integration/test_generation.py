@@ -581,13 +581,13 @@ async def insert_dead_claim(
 
 
 def partial_coupon(defn: Json, user_id: str, code: str, key: str, position: int) -> Coupon:
-    coupon_id = str(uuid.uuid4())
+    issue_key = issue_keys.bulk(defn["id"], key, position, "")
     config = defn["config"]
     space = None
     if config["code_format"] == "random":
         space = f"{codes.normalize(config.get('code_prefix') or '')}:{config['code_length']}"
     return Coupon(
-        id=coupon_id,
+        id=issue_keys.coupon_id(issue_key),  # as the service derives it
         tenant_id=defn["tenant_id"],
         definition_id=defn["id"],
         reward_item_id=config["reward_item_id"],
@@ -595,7 +595,7 @@ def partial_coupon(defn: Json, user_id: str, code: str, key: str, position: int)
         code_norm=codes.normalize(code),
         kind="issued",
         source="bulk",
-        issue_key=issue_keys.bulk(defn["id"], key, position, coupon_id),
+        issue_key=issue_key,
         issued_at=utc_now(),
         user_id=user_id,
         code_space=space,

@@ -135,11 +135,11 @@ def new_coupons(count: int, tenant: str | None = None) -> list[Coupon]:
     definition_id, reward_id = str(uuid.uuid4()), str(uuid.uuid4())
     out: list[Coupon] = []
     for i in range(count):
-        coupon_id = str(uuid.uuid4())
+        issue_key = issue_keys.bulk(definition_id, None, i, str(uuid.uuid4()))
         code = f"OUT{i:06d}"
         out.append(
             Coupon(
-                id=coupon_id,
+                id=issue_keys.coupon_id(issue_key),
                 tenant_id=tenant,
                 definition_id=definition_id,
                 reward_item_id=reward_id,
@@ -147,7 +147,7 @@ def new_coupons(count: int, tenant: str | None = None) -> list[Coupon]:
                 code_norm=code,
                 kind="issued",
                 source="bulk",
-                issue_key=issue_keys.bulk(definition_id, None, i, coupon_id),
+                issue_key=issue_key,
                 issued_at=utc_now(),
                 user_id=f"user_{i:05d}",
             )

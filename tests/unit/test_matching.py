@@ -1,6 +1,7 @@
 """Which auto-generate definitions an inbound event triggers, and its occurrence key
 (DESIGN.md, "Rules that define correctness"). Pure: definitions built directly, `now` given."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -369,3 +370,13 @@ def test_match_all_of_a_batch_that_matches_nothing() -> None:
     assert index.match_all([achievement("other"), streak(), leaderboard()], NOW) == {}
     assert index.match_all([], NOW) == {}
     assert DefinitionIndex([]).match_all([achievement()], NOW) == {}
+
+
+def test_a_coupon_id_is_a_uuid_derived_from_its_issue_key() -> None:
+    key = issue_keys.event("def-1", "user-1", "ach-1")
+    assert issue_keys.coupon_id(key) == issue_keys.coupon_id(key)
+    assert uuid.UUID(issue_keys.coupon_id(key)).version == 5
+    assert issue_keys.coupon_id(key) != issue_keys.coupon_id(issue_keys.shared("def-1"))
+    assert issue_keys.coupon_id(issue_keys.bulk("d", None, 0, "n1")) != issue_keys.coupon_id(
+        issue_keys.bulk("d", None, 0, "n2")
+    )
