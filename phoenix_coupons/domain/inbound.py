@@ -72,6 +72,3 @@ class LeaderboardRank(_Event, frozen=True, tag="leaderboard_rank"):
 
 
 Event = AchievementCompleted | StreakMilestone | LeaderboardRank
-EVENT_CLASSES: dict[str, type[Event]] = {
-    cls.event_type: cls for cls in (AchievementCompleted, StreakMilestone, LeaderboardRank)
-}

@@ -17,18 +17,13 @@ from schemas.coupons import CouponDefinition
 
 _SUBJECT = attrgetter("subject")
 
-__all__ = ["DefinitionIndex", "Event", "Match", "matches", "occurrence", "subject_id"]
+__all__ = ["DefinitionIndex", "Event", "Match", "matches", "occurrence"]
 
 
 @dataclass(frozen=True)
 class Match:
     definition: CouponDefinition
     occurrence: str
-
-
-def subject_id(event: Event) -> str:
-    """The id a definition's trigger_config names for this event."""
-    return event.subject
 
 
 def occurrence(event: Event) -> str:
@@ -63,7 +58,7 @@ def matches(defn: CouponDefinition, event: Event, now: datetime) -> bool:
         or not auto.enabled
         or auto.trigger != event.event_type
         or auto.trigger_config is None
-        or _definition_subject(defn) != subject_id(event)
+        or _definition_subject(defn) != event.subject
     ):
         return False
     expires = defn.config.expires_at
