@@ -135,6 +135,22 @@ def _throughput_row(
     )
 
 
+def _reference_row(baseline: str, reference: Run, work: list[Run]) -> Row:
+    """A baseline measured once for comparison, with no target."""
+    say(f"  reference: {reference.name} = {reference.rate:,.0f} events/s")
+    w = _median_rate(work)
+    return (
+        "    reference",
+        baseline,
+        f"{reference.rate:,.0f} ev/s",
+        f"{w:,.0f} ev/s",
+        f"{w / reference.rate:.2f}",
+        "",
+        "(none)",
+        "",
+    )
+
+
 async def scenario_a(servers: Servers, args: argparse.Namespace) -> list[Row]:
     say(f"\n(a) {args.events:,} non-matching events: worker vs raw aiokafka consumer")
     t = now()
@@ -146,22 +162,11 @@ async def scenario_a(servers: Servers, args: argparse.Namespace) -> list[Row]:
         lambda: worker_run(servers, inputs, False),
     )
     parsed = await raw_consume(servers, inputs, parse=True)
-    say(f"  reference: {parsed.name} = {parsed.rate:,.0f} events/s")
-    w = _median_rate(work)
     return [
         _throughput_row(
             "(a) non-matching", "raw aiokafka consumer", base, work, TARGET_NONMATCHING
         ),
-        (
-            "    reference",
-            "raw consumer + json.loads",
-            f"{parsed.rate:,.0f} ev/s",
-            f"{w:,.0f} ev/s",
-            f"{w / parsed.rate:.2f}",
-            "",
-            "(none)",
-            "",
-        ),
+        _reference_row("raw consumer + json.loads", parsed, work),
     ]
 
 
@@ -176,20 +181,9 @@ async def scenario_b(servers: Servers, args: argparse.Namespace) -> list[Row]:
         lambda: worker_run(servers, inputs, True),
     )
     indexed = await raw_pipeline(servers, inputs, indexed=True)
-    say(f"  reference: {indexed.name} = {indexed.rate:,.0f} events/s")
-    w = _median_rate(work)
     return [
         _throughput_row("(b) matching", "getmany+insert_many+produce", base, work, TARGET_MATCHING),
-        (
-            "    reference",
-            "the same, coupon indexes",
-            f"{indexed.rate:,.0f} ev/s",
-            f"{w:,.0f} ev/s",
-            f"{w / indexed.rate:.2f}",
-            "",
-            "(none)",
-            "",
-        ),
+        _reference_row("the same, coupon indexes", indexed, work),
     ]
 
 
