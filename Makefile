@@ -21,9 +21,12 @@ run: install
 	PHOENIX_DATA_DIR=$(PHOENIX_DATA_DIR) $(PY) -m phoenix_coupons.devservers \
 		--data-dir $(PHOENIX_DATA_DIR) -- $(PY) -m phoenix_coupons run
 
-# The full suite against embedded servers in a throwaway folder (or the URLs, when set).
+# The full suite. PHOENIX_TEST_SERVERS (tests/servers.py) picks the servers: embedded (the
+# default: in a throwaway folder), containers (apache/kafka and mongo through Docker; fails
+# when no Docker engine answers) or external (KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI, which
+# alone also mean external). `make test PHOENIX_TEST_SERVERS=containers`.
 test: install
-	$(PY) -m phoenix_coupons.devservers --temp -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m tests.servers -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -1,10 +1,10 @@
-"""Shared fixtures. Kafka and MongoDB are real wire servers: the URLs from the environment
-when set (`make test` sets them), else embedded servers started once for the session."""
+"""Shared fixtures. Kafka and MongoDB are real wire servers, chosen by tests/servers.py:
+the URLs from the environment when set (`make test` sets them), else embedded servers or
+containers started once for the session."""
 
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,9 +13,10 @@ import pytest
 from phoenix_coupons.adapters import fetch_backoff
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
-from phoenix_coupons.devservers import FETCH_BACKOFF_ENV, EmbeddedServers
+from phoenix_coupons.devservers import FETCH_BACKOFF_ENV
 from phoenix_coupons.domain.scopes import ALL_SCOPES
 from phoenix_coupons.settings import Settings
+from tests import servers
 
 TEST_SECRET = "test-secret-key-not-for-production"
 ALL = ",".join(sorted(ALL_SCOPES))
@@ -23,16 +24,14 @@ ALL = ",".join(sorted(ALL_SCOPES))
 
 @pytest.fixture(scope="session")
 def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    mongo = os.environ.get("MONGODB_URI")
-    if kafka and mongo:
-        backoff = os.environ.get(FETCH_BACKOFF_ENV, "0")
-        yield {"KAFKA_BOOTSTRAP_SERVERS": kafka, "MONGODB_URI": mongo, FETCH_BACKOFF_ENV: backoff}
-        return
-    root: Path = tmp_path_factory.mktemp("servers")
-    with EmbeddedServers(root, start_kafka=not kafka, start_mongodb=not mongo) as servers:
-        env = {"KAFKA_BOOTSTRAP_SERVERS": kafka or "", "MONGODB_URI": mongo or ""}
-        env.update({k: v for k, v in servers.env.items() if v})
+    """The URLs of the servers chosen by tests/servers.py (`PHOENIX_TEST_SERVERS`), started
+    for the session unless given."""
+    try:
+        selection = servers.select(os.environ)
+        servers.check(selection)
+    except servers.ServerSelectionError as exc:  # never another kind of server instead
+        pytest.exit(str(exc), returncode=2)
+    with servers.started(selection, tmp_path_factory.mktemp("servers"), os.environ) as env:
         yield env
 
 
