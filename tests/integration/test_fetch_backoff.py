@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.consumer.fetcher import Fetcher
 
 from phoenix_coupons.adapters import fetch_backoff
@@ -42,6 +43,14 @@ async def test_an_idle_consumer_fetches_at_most_once_per_pause(
     settings: Settings, counted_fetches: list[int]
 ) -> None:
     topic = f"test.backoff.{uuid.uuid4().hex[:8]}"
+    # Created first: a Kafka with auto.create.topics.enable=false (docker-compose.yml, the
+    # test containers) refuses records for a topic it does not know.
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     consumer = AIOKafkaConsumer(
         topic,
