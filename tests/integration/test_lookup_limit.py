@@ -4,6 +4,7 @@ look-up of that key in that tenant answers 429 `too_many_failed_lookups` with Re
 the window passes. validate, redeem and the code state count alike; two API instances share
 the count."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from prometheus_client import REGISTRY
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.clock import utc_now
+from phoenix_coupons.services.ports import TooManyFailedLookups
 from phoenix_coupons.settings import Settings
 from tests.conftest import KeyFactory
 
@@ -198,3 +200,16 @@ async def test_the_window_passing_frees_the_key(guesser: Caller, settings: Setti
         # A new window: look-ups answer again, and failures count from zero.
         await caller.fail(LIMIT)
         too_many(await caller.validate("GUESS9999"))
+
+
+async def test_concurrent_failures_are_each_counted_once(
+    container: Container, make_key: KeyFactory, tenant: str
+) -> None:
+    """The first hits of a window race to create its document: none is lost."""
+    key = await make_key(tenant=tenant)
+    limiter = container.lookup_limiter
+    await asyncio.gather(*[limiter.failed(key["id"], tenant) for _ in range(LIMIT - 1)])
+    await limiter.check(key["id"], tenant)  # 29 of 30: still allowed
+    await limiter.failed(key["id"], tenant)
+    with pytest.raises(TooManyFailedLookups):
+        await limiter.check(key["id"], tenant)
