@@ -16,6 +16,7 @@ from phoenix_coupons.adapters.definition_cache import DefinitionCache
 from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
 from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
 from phoenix_coupons.adapters.kafka import ensure_topics, make_producer
+from phoenix_coupons.adapters.lookup_limiter import MongoLookupLimiter
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.outbox_relay import OutboxRelay
 from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
@@ -103,6 +104,7 @@ class Container:
     clock: Clock = utc_now
     rng: RandomSource | None = None
     mongo: Mongo = field(init=False)
+    lookup_limiter: MongoLookupLimiter = field(init=False)
     relay: OutboxRelay = field(init=False)
     api_keys: ApiKeyService = field(init=False)
     rewards: RewardService = field(init=False)
@@ -145,10 +147,21 @@ class Container:
             s.bulk_max_users,
         )
         redemptions = MongoRedemptionRepo(self.mongo)
-        self.redemptions = RedemptionService(
-            coupons, definitions, rewards, redemptions, self.clock, self.relay.wake
+        self.lookup_limiter = MongoLookupLimiter(
+            self.mongo, s.code_lookup_failure_limit, self.clock
         )
-        self.coupon_queries = CouponQueries(coupons, definitions, redemptions, self.clock)
+        self.redemptions = RedemptionService(
+            coupons,
+            definitions,
+            rewards,
+            redemptions,
+            self.clock,
+            self.relay.wake,
+            self.lookup_limiter,
+        )
+        self.coupon_queries = CouponQueries(
+            coupons, definitions, redemptions, self.clock, self.lookup_limiter
+        )
         self.definition_cache = DefinitionCache(self.mongo, s.definitions_refresh_seconds)
         self.issuance = IssuanceService(
             coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock
@@ -163,6 +176,7 @@ class Container:
 
     async def start_storage(self) -> None:
         await self.mongo.ensure_indexes()
+        await self.lookup_limiter.ensure_indexes()
 
     async def start(self) -> None:
         """Indexes, topics and the outbox relay. Kafka being down does not stop the API:

@@ -4,7 +4,8 @@ import socket
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+import limits
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES_ENV = "services.env"
@@ -66,9 +67,24 @@ class Settings(BaseSettings):
         description="Allocations between young garbage collections (0: Python's default).",
     )
 
+    code_lookup_failure_limit: str = Field(
+        default="30/minute",
+        description="Failed code look-ups (code_not_found) allowed per API key and tenant, as "
+        "a rate (`limits` notation: '30/minute', '100/hour'); past it every look-up of that "
+        "key in that tenant answers 429 until the window passes.",
+    )
+
     outbox_batch_size: int = Field(default=1000, gt=0)
     outbox_poll_seconds: float = Field(default=5.0, gt=0)
     outbox_lease_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("code_lookup_failure_limit")
+    @classmethod
+    def _one_rate(cls, value: str) -> str:
+        items = limits.parse_many(value)  # ValueError, reported with the field's name
+        if len(items) != 1 or items[0].amount < 1:
+            raise ValueError("one rate of at least 1, e.g. '30/minute'")
+        return value
 
     @cached_property
     def services_env(self) -> Path:

@@ -5,26 +5,38 @@ coupon exists without its event eventually reaching Kafka, through Kafka outages
 Several relays (API replicas, workers) may run: each claims a batch with a lease first, so
 they rarely publish the same coupon twice; when they do (a crash after the send, before the
 mark), consumers drop the repeat by `event_id`.
+
+Each record gets its own verdict: sent rows are marked announced, rows whose record can never
+be sent (outbox_failures.py) are set aside as dead with their reason (`<prefix>_dead` on the
+row, one document in `outbox_dead`) and never retried, and rows that failed for a passing
+reason stay pending for the retry. So one bad record never holds up the others.
 """
 
 import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import UnknownTopicOrPartitionError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from phoenix_coupons.adapters import outbox_metrics
 from phoenix_coupons.adapters.coupon_repo import from_doc
 from phoenix_coupons.adapters.kafka import OutboundRecord, issued_record, send
-from phoenix_coupons.adapters.mongo import Doc, Mongo, epoch_ms
+from phoenix_coupons.adapters.mongo import Doc, Mongo, aware, epoch_ms
+from phoenix_coupons.adapters.outbox_failures import Unsendable, dead_reason
+from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
 from phoenix_coupons.domain.clock import Clock
 
 log = structlog.get_logger(__name__)
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
+DEAD_COLLECTION = "outbox_dead"
+ERROR_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -39,10 +51,31 @@ class OutboxSource:
     render: Callable[[Doc], OutboundRecord]
     # Extra conditions a row must meet before it is announced (e.g. an earlier event first).
     requires: Doc | None = None
+    # The field whose age `phoenix_outbox_oldest_pending_seconds` reports (default order_by).
+    since: str | None = None
 
     @property
     def fields(self) -> tuple[str, str, str]:
         return f"{self.prefix}_pending", f"{self.prefix}_lease", f"{self.prefix}_owner"
+
+    @property
+    def dead_field(self) -> str:
+        return f"{self.prefix}_dead"
+
+
+@dataclass
+class Delivery:
+    """What became of a claimed batch: sent, dead, or left pending for the retry."""
+
+    sent: list[Doc] = field(default_factory=list)
+    dead: list[tuple[Doc, BaseException]] = field(default_factory=list)
+    transient: BaseException | None = None  # the first passing failure: its rows stay pending
+
+    def failed(self, doc: Doc, exc: BaseException) -> None:
+        if dead_reason(exc) is not None:
+            self.dead.append((doc, exc))
+        elif self.transient is None:
+            self.transient = exc
 
 
 class OutboxRelay:
@@ -56,6 +89,7 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         lease_seconds: float = 30.0,
         extra_sources: Sequence["OutboxSource"] = (),
+        metrics: OutboxMetrics = outbox_metrics.DEFAULT,
     ) -> None:
         self._db = mongo.db
         self._sources = [
@@ -77,6 +111,8 @@ class OutboxRelay:
         self._owner = uuid.uuid4().hex
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._metrics = metrics
+        self._missing_topics: set[str] = set()  # confirmed missing during this sweep
         self.published_total = 0
 
     def wake(self) -> None:
@@ -147,23 +183,34 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Claim, send and mark one batch of each source; returns how many were announced.
-        Sources are drained in order, so a redemption is announced before its rollback."""
-        total = 0
+        Sources are drained in order, so a redemption is announced before its rollback.
+        Raises the first passing failure after every source had its turn (its rows stay
+        pending): the caller backs off and gives the leases back."""
+        total, transient = 0, None
+        self._missing_topics.clear()
         for source in self._sources:
-            total += await self._publish_source(source)
+            sent, failure = await self._publish_source(source)
+            total += sent
+            transient = transient or failure
+        if transient is not None:
+            raise transient
         return total
 
-    async def _publish_source(self, source: OutboxSource) -> int:
+    async def _publish_source(self, source: OutboxSource) -> tuple[int, BaseException | None]:
         col = self._db[source.collection]
         pending, lease_f, owner_f = source.fields
-        now = epoch_ms(self._clock())
+        at = self._clock()
+        now = epoch_ms(at)
         # `$eq: None` rather than a bare None: the embedded test server's `$or` matches a bare
         # None only against missing fields, not explicit nulls (same meaning on MongoDB).
         free = {"$or": [{lease_f: {"$eq": None}}, {lease_f: {"$lt": now}}]}
-        cursor = col.find({pending: True, **(source.requires or {}), **free}, {"_id": 1})
-        ids = [d["_id"] async for d in cursor.sort(source.order_by, 1).limit(self._batch)]
+        since = source.since or source.order_by
+        cursor = col.find({pending: True, **(source.requires or {}), **free}, {since: 1})
+        seen = [d async for d in cursor.sort(source.order_by, 1).limit(self._batch)]
+        self._observe(source, seen, at)
+        ids = [d["_id"] for d in seen]
         if not ids:
-            return 0
+            return 0, None
         lease = now + self._lease_ms
         # One update per kind of free lease, not one `$or`: the embedded test server's
         # update_many applies an `$or` branch without the other conditions (claiming rows
@@ -177,14 +224,145 @@ class OutboxRelay:
             d async for d in col.find({"_id": {"$in": ids}, owner_f: self._owner, pending: True})
         ]
         if not claimed:
-            return 0
-        producer = await self._ensure_producer()
+            return 0, None
         claimed.sort(key=lambda d: d[source.order_by])
-        await asyncio.gather(*[await send(producer, source.render(d)) for d in claimed])
-        await col.update_many(
-            {"_id": {"$in": [d["_id"] for d in claimed]}},
-            {"$set": {pending: False, lease_f: None}},
+        delivery = await self._deliver(source, claimed)
+        if delivery.sent:
+            await col.update_many(
+                {"_id": {"$in": [d["_id"] for d in delivery.sent]}},
+                {"$set": {pending: False, lease_f: None}},
+            )
+            self.published_total += len(delivery.sent)
+            self._metrics.published.labels(source.name).inc(len(delivery.sent))
+            log.info("outbox_announced", count=len(delivery.sent), source=source.name)
+        for doc, exc in delivery.dead:
+            await self._set_aside(source, doc, exc)
+        return len(delivery.sent), delivery.transient
+
+    def _observe(self, source: OutboxSource, seen: list[Doc], now: datetime) -> None:
+        since = source.since or source.order_by
+        stamps = [t for d in seen if (t := aware(d.get(since))) is not None]
+        age = max(0.0, (now - min(stamps)).total_seconds()) if stamps else 0.0
+        self._metrics.oldest_pending.labels(source.name).set(age)
+        self._metrics.backlog.labels(source.name).set(len(seen))
+
+    async def _deliver(self, source: OutboxSource, docs: list[Doc]) -> Delivery:
+        """Queue every record in order (per-partition order is kept), then wait for each
+        acknowledgement. After a passing failure nothing more is queued: those rows stay
+        pending."""
+        delivery = Delivery()
+        producer = await self._ensure_producer()
+        queued: list[tuple[Doc, asyncio.Future[object]]] = []
+        for doc in docs:
+            if delivery.transient is not None:
+                break
+            try:
+                queued.append((doc, await self._queue(producer, source, doc)))
+            except Exception as exc:
+                delivery.failed(doc, exc)
+        acks = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
+        failed: list[tuple[Doc, BaseException]] = []
+        for (doc, _), ack in zip(queued, acks, strict=True):
+            if isinstance(ack, BaseException):
+                failed.append((doc, ack))
+            else:
+                delivery.sent.append(doc)
+        if not failed:
+            return delivery
+        await self._reset_producer()  # its state may be off (a sequence gap, see below)
+        if not any(dead_reason(error) for _, error in failed):
+            for doc, error in failed:
+                delivery.failed(doc, error)
+            return delivery
+        # The broker refuses whole batches, so a refused record may only have shared one
+        # with the culprit, and the refusal leaves a gap in the idempotent producer's
+        # sequence (later batches fail with OutOfOrderSequenceNumber). Each failed record
+        # is sent again alone, in order, to get a verdict of its own.
+        for doc, _ in failed:
+            try:
+                await (await self._queue(await self._ensure_producer(), source, doc))
+            except Exception as exc:
+                await self._reset_producer()
+                delivery.failed(doc, exc)
+                if dead_reason(exc) is None:
+                    break  # Kafka itself fails now: the rest stays pending for the retry
+            else:
+                delivery.sent.append(doc)
+        return delivery
+
+    async def _queue(
+        self, producer: AIOKafkaProducer, source: OutboxSource, doc: Doc
+    ) -> "asyncio.Future[object]":
+        try:
+            record = source.render(doc)
+        except Unsendable:
+            raise
+        except Exception as exc:
+            raise Unsendable("unrenderable", f"{type(exc).__name__}: {exc}") from exc
+        if record.topic in self._missing_topics:
+            raise Unsendable("unknown_topic", f"topic {record.topic!r} does not exist")
+        try:
+            return await send(producer, record)
+        except UnknownTopicOrPartitionError as exc:
+            # aiokafka waited request_timeout_ms for the topic's metadata. Dead only if a
+            # broker that answers confirms the topic is missing (not during an outage).
+            if not await topic_missing(producer, record.topic):
+                raise
+            self._missing_topics.add(record.topic)
+            raise Unsendable("unknown_topic", f"topic {record.topic!r} does not exist") from exc
+
+    async def _set_aside(self, source: OutboxSource, doc: Doc, exc: BaseException) -> None:
+        """Dead: never retried. `outbox_dead` lists them for operators (README: No lost events);
+        written first, so a crash in between only repeats the verdict."""
+        reason = dead_reason(exc) or "rejected"
+        error = (str(exc) if isinstance(exc, Unsendable) else f"{type(exc).__name__}: {exc}")[
+            :ERROR_CHARS
+        ]
+        at = self._clock()
+        tenant = doc.get("tenant_id")
+        dead_id = f"{source.name}:{doc['_id']}"
+        await self._db[DEAD_COLLECTION].replace_one(
+            {"_id": dead_id},
+            {
+                # The _id again: the embedded test server's upsert ignores the filter's.
+                "_id": dead_id,
+                "source": source.name,
+                "collection": source.collection,
+                "row_id": doc["_id"],
+                "tenant_id": tenant,
+                "reason": reason,
+                "error": error,
+                "at": at,
+            },
+            upsert=True,
         )
-        self.published_total += len(claimed)
-        log.info("outbox_announced", count=len(claimed), source=source.name)
-        return len(claimed)
+        pending, lease_f, _ = source.fields
+        await self._db[source.collection].update_one(
+            {"_id": doc["_id"]},
+            {
+                "$set": {
+                    pending: False,
+                    lease_f: None,
+                    source.dead_field: {"reason": reason, "error": error, "at": at},
+                }
+            },
+        )
+        self._metrics.dead.labels(source.name, reason).inc()
+        log.error(
+            "outbox_record_dead",
+            source=source.name,
+            row_id=doc["_id"],
+            tenant_id=tenant,
+            reason=reason,
+            error=error,
+        )
+
+
+async def topic_missing(producer: AIOKafkaProducer, topic: str) -> bool:
+    """Whether a broker answering a metadata request for all topics lists no `topic`
+    (a request for all topics creates none, even where auto-creation is on)."""
+    try:
+        metadata = await producer.client.fetch_all_metadata()
+    except Exception:
+        return False  # no broker answered: an outage, not a missing topic
+    return topic not in metadata.topics()

@@ -11,6 +11,7 @@ from pymongo.errors import DuplicateKeyError
 
 from phoenix_coupons.adapters.kafka import OutboundRecord
 from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
+from phoenix_coupons.adapters.outbox_failures import Unsendable
 from phoenix_coupons.adapters.outbox_relay import OutboxSource
 from phoenix_coupons.domain.events import event_id
 from phoenix_coupons.services.ports import SlotTaken
@@ -121,6 +122,14 @@ def _event_record(doc: Doc, topic: str, kind: str, at_field: str) -> OutboundRec
     )
 
 
+def _rollback_record(doc: Doc, topic: str) -> OutboundRecord:
+    if doc.get("publish_dead"):
+        # Its redemption was never announced: a reversal of a grant no one saw would be
+        # wrong. Set aside too; an operator who re-queues the redemption re-queues this.
+        raise Unsendable("redeem_dead", "the redemption's own coupon.redeemed event is dead")
+    return _event_record(doc, topic, "coupon.redemption_rolled_back", "rolled_back_at")
+
+
 def outbox_sources(topic: str) -> list[OutboxSource]:
     """The redemption events, in the order the relay drains them."""
     return [
@@ -136,8 +145,9 @@ def outbox_sources(topic: str) -> list[OutboxSource]:
             "redemptions",
             "rollback_publish",
             "redeemed_at",
-            lambda d: _event_record(d, topic, "coupon.redemption_rolled_back", "rolled_back_at"),
+            lambda d: _rollback_record(d, topic),
             # Never before the redemption's own event, even when another relay holds that one.
             requires={"publish_pending": {"$ne": True}},
+            since="rolled_back_at",
         ),
     ]

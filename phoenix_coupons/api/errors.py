@@ -8,8 +8,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from phoenix_coupons.api.redemption_metrics import LOOKUPS_REFUSED
 from phoenix_coupons.domain.errors import Conflict, DomainError, NotFound, ValidationFailed
 from phoenix_coupons.services.api_keys import AuthError
+from phoenix_coupons.services.ports import TooManyFailedLookups
 from schemas.errors import ErrorBody, FieldIssue
 
 log = structlog.get_logger(__name__)
@@ -84,6 +86,12 @@ def install_error_handlers(app: FastAPI) -> None:
         details = [FieldIssue(field=d.field, reason=d.reason) for d in getattr(exc, "details", [])]
         conflicts = exc.conflicts or None if isinstance(exc, Conflict) else None
         return error_response(_status_of(exc), exc.code, exc.message, details, conflicts)
+
+    @app.exception_handler(TooManyFailedLookups)
+    async def _too_many(_: Request, exc: TooManyFailedLookups) -> JSONResponse:
+        LOOKUPS_REFUSED.inc()
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(429, exc.code, exc.message, headers=headers)
 
     @app.exception_handler(AuthError)
     async def _unauthenticated(_: Request, exc: AuthError) -> JSONResponse:

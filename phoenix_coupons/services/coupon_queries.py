@@ -4,9 +4,16 @@ and revoking a code."""
 from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import NotFound
+from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import remaining, usage_group
 from phoenix_coupons.services.definitions import definition_not_found
-from phoenix_coupons.services.ports import CouponRepo, DefinitionRepo, RedemptionDoc, RedemptionRepo
+from phoenix_coupons.services.ports import (
+    CouponRepo,
+    DefinitionRepo,
+    LookupLimiter,
+    RedemptionDoc,
+    RedemptionRepo,
+)
 from phoenix_coupons.services.redemptions import coupon_view, redemption_view
 from schemas.redemptions import CodeState, CouponList, Wallet, WalletCoupon
 
@@ -22,11 +29,13 @@ class CouponQueries:
         definitions: DefinitionRepo,
         redemptions: RedemptionRepo,
         clock: Clock,
+        lookups: LookupLimiter,
     ) -> None:
         self._coupons = coupons
         self._definitions = definitions
         self._redemptions = redemptions
         self._clock = clock
+        self._lookups = lookups
 
     async def definition_codes(
         self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
@@ -66,10 +75,16 @@ class CouponQueries:
         ]
         return Wallet(user_id=user_id, coupons=wallet, total=total)
 
-    async def code_state(self, tenant_id: str, code: str) -> CodeState:
+    async def code_state(self, tenant_id: str, code: str, caller: str) -> CodeState:
+        """A look-up like validate's: counted against `caller`'s failed look-up limit."""
+        await self._lookups.check(caller, tenant_id)
         coupon = await self._coupons.by_code(tenant_id, codes.normalize(code))
         if coupon is None:
+            await self._lookups.failed(caller, tenant_id)
             raise code_not_found(code)
+        return await self._state(coupon)
+
+    async def _state(self, coupon: Coupon) -> CodeState:
         history = await self._redemptions.for_coupon(coupon.id)
         return CodeState(
             coupon=coupon_view(coupon), redemptions=[redemption_view(d) for d in history]
@@ -80,4 +95,4 @@ class CouponQueries:
         coupon = await self._coupons.revoke(tenant_id, codes.normalize(code), self._clock())
         if coupon is None:
             raise code_not_found(code)
-        return await self.code_state(tenant_id, code)
+        return await self._state(coupon)

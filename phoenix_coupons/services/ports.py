@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from phoenix_coupons.domain.errors import DomainError
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
@@ -21,6 +22,15 @@ class SlotTaken(Exception):
 
 class DuplicateCodes(Exception):
     """An all-or-nothing insert hit a code (or issue key) that already exists."""
+
+
+@dataclass
+class TooManyFailedLookups(DomainError):
+    """429: the caller's failed code look-ups reached the limit; every look-up of its key in
+    the tenant is refused for `retry_after` more seconds."""
+
+    retry_after: int = 1
+    code: str = "too_many_failed_lookups"
 
 
 @dataclass(frozen=True)
@@ -97,3 +107,15 @@ class RedemptionRepo(Protocol):
         self, tenant_id: str, redemption_id: str, free_slot: str, at: datetime
     ) -> RedemptionDoc | None: ...
     async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[RedemptionDoc]: ...
+
+
+class LookupLimiter(Protocol):
+    """Bounds code guessing: failed look-ups per API key and tenant, across processes."""
+
+    async def check(self, key_id: str, tenant_id: str) -> None:
+        """Before a look-up: raises TooManyFailedLookups while the key is over its limit."""
+        ...
+
+    async def failed(self, key_id: str, tenant_id: str) -> None:
+        """After a look-up that found no code."""
+        ...

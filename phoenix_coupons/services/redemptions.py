@@ -22,6 +22,7 @@ from phoenix_coupons.domain.redemption import (
 from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
+    LookupLimiter,
     RedemptionDoc,
     RedemptionRepo,
     RewardRepo,
@@ -90,6 +91,7 @@ class RedemptionService:
         redemptions: RedemptionRepo,
         clock: Clock,
         on_redeemed: Callable[[], None],
+        lookups: LookupLimiter,
     ) -> None:
         self._coupons = coupons
         self._definitions = definitions
@@ -97,20 +99,24 @@ class RedemptionService:
         self._redemptions = redemptions
         self._clock = clock
         self._on_redeemed = on_redeemed
+        self._lookups = lookups
 
     async def _load(
-        self, tenant_id: str, body: RedeemRequest
+        self, tenant_id: str, body: RedeemRequest, caller: str
     ) -> tuple[Coupon, CouponDefinition, RewardItem]:
-        """The coupon, its definition and reward, or the reason a redeem is refused now."""
+        """The coupon, its definition and reward, or the reason a redeem is refused now.
+        `caller` (the API key id) is refused while over its failed look-up limit."""
+        await self._lookups.check(caller, tenant_id)
         coupon = await self._coupons.by_code(tenant_id, codes.normalize(body.code))
-        if coupon is None:
-            raise refused("code_not_found")
-        # Both at once: the coupon names the reward its definition granted when it was issued.
-        defn, reward = await asyncio.gather(
-            self._definitions.get(tenant_id, coupon.definition_id),
-            self._rewards.get(tenant_id, coupon.reward_item_id),
-        )
-        if defn is None or not code_matches(coupon, defn, body.code):
+        defn, reward = None, None
+        if coupon is not None:
+            # Both at once: the coupon names the reward its definition granted when issued.
+            defn, reward = await asyncio.gather(
+                self._definitions.get(tenant_id, coupon.definition_id),
+                self._rewards.get(tenant_id, coupon.reward_item_id),
+            )
+        if coupon is None or defn is None or not code_matches(coupon, defn, body.code):
+            await self._lookups.failed(caller, tenant_id)
             raise refused("code_not_found")
         if reward is None or reward.item_id != defn.config.reward_item_id:  # config changed
             reward = await self._rewards.get(tenant_id, defn.config.reward_item_id)
@@ -120,9 +126,9 @@ class RedemptionService:
             )
         return coupon, defn, reward
 
-    async def validate(self, tenant_id: str, body: RedeemRequest) -> ValidateResponse:
+    async def validate(self, tenant_id: str, body: RedeemRequest, caller: str) -> ValidateResponse:
         try:
-            coupon, defn, reward = await self._load(tenant_id, body)
+            coupon, defn, reward = await self._load(tenant_id, body, caller)
         except (Refused, CodeNotFound) as exc:
             return ValidateResponse(
                 valid=False, reason=cast(RefusalReason, exc.code), coupon=None, reward=None
@@ -141,9 +147,14 @@ class RedemptionService:
         )
 
     async def redeem(
-        self, tenant_id: str, body: RedeemRequest, idempotency_key: str | None = None
+        self,
+        tenant_id: str,
+        body: RedeemRequest,
+        caller: str,
+        idempotency_key: str | None = None,
     ) -> tuple[Redemption, bool]:
-        """The redemption, and whether it is new (False: the replay of a keyed redeem)."""
+        """The redemption, and whether it is new (False: the replay of a keyed redeem). A
+        replay looks up no code: it is answered even while `caller` is over its limit."""
         if idempotency_key is not None:
             rid = str(uuid.uuid5(REDEMPTION_NAMESPACE, f"{tenant_id}\x1f{idempotency_key}"))
             earlier = await self._redemptions.get(tenant_id, rid)
@@ -151,7 +162,7 @@ class RedemptionService:
                 return self._replay(earlier, body), False
         else:
             rid = str(uuid.uuid4())
-        coupon, defn, reward = await self._load(tenant_id, body)
+        coupon, defn, reward = await self._load(tenant_id, body, caller)
         now = self._clock()
         reason = refusal(coupon, defn, body.user_id, now)
         if reason is not None:

@@ -4,21 +4,33 @@ Kafka through an outage, after a crash between store and publish, and with two r
 Each test runs its own relays on a database and topic of its own: the session container's
 relay works on the session database and never sees these coupons."""
 
+import contextlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import CollectorRegistry
 
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.kafka import make_producer
 from phoenix_coupons.adapters.mongo import Mongo, aware, epoch_ms
-from phoenix_coupons.adapters.outbox_relay import OutboxRelay, ProducerFactory
+from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
+from phoenix_coupons.adapters.outbox_relay import (
+    DEAD_COLLECTION,
+    OutboxRelay,
+    OutboxSource,
+    ProducerFactory,
+    topic_missing,
+)
+from phoenix_coupons.adapters.redemption_repo import outbox_sources
 from phoenix_coupons.devservers import free_port
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.clock import utc_now
@@ -38,6 +50,13 @@ class Outbox:
     bootstrap: str
     topic: str
     relays: list[OutboxRelay]
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.metrics = OutboxMetrics(self.registry)
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
 
     def relay(
         self, bootstrap: str | None = None, batch_size: int = 100, lease_seconds: float = 30.0
@@ -50,15 +69,19 @@ class Outbox:
         factory: ProducerFactory,
         batch_size: int = 100,
         lease_seconds: float = 30.0,
+        topic: str | None = None,
+        extra_sources: Sequence[OutboxSource] = (),
     ) -> OutboxRelay:
         relay = OutboxRelay(
             self.mongo,
             factory,
-            self.topic,
+            topic or self.topic,
             utc_now,
             batch_size=batch_size,
             poll_seconds=0.1,
             lease_seconds=lease_seconds,
+            extra_sources=extra_sources,
+            metrics=self.metrics,
         )
         self.relays.append(relay)
         return relay
@@ -76,8 +99,9 @@ class Outbox:
     async def all_announced(self) -> bool:
         return await self.pending() == 0
 
-    async def events(self) -> list[Json]:
+    async def events(self, topic: str | None = None) -> list[Json]:
         """Every record on the topic, read up to its current end."""
+        topic = topic or self.topic
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -87,9 +111,9 @@ class Outbox:
         found: list[Json] = []
         try:
             await consumer.topics()
-            parts = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-            assert tps, f"topic {self.topic} has no partitions"
+            parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            assert tps, f"topic {topic} has no partitions"
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
@@ -130,13 +154,13 @@ async def outbox(settings: Settings) -> AsyncIterator[Outbox]:
         await mongo.close()
 
 
-def new_coupons(count: int, tenant: str | None = None) -> list[Coupon]:
+def new_coupons(count: int, tenant: str | None = None, prefix: str = "OUT") -> list[Coupon]:
     tenant = tenant or f"t-{uuid.uuid4().hex[:12]}"
     definition_id, reward_id = str(uuid.uuid4()), str(uuid.uuid4())
     out: list[Coupon] = []
     for i in range(count):
         issue_key = issue_keys.bulk(definition_id, None, i, str(uuid.uuid4()))
-        code = f"OUT{i:06d}"
+        code = f"{prefix}{i:06d}"
         out.append(
             Coupon(
                 id=issue_keys.coupon_id(issue_key),
@@ -285,3 +309,193 @@ async def test_two_relays_at_once_announce_every_coupon(outbox: Outbox) -> None:
     duplicates = len(events) - len(coupons)
     assert duplicates <= len(coupons) // 100, f"{duplicates} duplicates: leases should prevent"
     assert await outbox.count({"publish_pending": False}) == 1_500
+
+
+# --- records that can never be sent ---------------------------------------------------------
+
+SMALL_REQUESTS = 4096  # the producer's max_request_size in these tests
+
+
+def small_producer(bootstrap: str) -> ProducerFactory:
+    return lambda: make_producer(bootstrap, max_request_size=SMALL_REQUESTS)
+
+
+def oversized(coupon: Coupon, size: int = 2 * SMALL_REQUESTS) -> Coupon:
+    """The coupon with a user id that makes its record larger than `size` bytes, issued
+    before the others (the relay takes the oldest rows first)."""
+    return replace(coupon, user_id="u" * size, issued_at=utc_now() - timedelta(seconds=5))
+
+
+async def test_an_unsendable_record_is_set_aside_and_other_tenants_events_go_on(
+    outbox: Outbox,
+) -> None:
+    [big] = [oversized(c) for c in new_coupons(1, tenant="tenant-a")]
+    others = new_coupons(20, tenant="tenant-b")
+    await outbox.store([big])
+    await outbox.store(others)
+    relay = outbox.relay_with(small_producer(outbox.bootstrap), batch_size=100)
+    relay.start()
+    # Within the relay's normal delay (it polls every 0.1 s here), not after a stall.
+    await wait_until(outbox.all_announced, deadline_s=5)
+    counts = announced(await outbox.events())
+    assert counts == Counter({c.id: 1 for c in others})
+    row = await outbox.mongo.coupons.find_one({"_id": big.id})
+    assert row is not None
+    assert not row["publish_pending"], "a dead row is never retried"
+    assert row["publish_dead"]["reason"] == "too_large"
+    assert "MessageSizeTooLarge" in row["publish_dead"]["error"]
+    # Operators find it in `outbox_dead`, named with its source and tenant.
+    [dead] = await outbox.mongo.db[DEAD_COLLECTION].find().to_list()
+    assert dead["_id"] == f"coupon.issued:{big.id}"
+    assert (dead["source"], dead["collection"], dead["row_id"]) == (
+        "coupon.issued",
+        "coupons",
+        big.id,
+    )
+    assert (dead["tenant_id"], dead["reason"]) == ("tenant-a", "too_large")
+    issued = {"source": "coupon.issued"}
+    assert outbox.sample("phoenix_outbox_dead_total", **issued, reason="too_large") == 1
+    assert outbox.sample("phoenix_outbox_published_total", **issued) == 20
+    # Later events of every tenant keep flowing; the dead row is not tried again.
+    later = new_coupons(5, tenant="tenant-a", prefix="LATER")
+    await outbox.store(later)
+    await wait_until(outbox.all_announced, deadline_s=5)
+    assert set(announced(await outbox.events())) == {c.id for c in others + later}
+    assert outbox.sample("phoenix_outbox_dead_total", **issued, reason="too_large") == 1
+
+
+async def test_a_record_the_broker_refuses_dies_alone_and_its_batch_mates_go_on(
+    outbox: Outbox, settings: Settings
+) -> None:
+    """The topic takes batches of at most 6000 bytes; the producer would send more. The broker
+    refuses the whole batch holding the large record (small ones share it), and the idempotent
+    producer's sequence then has a gap: neither may kill the small records."""
+    topic = f"{outbox.topic}.small"
+    admin = AIOKafkaAdminClient(bootstrap_servers=outbox.bootstrap)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": "6000"}
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=config)])
+    finally:
+        await admin.close()
+    before, after = new_coupons(10), new_coupons(10)
+    [big] = [replace(c, user_id="u" * 3500) for c in new_coupons(1)]
+    for batch in (before, [big], after):
+        await outbox.store(batch)
+    relay = outbox.relay_with(lambda: make_producer(outbox.bootstrap), topic=topic)
+    relay.start()
+    await wait_until(outbox.all_announced, deadline_s=10)
+    counts = announced(await outbox.events(topic))
+    assert set(counts) == {c.id for c in before + after}
+    row = await outbox.mongo.coupons.find_one({"_id": big.id})
+    assert row is not None and row["publish_dead"]["reason"] == "too_large"
+    rows = await outbox.mongo.coupons.find({}, {"publish_dead": 1}).to_list()
+    assert [r["_id"] for r in rows if r.get("publish_dead")] == [big.id]
+
+
+def redemption_row(tenant: str, user: str, payload_bytes: int = 10) -> Json:
+    """A redemption stored by the API, rolled back, neither event announced yet."""
+    rid = str(uuid.uuid4())
+    now = utc_now()
+    return {
+        "_id": rid,
+        "tenant_id": tenant,
+        "definition_id": str(uuid.uuid4()),
+        "coupon_id": str(uuid.uuid4()),
+        "code": "ROLLED",
+        "user_id": user,
+        "group": f"g:{rid}",
+        "slot": f"free:{rid}",
+        "state": "rolled_back",
+        "redeemed_at": now - timedelta(seconds=1),
+        "rolled_back_at": now,
+        "coupon": {},
+        "reward": {"item_id": str(uuid.uuid4()), "payload": {"blob": "x" * payload_bytes}},
+        "publish_pending": True,
+        "publish_lease": None,
+        "rollback_publish_pending": True,
+        "rollback_publish_lease": None,
+    }
+
+
+async def test_a_rollback_whose_redeem_is_dead_is_set_aside_too(outbox: Outbox) -> None:
+    """Its `coupon.redeemed` can never be sent: announcing the rollback alone would reverse a
+    grant no reward service saw. Another tenant's pair goes on, in order."""
+    dead = redemption_row("tenant-a", "alice", payload_bytes=2 * SMALL_REQUESTS)
+    fine = redemption_row("tenant-b", "bob")
+    await outbox.mongo.redemptions.insert_many([dead, fine])
+    relay = outbox.relay_with(
+        small_producer(outbox.bootstrap), extra_sources=outbox_sources(outbox.topic)
+    )
+    relay.start()
+
+    async def settled() -> bool:
+        rows = outbox.mongo.redemptions.find(
+            {"$or": [{"publish_pending": True}, {"rollback_publish_pending": True}]}
+        )
+        return not await rows.to_list()
+
+    await wait_until(settled, deadline_s=5)
+    row = await outbox.mongo.redemptions.find_one({"_id": dead["_id"]})
+    assert row is not None
+    assert row["publish_dead"]["reason"] == "too_large"
+    assert row["rollback_publish_dead"]["reason"] == "redeem_dead"
+    events = await outbox.events()
+    assert [(e["event_type"], e["redemption_id"]) for e in events] == [
+        ("coupon.redeemed", fine["_id"]),
+        ("coupon.redemption_rolled_back", fine["_id"]),
+    ]
+
+
+async def test_a_row_that_cannot_be_rendered_is_set_aside(outbox: Outbox) -> None:
+    [broken, fine] = new_coupons(2)
+    await outbox.store([broken, fine])
+    await outbox.mongo.coupons.update_one({"_id": broken.id}, {"$unset": {"code": ""}})
+    relay = outbox.relay()
+    assert await relay.publish_pending() == 1
+    row = await outbox.mongo.coupons.find_one({"_id": broken.id})
+    assert row is not None and row["publish_dead"]["reason"] == "unrenderable"
+    assert "TypeError" in row["publish_dead"]["error"]
+    assert announced(await outbox.events()) == Counter({fine.id: 1})
+    assert await outbox.all_announced()
+
+
+async def test_a_missing_topic_is_confirmed_by_a_broker_that_answers(outbox: Outbox) -> None:
+    """aiokafka raises UnknownTopicOrPartitionError both for a missing topic and when no
+    metadata came within its timeout: only a broker's answer listing all topics decides."""
+    producer = make_producer(outbox.bootstrap)
+    await producer.start()
+    try:
+        assert await topic_missing(producer, f"{outbox.topic}.never-created")
+        assert not await topic_missing(producer, outbox.topic)
+    finally:
+        await producer.stop()
+    unreachable = make_producer(f"127.0.0.1:{free_port()}")
+    with contextlib.suppress(Exception):
+        await unreachable.start()  # fails: no broker; the client still exists
+    try:
+        assert not await topic_missing(unreachable, f"{outbox.topic}.never-created")
+    finally:
+        await unreachable.stop()
+
+
+async def test_the_backlog_gauges_tell_the_oldest_pending_row_and_how_many(
+    outbox: Outbox,
+) -> None:
+    old = [replace(c, issued_at=utc_now() - timedelta(seconds=90)) for c in new_coupons(3)]
+    await outbox.store(old + new_coupons(4))
+    issued = {"source": "coupon.issued"}
+    down = outbox.relay(f"127.0.0.1:{free_port()}", batch_size=5, lease_seconds=0.001)
+    with pytest.raises(KafkaConnectionError):
+        await down.publish_pending()  # Kafka unreachable: the rows stay pending
+    assert outbox.sample("phoenix_outbox_backlog", **issued) == 5, "capped at the batch size"
+    assert 90 <= outbox.sample("phoenix_outbox_oldest_pending_seconds", **issued) < 120
+    await down.stop()
+
+    up = outbox.relay(batch_size=5)
+    while await up.publish_pending():
+        pass
+    assert await outbox.all_announced()
+    assert outbox.sample("phoenix_outbox_backlog", **issued) == 0
+    assert outbox.sample("phoenix_outbox_oldest_pending_seconds", **issued) == 0
+    assert outbox.sample("phoenix_outbox_published_total", **issued) == 7

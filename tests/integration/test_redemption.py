@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from prometheus_client import REGISTRY
 
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.events import event_id
@@ -553,6 +554,34 @@ async def test_malformed_redeem_bodies_are_422(api: Tenant) -> None:
         )
         assert response.status_code == 422, response.text
         assert response.json()["error"] == "validation_error"
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_redemptions_and_refusals_are_counted(api: Tenant) -> None:
+    """`phoenix_redemptions_total{outcome}` and `phoenix_redemption_refusals_total{reason}`
+    (the dashboard's panels): each answer of redeem and rollback, once."""
+    outcomes = ("redeemed", "replayed", "rolled_back")
+    reasons = ("code_not_found", "per_user_limit_reached")
+    before = {o: counted("phoenix_redemptions_total", outcome=o) for o in outcomes}
+    refused_before = {r: counted("phoenix_redemption_refusals_total", reason=r) for r in reasons}
+    await api.define("COUNTED", PER_USER_1)
+    first = await api.redeem("COUNTED", "alice", key="counted-1")
+    assert first.status_code == 201, first.text
+    assert (await api.redeem("COUNTED", "alice", key="counted-1")).status_code == 200
+    refused(await api.redeem("COUNTED", "alice"), 409, "per_user_limit_reached")
+    refused(await api.redeem("NO-SUCH-CODE", "alice"), 404, "code_not_found")
+    assert (await api.rollback(first.json()["redemption_id"])).status_code == 200
+    await api.validate("NO-SUCH-CODE", "alice")  # a question, not a refused redeem
+    after = {o: counted("phoenix_redemptions_total", outcome=o) for o in outcomes}
+    assert {o: after[o] - before[o] for o in outcomes} == dict.fromkeys(outcomes, 1)
+    refused_after = {r: counted("phoenix_redemption_refusals_total", reason=r) for r in reasons}
+    assert {r: refused_after[r] - refused_before[r] for r in reasons} == dict.fromkeys(reasons, 1)
 
 
 # --- events ---------------------------------------------------------------------------------

@@ -126,3 +126,14 @@ def test_the_fetch_pause_stays_off_for_a_kafka_of_ones_own(
     clean_env.delenv("KAFKA_BOOTSTRAP_SERVERS")
     clean_env.setenv("PHOENIX_KAFKA_EMPTY_FETCH_BACKOFF_MS", "0")
     assert load_services_env(Settings(data_dir=tmp_path)).kafka_empty_fetch_backoff_ms == 0
+
+
+def test_the_failed_lookup_limit_is_one_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PHOENIX_CODE_LOOKUP_FAILURE_LIMIT", raising=False)
+    assert Settings().code_lookup_failure_limit == "30/minute"
+    monkeypatch.setenv("PHOENIX_CODE_LOOKUP_FAILURE_LIMIT", "100 per hour")
+    assert Settings().code_lookup_failure_limit == "100 per hour"
+    for bad in ("thirty", "0/minute", "5/second;30/minute", ""):
+        monkeypatch.setenv("PHOENIX_CODE_LOOKUP_FAILURE_LIMIT", bad)
+        with pytest.raises(ValueError, match="code_lookup_failure_limit"):
+            Settings()

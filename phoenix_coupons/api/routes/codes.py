@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Path, Query
 from phoenix_coupons.api.auth import require
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
 from phoenix_coupons.api.params import Limit, Offset, Services, TenantId
+from phoenix_coupons.api.routes.redemptions import LIMITED
 from phoenix_coupons.domain.scopes import COUPONS_READ, COUPONS_WRITE
+from phoenix_coupons.services.api_keys import Principal
 from schemas.redemptions import CodeState, CouponList, Wallet
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["coupons"], responses=ERROR_RESPONSES)
@@ -38,10 +40,16 @@ async def wallet(
     return await c.coupon_queries.wallet(tenant_id, user_id, limit, offset)
 
 
-@router.get("/codes/{code}", dependencies=READ, responses=NOT_FOUND)
-async def code_state(tenant_id: TenantId, code: Code, c: Services) -> CodeState:
-    """One code's state and its redemption history (newest first, at most 100)."""
-    return await c.coupon_queries.code_state(tenant_id, code)
+@router.get("/codes/{code}", responses={**NOT_FOUND, **LIMITED})
+async def code_state(
+    tenant_id: TenantId,
+    code: Code,
+    c: Services,
+    caller: Annotated[Principal, Depends(require(COUPONS_READ))],
+) -> CodeState:
+    """One code's state and its redemption history (newest first, at most 100). Counts
+    against the failed look-up limit like validate and redeem."""
+    return await c.coupon_queries.code_state(tenant_id, code, caller.key_id)
 
 
 @router.post(

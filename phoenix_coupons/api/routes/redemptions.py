@@ -7,13 +7,24 @@ from fastapi import APIRouter, Depends, Header, Response, status
 from phoenix_coupons.api.auth import require
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
 from phoenix_coupons.api.params import Services, TenantId
+from phoenix_coupons.api.redemption_metrics import REDEMPTIONS, REFUSALS
+from phoenix_coupons.domain.errors import DomainError
 from phoenix_coupons.domain.scopes import COUPONS_REDEEM
+from phoenix_coupons.services.api_keys import Principal
+from phoenix_coupons.services.redemptions import MESSAGES
 from schemas.redemptions import RedeemRequest, Redemption, ValidateResponse
 
 router = APIRouter(
     prefix="/v1/tenants/{tenant_id}/coupons", tags=["redemption"], responses=ERROR_RESPONSES
 )
 REDEEM = [Depends(require(COUPONS_REDEEM))]
+Redeemer = Annotated[Principal, Depends(require(COUPONS_REDEEM))]
+LIMITED = documented(
+    429,
+    "`too_many_failed_lookups`: this API key's look-ups of unknown codes in the tenant are "
+    "over the limit (`PHOENIX_CODE_LOOKUP_FAILURE_LIMIT`); wait `Retry-After` seconds",
+)
+REFUSAL_REASONS = {*MESSAGES, "too_many_failed_lookups"}
 REFUSED = {
     **documented(404, "`code_not_found`, `redemption_not_found`"),
     **documented(
@@ -25,17 +36,20 @@ REFUSED = {
 }
 
 
-@router.post("/validate", dependencies=REDEEM)
-async def validate(tenant_id: TenantId, body: RedeemRequest, c: Services) -> ValidateResponse:
+@router.post("/validate", responses=LIMITED)
+async def validate(
+    tenant_id: TenantId, body: RedeemRequest, c: Services, caller: Redeemer
+) -> ValidateResponse:
     """Would a redeem of this code by this user succeed now? Consumes nothing."""
-    return await c.redemptions.validate(tenant_id, body)
+    return await c.redemptions.validate(tenant_id, body, caller.key_id)
 
 
-@router.post("/redeem", status_code=status.HTTP_201_CREATED, dependencies=REDEEM, responses=REFUSED)
+@router.post("/redeem", status_code=status.HTTP_201_CREATED, responses={**REFUSED, **LIMITED})
 async def redeem(
     tenant_id: TenantId,
     body: RedeemRequest,
     c: Services,
+    caller: Redeemer,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -48,7 +62,15 @@ async def redeem(
 ) -> Redemption:
     """Consume one use; answers the redemption with the reward item's snapshot, and
     announces `coupon.redeemed`. A replayed `Idempotency-Key` answers 200."""
-    redemption, created = await c.redemptions.redeem(tenant_id, body, idempotency_key)
+    try:
+        redemption, created = await c.redemptions.redeem(
+            tenant_id, body, caller.key_id, idempotency_key
+        )
+    except DomainError as exc:
+        if exc.code in REFUSAL_REASONS:
+            REFUSALS.labels(exc.code).inc()
+        raise
+    REDEMPTIONS.labels("redeemed" if created else "replayed").inc()
     if not created:
         response.status_code = status.HTTP_200_OK
     return redemption
@@ -57,4 +79,6 @@ async def redeem(
 @router.post("/redemptions/{redemption_id}/rollback", dependencies=REDEEM, responses=REFUSED)
 async def rollback(tenant_id: TenantId, redemption_id: str, c: Services) -> Redemption:
     """Give the use back, once; announces `coupon.redemption_rolled_back`."""
-    return await c.redemptions.rollback(tenant_id, redemption_id)
+    redemption = await c.redemptions.rollback(tenant_id, redemption_id)
+    REDEMPTIONS.labels("rolled_back").inc()
+    return redemption

@@ -1,0 +1,121 @@
+"""The failed-look-up limit (services.ports.LookupLimiter) with the `limits` library's fixed
+window strategy, on counters in MongoDB so every API process shares them.
+
+`limits` ships an async MongoDB storage, but on Motor (end of life; we use PyMongo's async API)
+and with update pipelines that the embedded test server does not run. `MongoCounters` is the
+same contract on `pymongo.AsyncMongoClient`: one document per key and window, read and
+written by `_id`; a TTL index removes windows that are over.
+"""
+
+import math
+from datetime import timedelta
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from phoenix_coupons.adapters.mongo import Doc, Mongo, epoch_ms
+from phoenix_coupons.domain.clock import Clock
+from phoenix_coupons.services.ports import TooManyFailedLookups
+
+COLLECTION = "lookup_failures"
+
+
+class MongoCounters(Storage):
+    """`limits.aio.storage.Storage` for the fixed window strategy: a window starts with its
+    first hit and lasts `expiry` seconds (as in the library's own storages). `expire_ms`
+    decides (exact everywhere: the embedded server compares dates to the second); `expire_at`
+    is only for the TTL index."""
+
+    STORAGE_SCHEME = None  # not registered for `limits.storage_from_string`
+
+    def __init__(self, collection: AsyncCollection[Doc], clock: Clock) -> None:
+        super().__init__()
+        self._col = collection
+        self._clock = clock
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return PyMongoError
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = self._clock()
+        live = {"_id": key, "expire_ms": {"$gt": epoch_ms(now)}}
+        ends = now + timedelta(seconds=expiry)
+        fresh = {"count": amount, "expire_ms": epoch_ms(ends), "expire_at": ends}
+        for _ in range(3):  # a concurrent caller may start the window first: count in it
+            doc = await self._col.find_one_and_update(
+                live, {"$inc": {"count": amount}}, return_document=ReturnDocument.AFTER
+            )
+            if doc is not None:
+                return int(doc["count"])
+            # None live: start a window, over an ended one (the TTL monitor runs once a minute)
+            ended = {"_id": key, "expire_ms": {"$lte": epoch_ms(now)}}
+            if await self._col.find_one_and_replace(ended, fresh) is not None:
+                return amount
+            try:
+                await self._col.insert_one({"_id": key, **fresh})
+                return amount
+            except DuplicateKeyError:
+                continue
+        raise RuntimeError(f"could not count a hit on {key}")
+
+    async def _live(self, key: str) -> Doc | None:
+        doc = await self._col.find_one({"_id": key})
+        if doc is None or doc["expire_ms"] <= epoch_ms(self._clock()):
+            return None
+        return doc
+
+    async def get(self, key: str) -> int:
+        doc = await self._live(key)
+        return int(doc["count"]) if doc else 0
+
+    async def get_expiry(self, key: str) -> float:
+        doc = await self._live(key)
+        return doc["expire_ms"] / 1000 if doc else self._clock().timestamp()
+
+    async def check(self) -> bool:
+        try:
+            await self._col.database.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    async def reset(self) -> int | None:
+        return (await self._col.delete_many({})).deleted_count
+
+    async def clear(self, key: str) -> None:
+        await self._col.delete_one({"_id": key})
+
+
+class MongoLookupLimiter:
+    """At most `limit` failed look-ups per API key and tenant in a window (e.g. '30/minute');
+    past it, every look-up of that key in that tenant is refused until the window ends."""
+
+    def __init__(self, mongo: Mongo, limit: str, clock: Clock) -> None:
+        self._col = mongo.db[COLLECTION]
+        self._clock = clock
+        self._item: RateLimitItem = parse(limit)
+        self._limiter = FixedWindowRateLimiter(MongoCounters(self._col, clock))
+
+    async def ensure_indexes(self) -> None:
+        await self._col.create_indexes(
+            [IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0)]
+        )
+
+    async def check(self, key_id: str, tenant_id: str) -> None:
+        if await self._limiter.test(self._item, key_id, tenant_id):
+            return
+        stats = await self._limiter.get_window_stats(self._item, key_id, tenant_id)
+        wait = math.ceil(stats.reset_time - self._clock().timestamp())
+        raise TooManyFailedLookups(
+            message=f"too many look-ups of unknown codes with this API key in this tenant "
+            f"(at most {self._item}); try again in {max(wait, 1)} s",
+            retry_after=max(wait, 1),
+        )
+
+    async def failed(self, key_id: str, tenant_id: str) -> None:
+        await self._limiter.hit(self._item, key_id, tenant_id)

@@ -1,0 +1,63 @@
+"""Which send failures of an outbox record are final (the row is set aside, dead) and which are
+transient (the row stays pending and the relay retries with backoff).
+
+A record is dead only for a reason of its own: too large, not renderable, its topic confirmed
+missing, or another non-retriable verdict of the broker on the produce request. Everything
+about the connection, the producer's own state or the cluster's configuration (timeouts,
+no brokers, sequence gaps, fencing, authorization) is transient: a new producer, the broker's
+return or an operator's fix lets the record through, and marking every record dead for it
+would drop a whole stream of events.
+"""
+
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    BrokerResponseError,
+    ClusterAuthorizationFailedError,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    InvalidTxnState,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnknownProducerId,
+)
+
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+# Broker answers about the producer or the cluster's configuration, not about the record.
+NOT_THE_RECORD = (
+    OutOfOrderSequenceNumber,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    InvalidTxnState,
+    UnknownProducerId,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+)
+
+
+class Unsendable(Exception):
+    """A row whose record can never be sent; `reason` is a stable label (metrics, logs)."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+
+
+def dead_reason(exc: BaseException) -> str | None:
+    """The reason a record failing with `exc` can never be sent, or None: transient."""
+    if isinstance(exc, Unsendable):
+        return exc.reason
+    if isinstance(exc, TOO_LARGE):
+        return "too_large"
+    if isinstance(exc, NOT_THE_RECORD):
+        return None
+    if isinstance(exc, BrokerResponseError) and not exc.retriable:
+        return "rejected"
+    return None
