@@ -3,8 +3,13 @@
 and a Kafka that cannot be reached fails the worker's start-up within
 `PHOENIX_KAFKA_TOPICS_DEADLINE_SECONDS`, naming the topics and the cause."""
 
+import asyncio
+import json
+import os
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,6 +18,7 @@ from structlog.testing import capture_logs
 from phoenix_coupons.adapters.kafka import TopicsUnavailable, all_topics, ensure_topics
 from phoenix_coupons.devservers import free_port
 from phoenix_coupons.settings import Settings
+from tests.conftest import TEST_SECRET
 
 
 def own_topics(settings: Settings, **update: object) -> Settings:
@@ -103,3 +109,43 @@ async def test_an_unreachable_kafka_fails_within_the_deadline_naming_topics_and_
     assert "KafkaConnectionError" in message or "Unable to bootstrap" in message
     retries = [e for e in logs if e["event"] == "kafka_topics_retry"]
     assert len(retries) >= 2, logs
+
+
+async def test_the_worker_process_exits_when_kafka_cannot_be_reached(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`phoenix-coupons worker` fails start-up (non-zero exit, the error in its log) once the
+    deadline has passed, instead of serving while its topics may be missing."""
+    assert settings.mongodb_uri
+    closed = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": closed,
+        "MONGODB_URI": settings.mongodb_uri,
+        "PHOENIX_MONGODB_DATABASE": settings.mongodb_database,
+        "PHOENIX_SECRET_KEY": TEST_SECRET,
+        "PHOENIX_DATA_DIR": str(tmp_path),
+        "PHOENIX_WORKER_PORT": str(free_port()),
+        "PHOENIX_KAFKA_TOPICS_DEADLINE_SECONDS": "1",
+    }
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "phoenix_coupons",
+        "worker",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode not in (0, None), out.decode()
+    assert time.monotonic() - started < 20
+    errors = [
+        json.loads(line)
+        for line in out.decode().splitlines()
+        if line.startswith("{") and '"kafka_topics_unavailable"' in line
+    ]
+    assert errors, out.decode()
+    assert errors[0]["level"] == "error"
+    assert closed in errors[0]["error"] and "phoenix.streaks" in errors[0]["error"]
