@@ -26,6 +26,7 @@ from tests.e2e.conftest import (
     kill_rounds,
     log_events,
     produce,
+    stored_at_least,
     stored_coupons,
     wait_for_all,
 )
@@ -142,9 +143,7 @@ async def test_a_stalled_worker_whose_partitions_moved_commits_nothing_when_it_r
     first = await workers.start_ready("eos-stall", exactly_once=True)
     due = EventStream.coupons_of(first_half)
     target = rng.randint(due // 5, due // 2)
-    await wait_until(
-        lambda: _stored_at_least(container, tenant, target), deadline_s=40, step_s=0.02
-    )
+    await wait_until(lambda: stored_at_least(container, tenant, target), deadline_s=40, step_s=0.02)
     os.kill(first.proc.pid, signal.SIGSTOP)
     try:
         at_stop = await coupon_count(container, tenant)
@@ -152,7 +151,7 @@ async def test_a_stalled_worker_whose_partitions_moved_commits_nothing_when_it_r
         await produce(producer, workers.topics, second_half)
         # The second gets past what the first held when it stopped.
         await wait_until(
-            lambda: _stored_at_least(container, tenant, min(due, at_stop + 50)), deadline_s=40
+            lambda: stored_at_least(container, tenant, min(due, at_stop + 50)), deadline_s=40
         )
     finally:
         os.kill(first.proc.pid, signal.SIGCONT)
@@ -173,7 +172,3 @@ async def test_a_stalled_worker_whose_partitions_moved_commits_nothing_when_it_r
         f"found fenced: {sum(len(e['partitions']) for e in log_events(first, 'partitions_fenced'))}"
         f"; records of aborted transactions: {len(everything) - len(committed)}"
     )
-
-
-async def _stored_at_least(container: Container, tenant: str, count: int) -> bool:
-    return await coupon_count(container, tenant) >= count
