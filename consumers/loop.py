@@ -213,7 +213,7 @@ class Worker:
                     self._readiness.failing = None
             except KafkaError as exc:  # the broker away: wait, then fetch again
                 if is_fenced_instance(exc):
-                    self._fence(repr(exc))
+                    self._fence(self._membership.fenced_message(None), exc)
                     break
                 failures += 1
                 metrics.ERRORS.labels(type(exc).__name__).inc()
@@ -222,7 +222,7 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), min(10.0, 0.2 * 2**failures))
                 continue
-            if batch:
+            if batch and self._fenced is None:  # fenced: it stops, leaving the records
                 async with self._lock:
                     await self._process(batch)
 
@@ -341,13 +341,14 @@ class Worker:
             return None
         return self._membership.held_elsewhere(members)
 
-    def _fence(self, message: str) -> None:
+    def _fence(self, message: str, cause: BaseException | None = None) -> None:
         if self._fenced is None:
             self._fenced = WorkerFenced(message)
             self._readiness.fenced = True
             log.error(
                 "worker_fenced",
                 error=message,
+                cause=repr(cause) if cause else None,
                 worker_id=self._s.worker_id,
                 client_id=self._membership.client_id,
             )
@@ -518,12 +519,13 @@ class Worker:
             log.warning("batch_abandoned_on_shutdown", records=len(records))
             return
         except CommitFailedError as exc:  # the group moved on; the new owner redelivers
+            self._readiness.failing = None  # a rebalance, not a dependency failing
             log.warning("commit_failed_rebalance", error=repr(exc))
             return
         except KafkaError as exc:
             if not is_fenced_instance(exc):
                 raise
-            self._fence(repr(exc))
+            self._fence(self._membership.fenced_message(None), exc)
             return
         if committed:
             await self._advance_marks(

@@ -87,9 +87,11 @@ class Membership:
                 return client
         return None
 
-    def fenced_message(self, holder: str) -> str:
+    def fenced_message(self, holder: str | None) -> str:
+        """`holder`: the client id of the process that took the membership, if known."""
+        who = f"another worker process ({holder})" if holder else "another worker process"
         return (
-            f"another worker process ({holder}) joined consumer group with this worker's "
+            f"{who} joined the consumer group with this worker's "
             f"PHOENIX_WORKER_ID={self.worker_id!r} and took its partitions: give each replica "
             "its own PHOENIX_WORKER_ID, or leave it unset (dynamic membership)"
         )

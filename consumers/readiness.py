@@ -72,8 +72,7 @@ class Readiness:
             self._task = asyncio.create_task(self._pings(), name="worker-readiness")
 
     async def stop(self) -> None:
-        self.stopping = True
-        metrics.READY.set(0)
+        self.stopping = True  # the gauge reads 0 from now on
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
