@@ -26,7 +26,6 @@ from aiokafka.errors import (
     IllegalStateError,
     KafkaError,
     OutOfOrderSequenceNumber,
-    ProducerFenced,
     UnknownProducerId,
 )
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -52,7 +51,7 @@ from consumers.membership import (
 )
 from consumers.poison import PoisonRecord
 from consumers.readiness import Readiness
-from consumers.transactions import PartitionProducers
+from consumers.transactions import PartitionProducers, PartitionTransactions
 from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.definition_cache import DefinitionCache
 from phoenix_coupons.adapters.kafka import (
@@ -130,11 +129,7 @@ class Worker:
         self._producers = PartitionProducers(
             settings.kafka_bootstrap_servers, settings.consumer_group
         )
-        # Exactly once: assigned partitions whose producer is not initialised yet (paused
-        # until it is), and partitions whose producer was fenced (paused, since when).
-        self._pending: set[TopicPartition] = set()
-        self._fenced_at: dict[TopicPartition, float] = {}
-        self._broken: set[TopicPartition] = set()
+        self._txns: PartitionTransactions | None = None  # exactly once, with the consumer
         self._readiness = Readiness(
             lambda: self._consumer is not None and joined(self._consumer),
             ping,
@@ -202,8 +197,8 @@ class Worker:
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         failures = 0
         while not self._stop.is_set():
-            if self._eos:
-                await self._take_partitions(consumer)
+            if self._txns is not None:
+                await self._take_partitions(self._txns)
             try:
                 batch = await consumer.getmany(
                     timeout_ms=self._s.worker_poll_ms, max_records=self._s.worker_batch_size
@@ -279,6 +274,11 @@ class Worker:
             # to expire. Without one, dynamic: processes on one host never share an id.
             group_instance_id=self._membership.instance_id,
         )
+        if self._eos:
+            # A fenced partition that no revocation took within two heartbeats is still ours.
+            self._txns = PartitionTransactions(
+                self._producers, consumer, 2 * self._heartbeat_ms / 1000
+            )
         consumer.subscribe(self.topics, listener=_Listener(self, consumer))
         try:
             await consumer.start()
@@ -300,12 +300,8 @@ class Worker:
         starts exactly where this worker stopped."""
         async with self._lock:
             log.info("partitions_revoked", partitions=_names(revoked))
-            if self._eos:
-                await self._producers.close(revoked)
-                for tp in revoked:
-                    self._fenced_at.pop(tp, None)
-                    self._broken.discard(tp)
-                self._pending.difference_update(revoked)
+            if self._txns is not None:
+                await self._txns.revoked(revoked)
             lost = self._was_member and membership_lost(consumer)
             if self._membership.static and self._fenced is None and lost:
                 holder = await self._holder_elsewhere()
@@ -319,13 +315,8 @@ class Worker:
         if self._fenced is not None:
             return
         self._was_member = True
-        if self._eos and assigned:
-            # Before anything awaits: aiokafka reads the committed offsets concurrently, and
-            # no record may be fetched from them before the partition's producer fenced its
-            # former owner (whose transaction may still commit offsets). `_take_partitions`
-            # initialises the producers, then reads the offsets and resumes.
-            consumer.pause(*assigned)
-            self._pending.update(assigned)
+        if self._txns is not None:
+            self._txns.assigned(assigned)  # pauses them first
         for tp in assigned:
             self._marks.pop(tp, None)
         log.info("partitions_assigned", partitions=_names(assigned))
@@ -356,105 +347,22 @@ class Worker:
 
     # ------------------------------------------------------------------ exactly once
 
-    async def _take_partitions(self, consumer: AIOKafkaConsumer) -> None:
-        """Initialise the producers of newly assigned partitions, then read their committed
-        offsets (the former owner's transaction is complete by then) and resume them. A
-        fenced partition that no revocation took away within two heartbeats is still this
-        worker's (the fence came from an earlier owner's late initialisation): taken again."""
-        stale = time.monotonic() - 2 * self._heartbeat_ms / 1000
-        again = [tp for tp, at in self._fenced_at.items() if at < stale]
-        for tp in again:
-            del self._fenced_at[tp]
-            self._pending.add(tp)
-            log.warning("partition_taken_again", partition=f"{tp.topic}:{tp.partition}")
-        if not self._pending:
+    async def _take_partitions(self, txns: PartitionTransactions) -> None:
+        if not txns.wanted():
             return
         async with self._lock:
-            tps = sorted(self._pending & consumer.assignment())
-            self._pending.intersection_update(tps)
-            if not tps:
-                return
             try:
-                await self._producers.start(tps)
-                offsets = await consumer.seek_to_committed(*tps)
-                # None committed: from the start (auto_offset_reset), wherever it stood.
-                unset = [tp for tp, offset in offsets.items() if offset is None]
-                if unset:
-                    await consumer.seek_to_beginning(*unset)
-            except IllegalStateError:  # reassigned meanwhile: the listener set `_pending`
+                await txns.take()
+            except IllegalStateError:  # reassigned meanwhile: the listener set them pending
                 return
             except Exception as exc:
-                await self._producers.close(tps)
                 self._readiness.failing = f"initialising partitions: {exc!r}"
-                log.warning("partitions_not_initialised", partitions=_names(tps), error=repr(exc))
+                log.warning("partitions_not_initialised", error=repr(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
                 return
-            consumer.resume(*tps)
-            self._pending.difference_update(tps)
-            if self._readiness.failing and self._readiness.failing.startswith("initialising"):
-                self._readiness.failing = None
-
-    async def _commit_partitions(
-        self, out: dict[TopicPartition, list[OutboundRecord]], offsets: dict[TopicPartition, int]
-    ) -> tuple[set[TopicPartition], set[TopicPartition], BaseException | None]:
-        """One transaction per partition, all at once. Returns the partitions committed,
-        those fenced (moved to another worker: their work is dropped, not committed; the new
-        owner redelivers it), and the first other failure (its partitions' producers are
-        replaced before the retry)."""
-        tps = list(offsets)
-        results = await asyncio.gather(
-            *[self._producers.commit(tp, out.get(tp, []), offsets[tp]) for tp in tps],
-            return_exceptions=True,
-        )
-        done: set[TopicPartition] = set()
-        fenced: set[TopicPartition] = set()
-        failure: BaseException | None = None
-        for tp, result in zip(tps, results, strict=True):
-            if result is None:
-                done.add(tp)
-            elif isinstance(result, ProducerFenced):
-                fenced.add(tp)
-            else:
-                self._broken.add(tp)
-                failure = failure or result
-        if fenced:
-            await self._drop_fenced(fenced)
-        return done, fenced, failure
-
-    async def _drop_fenced(self, tps: set[TopicPartition]) -> None:
-        assert self._consumer is not None
-        await self._producers.close(tps)
-        self._consumer.pause(*tps)
-        now = time.monotonic()
-        for tp in tps:
-            self._fenced_at[tp] = now
-        metrics.ERRORS.labels("ProducerFenced").inc(len(tps))
-        log.warning(
-            "partitions_fenced",
-            partitions=_names(tps),
-            hint="another worker initialised these partitions' producers: they moved; "
-            "their batch is not committed and their new owner processes it",
-        )
-
-    async def _repair(self, todo: Batch, offsets: dict[TopicPartition, int]) -> set[TopicPartition]:
-        """Before an attempt: replace the producers a failed transaction left (the new one
-        completes or aborts it), and tell which of those partitions did commit after all.
-        Partitions without a producer for another reason (fenced) are left out."""
-        assert self._consumer is not None
-        broken = sorted(self._broken & set(todo))
-        committed: set[TopicPartition] = set()
-        if broken:
-            await self._producers.start(broken)
-            self._broken.difference_update(broken)
-            for tp in broken:
-                offset = await self._consumer.committed(tp)
-                if offset is not None and offset >= offsets[tp]:
-                    committed.add(tp)
-        for tp in list(todo):
-            if tp in committed or not self._producers.ready(tp):
-                del todo[tp]
-        return committed
+        if self._readiness.failing and self._readiness.failing.startswith("initialising"):
+            self._readiness.failing = None
 
     # ------------------------------------------------------------------ batches
 
@@ -479,8 +387,8 @@ class Worker:
                 before_sleep=self._log_retry,
             ):
                 with attempt:
-                    if self._eos:
-                        committed |= await self._repair(todo, offsets)
+                    if self._txns is not None:
+                        committed |= await self._txns.repair(todo, offsets)
                         if len(todo) < len(batch):
                             events, sources, dead = _narrow(records, decoded, todo)
                     part = {tp: offsets[tp] for tp in todo}
@@ -494,9 +402,10 @@ class Worker:
                         (sources[pos], kind, "no free code left in the definition's code space")
                         for pos, kind in outcome.failed.items()
                     ]
-                    if self._eos:
+                    if self._txns is not None:
                         out = self._by_partition(outcome.announce, dead + failed)
-                        done, fenced, failure = await self._commit_partitions(out, part)
+                        done, fenced, failure = await self._txns.commit(out, part)
+                        metrics.ERRORS.labels("ProducerFenced").inc(len(fenced))
                         committed |= done
                         for tp in done | fenced:
                             del todo[tp]

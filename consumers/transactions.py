@@ -11,10 +11,12 @@ which a stalled former owner can no longer commit."""
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import ProducerFenced
 from aiokafka.structs import TopicPartition
 
 from phoenix_coupons.adapters.kafka import OutboundRecord, make_producer, send
@@ -87,6 +89,138 @@ class PartitionProducers:
         async with producer.transaction():
             await asyncio.gather(*[await send(producer, r) for r in records])
             await producer.send_offsets_to_transaction({tp: offset}, self._group)
+
+
+class PartitionTransactions:
+    """Where each assigned partition stands: `pending` (assigned, its producer not
+    initialised yet: paused until it is), ready (its producer initialised), fenced (its
+    producer was fenced: paused, its work dropped), or broken (a transaction failed: the
+    producer is replaced before the retry). The worker calls these under its batch lock."""
+
+    def __init__(
+        self, producers: PartitionProducers, consumer: AIOKafkaConsumer, retake_after_s: float
+    ) -> None:
+        """`retake_after_s`: a fenced partition still assigned that long is taken again."""
+        self.producers = producers
+        self._consumer = consumer
+        self._retake_after_s = retake_after_s
+        self._pending: set[TopicPartition] = set()
+        self._fenced_at: dict[TopicPartition, float] = {}
+        self._broken: set[TopicPartition] = set()
+
+    def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Called by the assignment listener before it awaits anything: aiokafka reads the
+        committed offsets concurrently, and no record may be fetched from them before the
+        partition's producer fenced its former owner (whose transaction may still commit
+        offsets). `take` initialises the producers, then reads the offsets and resumes."""
+        tps = list(tps)
+        if tps:
+            self._consumer.pause(*tps)
+            self._pending.update(tps)
+
+    async def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        tps = list(tps)
+        await self.producers.close(tps)
+        for tp in tps:
+            self._fenced_at.pop(tp, None)
+            self._broken.discard(tp)
+        self._pending.difference_update(tps)
+
+    def wanted(self) -> bool:
+        """Partitions to take: newly assigned ones, and fenced ones that no revocation took
+        away (the fence came from an earlier owner's late initialisation: still this
+        worker's)."""
+        stale = time.monotonic() - self._retake_after_s
+        for tp in [tp for tp, at in self._fenced_at.items() if at < stale]:
+            del self._fenced_at[tp]
+            self._pending.add(tp)
+            log.warning("partition_taken_again", partition=f"{tp.topic}:{tp.partition}")
+        return bool(self._pending)
+
+    async def take(self) -> None:
+        """Initialise the pending partitions' producers, then read their committed offsets
+        (the former owner's transaction is complete by then) and resume them. A failure
+        leaves them pending (and paused), to be tried again."""
+        consumer = self._consumer
+        tps = sorted(self._pending & consumer.assignment())
+        self._pending.intersection_update(tps)
+        if not tps:
+            return
+        try:
+            await self.producers.start(tps)
+            offsets = await consumer.seek_to_committed(*tps)
+            # None committed: from the start (auto_offset_reset), wherever it stood.
+            unset = [tp for tp, offset in offsets.items() if offset is None]
+            if unset:
+                await consumer.seek_to_beginning(*unset)
+        except BaseException:
+            await self.producers.close(tps)
+            raise
+        consumer.resume(*tps)
+        self._pending.difference_update(tps)
+
+    async def repair(
+        self, todo: dict[TopicPartition, object], offsets: Mapping[TopicPartition, int]
+    ) -> set[TopicPartition]:
+        """Before an attempt at a batch: replace the producers a failed transaction left (the
+        new one completes or aborts that transaction) and return those of their partitions
+        that did commit after all. Drops from `todo` those, and the partitions without a
+        producer (fenced, or revoked)."""
+        broken = sorted(self._broken & set(todo))
+        committed: set[TopicPartition] = set()
+        if broken:
+            await self.producers.start(broken)
+            self._broken.difference_update(broken)
+            for tp in broken:
+                offset = await self._consumer.committed(tp)
+                if offset is not None and offset >= offsets[tp]:
+                    committed.add(tp)
+        for tp in list(todo):
+            if tp in committed or not self.producers.ready(tp):
+                del todo[tp]
+        return committed
+
+    async def commit(
+        self,
+        out: Mapping[TopicPartition, list[OutboundRecord]],
+        offsets: Mapping[TopicPartition, int],
+    ) -> tuple[set[TopicPartition], set[TopicPartition], BaseException | None]:
+        """One transaction per partition, all at once. Returns the partitions committed,
+        those fenced (moved to another worker: their work is dropped, not committed; the new
+        owner redelivers it), and the first other failure (its partitions' producers are
+        replaced before the retry)."""
+        tps = list(offsets)
+        results = await asyncio.gather(
+            *[self.producers.commit(tp, out.get(tp, []), offsets[tp]) for tp in tps],
+            return_exceptions=True,
+        )
+        done: set[TopicPartition] = set()
+        fenced: set[TopicPartition] = set()
+        failure: BaseException | None = None
+        for tp, result in zip(tps, results, strict=True):
+            if result is None:
+                done.add(tp)
+            elif isinstance(result, ProducerFenced):
+                fenced.add(tp)
+            else:
+                self._broken.add(tp)
+                failure = failure or result
+        if fenced:
+            await self._drop(fenced)
+        return done, fenced, failure
+
+    async def _drop(self, tps: set[TopicPartition]) -> None:
+        await self.producers.close(tps)
+        self._consumer.pause(*tps)
+        now = time.monotonic()
+        for tp in tps:
+            self._fenced_at[tp] = now
+        log.warning(
+            "partitions_fenced",
+            partitions=[f"{tp.topic}:{tp.partition}" for tp in sorted(tps)],
+            hint="another worker initialised these partitions' producers: they moved; "
+            "their batch is not committed and their new owner processes it",
+        )
 
 
 async def _stop(producer: AIOKafkaProducer) -> None:
