@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import TopicPartition
 
+from consumers.membership import joined
 from phoenix_coupons.adapters.kafka import OutboundRecord, make_producer, send
 
 log = structlog.get_logger(__name__)
@@ -109,10 +110,12 @@ class PartitionTransactions:
         self._broken: set[TopicPartition] = set()
 
     def assigned(self, tps: Iterable[TopicPartition]) -> None:
-        """Called by the assignment listener before it awaits anything: aiokafka reads the
-        committed offsets concurrently, and no record may be fetched from them before the
-        partition's producer fenced its former owner (whose transaction may still commit
-        offsets). `take` initialises the producers, then reads the offsets and resumes."""
+        """Called by the assignment listener before it awaits anything. aiokafka 0.14 starts
+        the task that fetches the committed offsets just before it calls the listener
+        (`GroupCoordinator._on_join_complete`), and its fetcher resumes from them, so the
+        listener cannot run first: instead no record is fetched until the partition's
+        producer fenced its former owner (whose transaction may still commit offsets).
+        `take` initialises the producers, then reads the offsets again and resumes."""
         tps = list(tps)
         if tps:
             self._consumer.pause(*tps)
@@ -128,10 +131,13 @@ class PartitionTransactions:
 
     def wanted(self) -> bool:
         """Partitions to take: newly assigned ones, and fenced ones that no revocation took
-        away (the fence came from an earlier owner's late initialisation: still this
-        worker's)."""
+        away while the group coordinator answered this worker's heartbeats (the fence came
+        from an earlier owner's late initialisation: still this worker's). A wrong guess
+        costs a fenced batch on either side, never a duplicate: each initialisation reads
+        the committed offset after fencing."""
         stale = time.monotonic() - self._retake_after_s
-        for tp in [tp for tp, at in self._fenced_at.items() if at < stale]:
+        retake = joined(self._consumer)
+        for tp in [tp for tp, at in self._fenced_at.items() if retake and at < stale]:
             del self._fenced_at[tp]
             self._pending.add(tp)
             log.warning("partition_taken_again", partition=f"{tp.topic}:{tp.partition}")
