@@ -1,7 +1,7 @@
 """Record bytes -> inbound event.
 
-Fast path: msgspec decodes and validates a whole batch in one call, into the domain's structs
-(`phoenix_coupons/domain/inbound.py`). What it refuses is decided record by record by the
+Fast path: msgspec decodes and validates each record (a batch is mapped over the C decoder)
+into the domain's structs (`phoenix_coupons/domain/inbound.py`). What it refuses is decided by the
 contract (`schemas/inbound.py`, pydantic), dispatched on `event_type` to the family decoders:
 the contract's coercions still hold and each bad record gets the contract's reason."""
 
@@ -26,7 +26,6 @@ EVENT_TYPE = re.compile(rb'"event_type"\s*:\s*"([a-z_]+)"')
 
 
 _FAST_ONE: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
-_FAST_BATCH: msgspec.json.Decoder[list[Event]] = msgspec.json.Decoder(list[Event])
 # msgspec rounds fractional seconds past the sixth digit where the contract truncates them:
 # such a record goes to the contract, so an occurrence key never depends on the path taken.
 _SUB_MICROSECOND = re.compile(rb"\.\d{7}")
@@ -73,20 +72,17 @@ def _event_type(value: bytes) -> str:
 
 
 def decode_batch(values: Sequence[bytes | None]) -> Sequence[Event | PoisonRecord]:
-    """`decode` for a whole batch: one call for all records when they are all good (the
-    values are spliced into one JSON array), else record by record, so that each bad record
-    gets its own reason. Same results as `decode` either way."""
-    if values and all(values):
-        joined = b"[" + b",".join(cast("Sequence[bytes]", values)) + b"]"
-        if not _SUB_MICROSECOND.search(joined):
-            try:
-                events = _FAST_BATCH.decode(joined)
-            except _REFUSED:
-                pass
-            else:
-                # Each value is at least one element; equal counts mean one each, in order.
-                if len(events) == len(values):
-                    return events
+    """`decode` for a whole batch. A record is an event only if its own bytes are one, so
+    each is decoded alone (values spliced into one JSON array let two malformed records make
+    two valid elements). `map` over the C decoder keeps it one C call per record, with no
+    Python step: measured faster than the spliced array, which also had to be joined.
+    On the first refusal the batch is judged record by record, each bad record with its own
+    reason. Same results as `decode` either way."""
+    if all(values) and not any(map(_SUB_MICROSECOND.search, cast("Sequence[bytes]", values))):
+        try:
+            return list(map(_FAST_ONE.decode, cast("Sequence[bytes]", values)))
+        except _REFUSED:
+            pass
     out: list[Event | PoisonRecord] = []
     for value in values:
         try:

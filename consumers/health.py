@@ -3,6 +3,7 @@
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 
 import structlog
@@ -12,8 +13,17 @@ log = structlog.get_logger(__name__)
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, ready: Callable[[], bool]) -> None:
-        self._host, self._port, self._ready = host, port, ready
+    """`ready`: the worker's readiness (consumers/readiness.py says what it covers);
+    `reasons`: why not, in the 503's body."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ready: Callable[[], bool],
+        reasons: Callable[[], list[str]] | None = None,
+    ) -> None:
+        self._host, self._port, self._ready, self._reasons = host, port, ready, reasons
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -48,7 +58,8 @@ class HealthServer:
         if path == "/readyz":
             if self._ready():
                 return "200 OK", "application/json", b'{"status":"ready"}'
-            return "503 Service Unavailable", "application/json", b'{"status":"starting"}'
+            body = {"status": "not_ready", "reasons": self._reasons() if self._reasons else []}
+            return "503 Service Unavailable", "application/json", json.dumps(body).encode()
         if path == "/metrics":
             return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
         return "404 Not Found", "application/json", b'{"error":"not_found"}'

@@ -3,16 +3,18 @@ produced without waiting on each, offsets committed only after Kafka acknowledge
 
 At least once (default): a crash before the commit redelivers the batch; coupons are not
 issued twice (unique issue key) and those already stored are announced again.
-Exactly once (`PHOENIX_EXACTLY_ONCE=true`): the records and the consumed offsets go in one
-Kafka transaction, so `read_committed` consumers see each announcement once.
+Exactly once (`PHOENIX_EXACTLY_ONCE=true`): each input partition has its own transactional
+producer (consumers/transactions.py); a batch's records and offsets of one partition go in
+that partition's transaction, so `read_committed` consumers see each announcement once.
 """
 
 import asyncio
 import contextlib
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from itertools import chain
 from operator import attrgetter
 from typing import Any, TypeAlias, cast
@@ -21,9 +23,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import (
     CommitFailedError,
+    IllegalStateError,
     KafkaError,
     OutOfOrderSequenceNumber,
-    ProducerFenced,
     UnknownProducerId,
 )
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -38,22 +40,42 @@ from tenacity import (
 from consumers import metrics
 from consumers.dead_letters import dead_letter
 from consumers.decode import decode_batch
+from consumers.membership import (
+    Membership,
+    WorkerFenced,
+    group_members,
+    is_fenced_instance,
+    joined,
+    leave_on_stop,
+    membership_lost,
+)
 from consumers.poison import PoisonRecord
+from consumers.readiness import Readiness
+from consumers.transactions import PartitionProducers, PartitionTransactions
 from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.definition_cache import DefinitionCache
-from phoenix_coupons.adapters.kafka import OutboundRecord, issued_record, make_producer, send
+from phoenix_coupons.adapters.kafka import (
+    OutboundRecord,
+    TopicsUnavailable,
+    ensure_topics,
+    issued_record,
+    make_producer,
+    send,
+)
 from phoenix_coupons.domain.matching import Event
-from phoenix_coupons.services.issuance import Delivery, IssuanceService
+from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.services.issuance import BatchOutcome, Delivery, IssuanceService
 from phoenix_coupons.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batch: TypeAlias = dict[TopicPartition, list[Record]]
-FATAL = (ProducerFenced,)
-# Not retried either: the group moved on, the partitions' new owner redelivers the batch.
-# Retrying would hold the lock the revocation waits for, and fail for ever.
-NOT_RETRIED = (*FATAL, CommitFailedError)
+Dead: TypeAlias = list[tuple[Record, str, str]]
+# Not retried: the group moved on, the partitions' new owner redelivers the batch. Retrying
+# would hold the lock the revocation waits for, and fail for ever. (A fenced partition
+# producer is handled per partition: consumers/transactions.py.)
+NOT_RETRIED = (CommitFailedError,)
 # The producer's sender stops for good on these (a broker that lost the idempotent producer's
 # state, e.g. restarted): the retry starts a new producer.
 PRODUCER_LOST = (OutOfOrderSequenceNumber, UnknownProducerId)
@@ -62,23 +84,19 @@ _EVENT_TYPE = attrgetter("event_type")
 _VALUE = attrgetter("value")
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """A revocation waits for the batch in hand to finish and commit: the next owner of the
-    partition starts exactly where this worker stopped."""
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka awaits these in its group coordination, before it rejoins (revoked) and
+    after the new assignment is set (assigned)."""
 
-    def __init__(
-        self, lock: asyncio.Lock, on_assigned: Callable[[Sequence[TopicPartition]], None]
-    ) -> None:
-        self._lock = lock
-        self._on_assigned = on_assigned
+    def __init__(self, worker: "Worker", consumer: AIOKafkaConsumer) -> None:
+        self._worker = worker
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        async with self._lock:
-            log.info("partitions_revoked", partitions=[f"{p.topic}:{p.partition}" for p in revoked])
+        await self._worker._on_revoked(self._consumer, revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self._on_assigned(assigned)
-        log.info("partitions_assigned", partitions=[f"{p.topic}:{p.partition}" for p in assigned])
+        self._worker._on_assigned(self._consumer, assigned)
 
 
 class Worker:
@@ -88,7 +106,9 @@ class Worker:
         issuance: IssuanceService,
         cache: DefinitionCache,
         announced: AnnouncedOffsets,
+        ping: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """`ping`: MongoDB's, for the readiness (none: not part of it)."""
         self._s = settings
         self._issuance = issuance
         self._cache = cache
@@ -101,61 +121,114 @@ class Worker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._renew_producer = False
-        self.ready = False
+        self._membership = Membership.of(settings)
+        self._fenced: WorkerFenced | None = None
+        self._was_member = False  # joined once: a member id forgotten later is a loss
+        self._eos = settings.exactly_once
+        assert settings.kafka_bootstrap_servers
+        self._producers = PartitionProducers(
+            settings.kafka_bootstrap_servers, settings.consumer_group
+        )
+        self._txns: PartitionTransactions | None = None  # exactly once, with the consumer
+        self._readiness = Readiness(
+            lambda: self._consumer is not None and joined(self._consumer),
+            ping,
+            settings.worker_ready_timeout_seconds,
+        )
         self.topics = [
             settings.topic_achievements,
             settings.topic_streaks,
             settings.topic_leaderboards,
         ]
 
+    @property
+    def ready(self) -> bool:
+        return self._readiness.ready
+
+    def not_ready_reasons(self) -> list[str]:
+        return self._readiness.reasons()
+
+    def transactional_ids(self) -> dict[TopicPartition, str]:
+        """Exactly once: the transactional id of each partition whose producer is ready."""
+        return self._producers.transactional_ids()
+
     def request_stop(self) -> None:
         """Finish the batch in hand, commit, then leave the group."""
         self._stop.set()
 
     async def run(self) -> None:
+        """Until `request_stop`. Raises `TopicsUnavailable` when the topics cannot be made
+        sure of within the deadline, `WorkerFenced` when another process took its id."""
         try:
+            if self._s.kafka_create_topics:
+                await self._ensure_topics()
             await self._until_up(self._cache.start, "definitions")
-            self._producer = await self._until_up(self._start_producer, "kafka_producer")
+            if not self._eos:
+                self._producer = await self._until_up(self._start_producer, "kafka_producer")
             self._consumer = await self._until_up(self._start_consumer, "kafka_consumer")
             if self._stop.is_set():
                 return
-            self.ready = True
+            self._readiness.started = True
+            self._readiness.watch()
             log.info(
                 "worker_started",
                 topics=self.topics,
                 group=self._s.consumer_group,
-                exactly_once=self._s.exactly_once,
+                exactly_once=self._eos,
                 worker_id=self._s.worker_id,
+                membership="static" if self._membership.static else "dynamic",
+                client_id=self._membership.client_id,
             )
-            failures = 0
-            while not self._stop.is_set():
-                try:
-                    batch = await self._consumer.getmany(
-                        timeout_ms=self._s.worker_poll_ms, max_records=self._s.worker_batch_size
-                    )
-                    failures = 0
-                except KafkaError as exc:  # the broker away: wait, then fetch again
-                    failures += 1
-                    metrics.ERRORS.labels(type(exc).__name__).inc()
-                    log.warning("fetch_failed", attempt=failures, error=repr(exc))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), min(10.0, 0.2 * 2**failures))
-                    continue
-                if batch:
-                    async with self._lock:
-                        await self._process(batch)
+            await self._consume(self._consumer)
         finally:
-            self.ready = False
+            await self._readiness.stop()
             await self._close()
             log.info("worker_stopped")
+        if self._fenced is not None:
+            raise self._fenced
+
+    async def _ensure_topics(self) -> None:
+        try:
+            await ensure_topics(self._s)
+        except TopicsUnavailable as exc:
+            log.error("kafka_topics_unavailable", error=str(exc))
+            raise
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            if self._txns is not None:
+                await self._take_partitions(self._txns)
+            try:
+                batch = await consumer.getmany(
+                    timeout_ms=self._s.worker_poll_ms, max_records=self._s.worker_batch_size
+                )
+                failures = 0
+                if self._readiness.failing and self._readiness.failing.startswith("fetch"):
+                    self._readiness.failing = None
+            except KafkaError as exc:  # the broker away: wait, then fetch again
+                if is_fenced_instance(exc):
+                    self._fence(self._membership.fenced_message(None), exc)
+                    break
+                failures += 1
+                metrics.ERRORS.labels(type(exc).__name__).inc()
+                self._readiness.failing = f"fetch: {exc!r}"
+                log.warning("fetch_failed", attempt=failures, error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), min(10.0, 0.2 * 2**failures))
+                continue
+            if batch and self._fenced is None:  # fenced: it stops, leaving the records
+                async with self._lock:
+                    await self._process(batch)
 
     async def _close(self) -> None:
-        if self._consumer is not None:
-            _leave_on_stop(self._consumer)
+        if self._consumer is not None and self._membership.static:
+            leave_on_stop(self._consumer)
         for closer in (self._consumer, self._producer):
             if closer is not None:
                 with contextlib.suppress(Exception):
                     await closer.stop()
+        await self._producers.close()
         await self._cache.stop()
 
     async def _until_up(self, start: Callable[[], Awaitable[Any]], what: str) -> Any:
@@ -173,14 +246,11 @@ class Worker:
         return None
 
     async def _start_producer(self) -> AIOKafkaProducer:
+        """At least once: one idempotent producer."""
         assert self._s.kafka_bootstrap_servers
         # A whole batch is queued before the worker waits for the acks: lingering would only
         # add its 5 ms to every batch (and to the end-to-end latency).
-        extra: dict[str, object] = {"linger_ms": 0}
-        if self._s.exactly_once:
-            # Stable per instance: a restarted worker fences its previous incarnation.
-            extra["transactional_id"] = f"{self._s.consumer_group}.{self._s.worker_id}"
-        producer = make_producer(self._s.kafka_bootstrap_servers, **extra)
+        producer = make_producer(self._s.kafka_bootstrap_servers, linger_ms=0)
         try:
             await producer.start()
         except BaseException:
@@ -192,18 +262,24 @@ class Worker:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._s.kafka_bootstrap_servers,
             group_id=self._s.consumer_group,
-            client_id=f"phoenix-coupons-{self._s.worker_id}",
+            client_id=self._membership.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             max_poll_records=self._s.worker_batch_size,
             session_timeout_ms=self._s.kafka_session_timeout_ms,
-            heartbeat_interval_ms=max(1000, self._s.kafka_session_timeout_ms // 3),
-            # Static membership: a restarted worker (same worker id) takes its partitions back
-            # at once, instead of waiting for its killed incarnation's session to expire.
-            group_instance_id=self._s.worker_id,
+            heartbeat_interval_ms=self._heartbeat_ms,
+            # Static membership (an explicit PHOENIX_WORKER_ID): a restarted worker takes its
+            # partitions back at once, instead of waiting for its killed incarnation's session
+            # to expire. Without one, dynamic: processes on one host never share an id.
+            group_instance_id=self._membership.instance_id,
         )
-        consumer.subscribe(self.topics, listener=_CommitOnRevoke(self._lock, self._forget))
+        if self._eos:
+            # A fenced partition that no revocation took within two heartbeats is still ours.
+            self._txns = PartitionTransactions(
+                self._producers, consumer, 2 * self._heartbeat_ms / 1000
+            )
+        consumer.subscribe(self.topics, listener=_Listener(self, consumer))
         try:
             await consumer.start()
         except BaseException:
@@ -211,50 +287,177 @@ class Worker:
             raise
         return consumer
 
+    @property
+    def _heartbeat_ms(self) -> int:
+        return max(1000, self._s.kafka_session_timeout_ms // 3)
+
+    # ------------------------------------------------------------------ group membership
+
+    async def _on_revoked(
+        self, consumer: AIOKafkaConsumer, revoked: Sequence[TopicPartition]
+    ) -> None:
+        """Waits for the batch in hand to finish and commit: the next owner of a partition
+        starts exactly where this worker stopped."""
+        async with self._lock:
+            log.info("partitions_revoked", partitions=_names(revoked))
+            if self._txns is not None:
+                await self._txns.revoked(revoked)
+            lost = self._was_member and membership_lost(consumer)
+            if self._membership.static and self._fenced is None and lost:
+                holder = await self._holder_elsewhere()
+                if holder is not None:
+                    self._fence(self._membership.fenced_message(holder))
+                    # aiokafka rejoins next: as a dynamic member, which takes nothing from
+                    # the process holding the id; the worker then stops and leaves.
+                    leave_on_stop(consumer)
+
+    def _on_assigned(self, consumer: AIOKafkaConsumer, assigned: Sequence[TopicPartition]) -> None:
+        if self._fenced is not None:
+            return
+        self._was_member = True
+        if self._txns is not None:
+            self._txns.assigned(assigned)  # pauses them first
+        for tp in assigned:
+            self._marks.pop(tp, None)
+        log.info("partitions_assigned", partitions=_names(assigned))
+
+    async def _holder_elsewhere(self) -> str | None:
+        """Another process of this worker id among the group's members, asked when the
+        membership was lost (it is nobody's while this worker rejoins, unless taken)."""
+        assert self._s.kafka_bootstrap_servers
+        try:
+            members = await group_members(self._s.kafka_bootstrap_servers, self._s.consumer_group)
+        except Exception as exc:  # can't tell: rejoin, as before
+            log.warning("group_members_unknown", error=repr(exc))
+            return None
+        return self._membership.held_elsewhere(members)
+
+    def _fence(self, message: str, cause: BaseException | None = None) -> None:
+        if self._fenced is None:
+            self._fenced = WorkerFenced(message)
+            self._readiness.fenced = True
+            log.error(
+                "worker_fenced",
+                error=message,
+                cause=repr(cause) if cause else None,
+                worker_id=self._s.worker_id,
+                client_id=self._membership.client_id,
+            )
+        self._stop.set()
+
+    # ------------------------------------------------------------------ exactly once
+
+    async def _take_partitions(self, txns: PartitionTransactions) -> None:
+        if not txns.wanted():
+            return
+        async with self._lock:
+            try:
+                await txns.take()
+            except IllegalStateError:  # reassigned meanwhile: the listener set them pending
+                return
+            except Exception as exc:
+                self._readiness.failing = f"initialising partitions: {exc!r}"
+                log.warning("partitions_not_initialised", error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                return
+        if self._readiness.failing and self._readiness.failing.startswith("initialising"):
+            self._readiness.failing = None
+
+    # ------------------------------------------------------------------ batches
+
     async def _process(self, batch: Batch) -> None:
         started = time.perf_counter()
         records: list[Record] = list(chain.from_iterable(batch.values()))
         offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
-        events, sources, dead = _split(records, decode_batch(list(map(_VALUE, records))))
+        decoded = decode_batch(list(map(_VALUE, records)))
+        events, sources, dead = _split(records, decoded)
         # Counted once per type and batch: a labelled increment per event cost 3 us each.
         for event_type, count in Counter(map(_EVENT_TYPE, events)).items():
             metrics.EVENTS_CONSUMED.labels(event_type).inc(count)
+        todo = dict(batch)  # exactly once: partitions whose transaction is not committed
+        committed: set[TopicPartition] = set()
+        outcome = BatchOutcome()
+        failed: Dead = []
         try:
             async for attempt in AsyncRetrying(
                 wait=wait_exponential(multiplier=0.1, max=10),
                 stop=lambda _: self._stop.is_set(),
-                retry=retry_if_exception(lambda exc: not isinstance(exc, NOT_RETRIED)),
+                retry=retry_if_exception(_retried),
                 before_sleep=self._log_retry,
             ):
                 with attempt:
-                    deliveries = await self._deliveries(batch, sources)
+                    if self._txns is not None:
+                        committed |= await self._txns.repair(todo, offsets)
+                        if len(todo) < len(batch):
+                            events, sources, dead = _narrow(records, decoded, todo)
+                    part = {tp: offsets[tp] for tp in todo}
+                    deliveries = await self._deliveries(todo, sources)
                     if attempt.retry_state.attempt_number > 1:  # the last try may have stored
                         deliveries.look_everywhere()
                     outcome = await self._issuance.issue(
-                        events, deliveries, lambda: self._mark_inflight(offsets)
+                        events, deliveries, partial(self._mark_inflight, part)
                     )
                     failed = [
                         (sources[pos], kind, "no free code left in the definition's code space")
                         for pos, kind in outcome.failed.items()
                     ]
-                    out = [issued_record(c, self._s.topic_coupons_issued) for c in outcome.announce]
-                    now = datetime.now(UTC).isoformat()
-                    out += [
-                        dead_letter(r, self._s.topic_dlq, k, m, now) for r, k, m in dead + failed
-                    ]
-                    await self._publish_and_commit(out, offsets)
+                    if self._txns is not None:
+                        out = self._by_partition(outcome.announce, dead + failed)
+                        done, fenced, failure = await self._txns.commit(out, part)
+                        metrics.ERRORS.labels("ProducerFenced").inc(len(fenced))
+                        committed |= done
+                        for tp in done | fenced:
+                            del todo[tp]
+                        if failure is not None:
+                            raise failure
+                    else:
+                        topic = self._s.topic_coupons_issued
+                        now = datetime.now(UTC).isoformat()
+                        await self._publish_and_commit(
+                            [issued_record(c, topic) for c in outcome.announce]
+                            + [
+                                dead_letter(r, self._s.topic_dlq, k, m, now)
+                                for r, k, m in dead + failed
+                            ],
+                            offsets,
+                        )
+                        committed = set(offsets)
+            self._readiness.failing = None
         except RetryError:
             log.warning("batch_abandoned_on_shutdown", records=len(records))
             return
         except CommitFailedError as exc:  # the group moved on; the new owner redelivers
+            self._readiness.failing = None  # a rebalance, not a dependency failing
             log.warning("commit_failed_rebalance", error=repr(exc))
             return
-        await self._advance_marks(offsets, saved=bool(outcome.announce))
+        except KafkaError as exc:
+            if not is_fenced_instance(exc):
+                raise
+            self._fence(self._membership.fenced_message(None), exc)
+            return
+        if committed:
+            await self._advance_marks(
+                {tp: offsets[tp] for tp in committed}, saved=bool(outcome.announce)
+            )
         self._observe(batch, records, events, outcome, dead + failed, offsets, started)
 
-    def _forget(self, assigned: Sequence[TopicPartition]) -> None:
-        for tp in assigned:
-            self._marks.pop(tp, None)
+    def _by_partition(
+        self, coupons: list[Coupon], dead: Dead
+    ) -> dict[TopicPartition, list[OutboundRecord]]:
+        """Exactly once: the records to produce, by the input partition they come from."""
+        out: dict[TopicPartition, list[OutboundRecord]] = defaultdict(list)
+        topic = self._s.topic_coupons_issued
+        for coupon in coupons:
+            assert coupon.trigger_record is not None
+            source, partition, _offset = coupon.trigger_record.rsplit(":", 2)
+            out[TopicPartition(source, int(partition))].append(issued_record(coupon, topic))
+        now = datetime.now(UTC).isoformat()
+        for record, kind, message in dead:
+            out[TopicPartition(record.topic, record.partition)].append(
+                dead_letter(record, self._s.topic_dlq, kind, message, now)
+            )
+        return out
 
     async def _deliveries(self, batch: Batch, sources: list[Record]) -> "_Deliveries":
         """Per event: is its record a replay (below the announced mark), and may an attempt
@@ -290,15 +493,11 @@ class Worker:
     async def _publish_and_commit(
         self, out: list[OutboundRecord], offsets: dict[TopicPartition, int]
     ) -> None:
+        """At least once: the records produced (acknowledged), then the offsets committed."""
         if self._renew_producer:
             await self._replace_producer()
         assert self._producer is not None and self._consumer is not None
         producer = self._producer
-        if self._s.exactly_once:
-            async with producer.transaction():
-                await asyncio.gather(*[await send(producer, r) for r in out])
-                await producer.send_offsets_to_transaction(offsets, self._s.consumer_group)
-            return
         await asyncio.gather(*[await send(producer, r) for r in out])
         await self._consumer.commit(offsets)
 
@@ -316,6 +515,7 @@ class Worker:
         metrics.ERRORS.labels(type(error).__name__).inc()
         if isinstance(error, PRODUCER_LOST):
             self._renew_producer = True
+        self._readiness.failing = f"batch: {error!r}"
         log.warning("batch_retry", attempt=state.attempt_number, error=repr(error))
 
     def _observe(
@@ -409,13 +609,20 @@ class _Deliveries:
         return [i for i, r in enumerate(self._sources) if self._flags(r)[1]]
 
 
-def _leave_on_stop(consumer: AIOKafkaConsumer) -> None:
-    """aiokafka sends no LeaveGroup for a static member, so the partitions of a worker that
-    stops would wait for its session to expire before moving. A stopping worker leaves: they
-    move at once (the next owner starts at the offsets committed on revocation)."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is not None and hasattr(coordinator, "_group_instance_id"):
-        coordinator._group_instance_id = None
+def _narrow(
+    records: list[Record], decoded: Sequence[Event | PoisonRecord], todo: Batch
+) -> tuple[Sequence[Event], list[Record], list[tuple[Record, str, str]]]:
+    """`_split` of the records of the partitions in `todo` only."""
+    kept = [(r, d) for r, d in zip(records, decoded, strict=True) if (r.topic, r.partition) in todo]
+    return _split([r for r, _ in kept], [d for _, d in kept])
+
+
+def _retried(exc: BaseException) -> bool:
+    return not isinstance(exc, NOT_RETRIED) and not is_fenced_instance(exc)
+
+
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
+    return [f"{p.topic}:{p.partition}" for p in partitions]
 
 
 def _exception(state: RetryCallState) -> BaseException | None:

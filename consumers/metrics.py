@@ -37,3 +37,8 @@ CONSUMER_LAG = Gauge(
     "Records behind the partition's high watermark",
     ["topic", "partition"],
 )
+READY = Gauge(
+    "phoenix_worker_ready",
+    "1 when the worker is ready (in its consumer group, no failing batch, MongoDB answering), "
+    "else 0; as /readyz answers",
+)

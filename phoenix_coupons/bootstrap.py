@@ -15,7 +15,7 @@ from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.definition_cache import DefinitionCache
 from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
 from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
-from phoenix_coupons.adapters.kafka import ensure_topics, make_producer
+from phoenix_coupons.adapters.kafka import TopicsUnavailable, ensure_topics, make_producer
 from phoenix_coupons.adapters.lookup_limiter import MongoLookupLimiter
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.outbox_relay import OutboxRelay
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SECRET_FILE = "secret.key"
+# The API's try at the topics: it serves without Kafka, so it does not wait long for it.
+API_TOPICS_DEADLINE_S = 5.0
 
 
 class ConfigurationError(RuntimeError):
@@ -171,23 +173,33 @@ class Container:
         from consumers.loop import Worker
 
         return Worker(
-            self.settings, self.issuance, self.definition_cache, AnnouncedOffsets(self.mongo)
+            self.settings,
+            self.issuance,
+            self.definition_cache,
+            AnnouncedOffsets(self.mongo),
+            self.mongo.ping,
         )
 
     async def start_storage(self) -> None:
         await self.mongo.ensure_indexes()
         await self.lookup_limiter.ensure_indexes()
 
-    async def start(self) -> None:
+    async def start(self, topics: bool = True) -> None:
         """Indexes, topics and the outbox relay. Kafka being down does not stop the API:
-        coupons wait in the outbox until it is back."""
+        coupons wait in the outbox until it is back, so the topics get one short try here
+        (a warning if it fails). The worker needs them: it ensures them itself, within
+        `kafka_topics_deadline_seconds`, and fails without them (`topics=False` skips the
+        short try for a process that runs only the worker)."""
         fetch_backoff.install(self.settings.kafka_empty_fetch_backoff_ms)
         await self.start_storage()
-        if self.settings.kafka_create_topics:
+        if topics and self.settings.kafka_create_topics:
+            short = min(API_TOPICS_DEADLINE_S, self.settings.kafka_topics_deadline_seconds)
             try:
-                await ensure_topics(self.settings)
-            except Exception as exc:
-                log.warning("kafka_topics_not_ensured", error=repr(exc))
+                await ensure_topics(
+                    self.settings.model_copy(update={"kafka_topics_deadline_seconds": short})
+                )
+            except TopicsUnavailable as exc:
+                log.warning("kafka_topics_not_ensured", error=str(exc))
         self.relay.start()
 
     async def stop(self) -> None:

@@ -106,11 +106,14 @@ async def _worker(settings: Settings, host: str | None, port: int | None) -> int
     from phoenix_coupons.bootstrap import Container
 
     container = Container(settings)
-    await container.start()
+    await container.start(topics=False)  # the worker ensures them, and fails without them
     worker = container.worker()
     tune_gc(settings.gc_threshold)
     health = HealthServer(
-        host or settings.api_host, port or settings.worker_port, lambda: worker.ready
+        host or settings.api_host,
+        port or settings.worker_port,
+        lambda: worker.ready,
+        worker.not_ready_reasons,
     )
     await health.start()
     task = asyncio.create_task(worker.run(), name="worker")

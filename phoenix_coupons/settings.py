@@ -1,6 +1,5 @@
 """12-factor configuration: environment variables (prefix `PHOENIX_`, plus the two URLs)."""
 
-import socket
 from functools import cached_property
 from pathlib import Path
 
@@ -43,16 +42,30 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, gt=0)
     topic_replication_factor: int = Field(default=1, gt=0)
     kafka_create_topics: bool = True
+    kafka_topics_deadline_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long the worker retries creating or verifying its topics at "
+        "start before it fails.",
+    )
 
     consumer_group: str = "phoenix-coupons"
-    worker_id: str = Field(
-        default_factory=socket.gethostname,
-        description="Stable per worker instance: names its transactional producer.",
+    worker_id: str | None = Field(
+        default=None,
+        description="Set: the worker's static group membership id, stable and unique per "
+        "replica (a restarted worker takes its partitions back at once; a second process "
+        "with the same id fences the first, which stops). Unset: dynamic membership.",
     )
     exactly_once: bool = False
     worker_batch_size: int = Field(default=1000, gt=0)
     worker_poll_ms: int = Field(default=100, gt=0)
     worker_port: int = 8081
+    worker_ready_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="The worker's readiness pings MongoDB this often and waits as long for "
+        "an answer.",
+    )
     definitions_refresh_seconds: float = Field(default=2.0, gt=0)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6000)
     kafka_empty_fetch_backoff_ms: int = Field(
@@ -85,6 +98,11 @@ class Settings(BaseSettings):
         if len(items) != 1 or items[0].amount < 1:
             raise ValueError("one rate of at least 1, e.g. '30/minute'")
         return value
+
+    @field_validator("worker_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @cached_property
     def services_env(self) -> Path:

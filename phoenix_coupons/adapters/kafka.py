@@ -1,11 +1,13 @@
 """Kafka plumbing shared by the relay and the worker."""
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from phoenix_coupons.domain.events import coupon_issued
 from phoenix_coupons.domain.models import Coupon
@@ -70,21 +72,90 @@ def all_topics(settings: Settings) -> list[str]:
     ]
 
 
+class TopicsUnavailable(RuntimeError):
+    """The service's topics could not be created or verified before the deadline."""
+
+
+# Per-topic answers of CreateTopics that mean "done": none, or another process was first.
+_CREATED = (0, TopicAlreadyExistsError.errno)
+
+
 async def ensure_topics(settings: Settings) -> None:
-    """Create the service's topics that are missing (idempotent)."""
+    """Create the service's missing topics with `topic_partitions` partitions, retried until
+    they all exist or `kafka_topics_deadline_seconds` passed (then `TopicsUnavailable`, naming
+    the topics and the last cause). Kafka's metadata requests may auto-create a topic that is
+    missing, with the broker's default partition count (1 on apache/kafka): a topic must
+    exist before anything produces to or consumes from it. An existing topic with fewer
+    partitions than the setting is reported (partitions are never removed, and adding some
+    moves keys to other partitions: an operator's decision)."""
     assert settings.kafka_bootstrap_servers
+    deadline = settings.kafka_topics_deadline_seconds
+    end = time.monotonic() + deadline
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            # No attempt outlives the deadline (a silent address can hold one for 40 s).
+            async with asyncio.timeout(max(0.1, end - time.monotonic())):
+                await _ensure_once(settings)
+            return
+        except (KafkaError, OSError, TimeoutError, _NotYet) as exc:
+            cause = exc
+        left = end - time.monotonic()
+        if left <= 0:
+            topics = ", ".join(all_topics(settings))
+            reason = "no answer" if isinstance(cause, TimeoutError) else repr(cause)
+            raise TopicsUnavailable(
+                f"Kafka topics {topics} could not be created or verified on "
+                f"{settings.kafka_bootstrap_servers} within {deadline:g} s "
+                f"(PHOENIX_KAFKA_TOPICS_DEADLINE_SECONDS): {reason}"
+            ) from cause
+        pause = min(left, 0.2 * 2**attempt, 5.0)
+        log.warning("kafka_topics_retry", attempt=attempt, error=repr(cause), retry_in_s=pause)
+        await asyncio.sleep(pause)
+
+
+class _NotYet(Exception):
+    """Created, but not listed yet: look again."""
+
+
+async def _ensure_once(settings: Settings) -> None:
+    wanted = all_topics(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in all_topics(settings) if t not in existing]
+        await admin.start()
+        missing = [t for t in wanted if t not in set(await admin.list_topics())]
         if missing:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(t, settings.topic_partitions, settings.topic_replication_factor)
                     for t in missing
                 ]
             )
-            log.info("kafka_topics_created", topics=missing)
+            failed = [(e[0], e[1]) for e in response.topic_errors if e[1] not in _CREATED]
+            if failed:
+                first = for_code(failed[0][1])
+                raise first(f"CreateTopics refused {failed}")
+            log.info(
+                "kafka_topics_created",
+                topics=missing,
+                partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+            )
+            unlisted = [t for t in missing if t not in set(await admin.list_topics())]
+            if unlisted:
+                raise _NotYet(f"created but not listed yet: {unlisted}")
+        # Only topics known to exist are described: describing a missing one may create it.
+        for topic in await admin.describe_topics(wanted):
+            count = len(topic["partitions"])
+            if count < settings.topic_partitions:
+                log.warning(
+                    "kafka_topic_partitions_below_setting",
+                    topic=topic["topic"],
+                    partitions=count,
+                    expected=settings.topic_partitions,
+                    hint="at most that many workers consume it; add partitions with "
+                    "kafka-topics.sh --alter, or lower PHOENIX_TOPIC_PARTITIONS",
+                )
     finally:
         await admin.close()

@@ -412,6 +412,10 @@ async def coupon_count(container: Container, tenant: str) -> int:
     return await container.mongo.coupons.count_documents({"tenant_id": tenant})
 
 
+async def stored_at_least(container: Container, tenant: str, count: int) -> bool:
+    return await coupon_count(container, tenant) >= count
+
+
 async def stored_coupons(container: Container, tenant: str) -> list[dict[str, Any]]:
     cursor = container.mongo.coupons.find(
         {"tenant_id": tenant},

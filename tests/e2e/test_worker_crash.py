@@ -16,9 +16,9 @@ from tests.e2e.conftest import (
     build_stream,
     check_announced,
     check_stored,
-    coupon_count,
     kill_rounds,
     produce,
+    stored_at_least,
     stored_coupons,
     wait_for_all,
 )
@@ -78,7 +78,7 @@ async def test_sigterm_mid_stream_exits_within_grace_and_restart_loses_nothing(
     await produce(producer, workers.topics, stream.records)
     worker = await workers.start_ready("term-1")
     target = rng.randint(50, len(stream.expected) // 2)
-    await wait_until(lambda: _at_least(container, tenant, target), deadline_s=40, step_s=0.02)
+    await wait_until(lambda: stored_at_least(container, tenant, target), deadline_s=40, step_s=0.02)
     worker.terminate()
     assert await worker.wait_exit(GRACE_S) == 0
     assert "worker_stopped" in worker.log_text()
@@ -97,7 +97,3 @@ async def test_sigterm_mid_stream_exits_within_grace_and_restart_loses_nothing(
     assert all(codes.get(d["_id"]) == d["code"] for d in stopped)  # kept as they were
     events = await announced(settings, tenant)
     check_announced(docs, events, exactly_once=True)
-
-
-async def _at_least(container: Container, tenant: str, count: int) -> bool:
-    return await coupon_count(container, tenant) >= count

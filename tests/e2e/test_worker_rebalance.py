@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     log_events,
     processed,
     produce,
+    stored_at_least,
     stored_coupons,
     wait_for_all,
 )
@@ -52,7 +53,7 @@ async def test_two_workers_share_the_stream_across_rebalances_without_duplicates
     chunks = stream.chunks(4)
     await produce(producer, workers.topics, chunks[0])
     first = await workers.start_ready("reb-1")
-    await wait_until(lambda: _stored_at_least(container, tenant, 1), deadline_s=30)
+    await wait_until(lambda: stored_at_least(container, tenant, 1), deadline_s=30)
     assert await coupon_count(container, tenant) < len(stream.expected)
 
     # Rebalance 1: a second process joins; the first gives up part of its partitions.
@@ -75,7 +76,7 @@ async def test_two_workers_share_the_stream_across_rebalances_without_duplicates
     await produce(producer, workers.topics, chunks[2])
     due = EventStream.coupons_of([r for c in chunks[:3] for r in c])
     target = due // 2 + rng.randint(1, due // 2)
-    await wait_until(lambda: _stored_at_least(container, tenant, target), deadline_s=30)
+    await wait_until(lambda: stored_at_least(container, tenant, target), deadline_s=30)
     first.terminate()
     code, _ = await asyncio.gather(
         first.wait_exit(GRACE_S), produce(producer, workers.topics, chunks[3])
@@ -94,7 +95,3 @@ async def test_two_workers_share_the_stream_across_rebalances_without_duplicates
         f"records processed: first {processed(first)}, second {processed(second)}; "
         f"re-announced: {sum(per_coupon.values()) - len(docs)}"
     )
-
-
-async def _stored_at_least(container: Container, tenant: str, count: int) -> bool:
-    return await coupon_count(container, tenant) >= count

@@ -76,3 +76,22 @@ def test_every_family_and_an_empty_batch() -> None:
     ]
     assert batched(mixed) == one_by_one(mixed)
     assert decode_batch([]) == []
+
+
+def test_two_records_that_are_not_json_alone_never_decode_as_two_events() -> None:
+    """Issue 8, item 9: spliced into one array, record 1 (an event, then the start of a
+    second one whose last field opens a string) and record 2 (the string's end and the
+    brace) make two valid elements; neither record is an event."""
+    first = event(1)
+    second = event(2)[:-1] + b', "pad": "'
+    split = [first + b", " + second, b'"}']
+    assert [(d.kind) for d in decode_batch(split) if isinstance(d, PoisonRecord)] == [
+        "not_json",
+        "not_json",
+    ]
+    assert batched(split) == one_by_one(split)
+    # Among good records too, in any position.
+    for where in (0, 2, 5):
+        values: list[bytes | None] = [*GOOD]
+        values[where:where] = split
+        assert batched(values) == one_by_one(values)
