@@ -23,7 +23,8 @@ class BodyLimit:
             return
         limit = self.limit_for(scope)
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        # isascii: str.isdigit() also takes digits int() refuses, such as "²".
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await payload_too_large(limit)(scope, receive, send)
             return
         received = 0

@@ -656,3 +656,20 @@ async def test_every_client_value_has_a_documented_bound(client: httpx.AsyncClie
             if body:
                 found += unbounded(doc, body["schema"], f"{method} {path} body", set())
     assert found == []
+
+
+async def test_odd_content_length_is_no_500(
+    client: httpx.AsyncClient, admin: Json, tenant: str
+) -> None:
+    """A Content-Length that is no ASCII number leaves the counting to the streamed bytes."""
+    body = json.dumps(reward_body()).encode()
+    response = await client.post(
+        rewards_url(tenant),
+        content=body,
+        headers={
+            **admin["headers"],
+            "Content-Type": "application/json",
+            "Content-Length": "²".encode("latin-1"),
+        },
+    )
+    assert response.status_code < 500, response.text
