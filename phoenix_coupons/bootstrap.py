@@ -136,7 +136,9 @@ class Container:
             extra_sources=redemption_outbox(s.topic_coupons_redeemed),
         )
         self.api_keys = api_key_service(s, self.mongo, self.clock)
-        self.rewards = RewardService(rewards, definitions, self.clock, new_id)
+        self.rewards = RewardService(
+            rewards, definitions, self.clock, new_id, s.reward_payload_max_bytes
+        )
         self.definitions = DefinitionService(definitions, rewards, coupons, self.clock, new_id)
         self.generation = GenerationService(
             definitions,

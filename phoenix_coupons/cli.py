@@ -28,9 +28,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="key_command", required=True
     )
     create = keys.add_parser("create", help="create a key; prints its plaintext once")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", required=True, help="1 to 200 characters")
     create.add_argument("--scopes", required=True, help="comma-separated, e.g. coupons:read")
-    create.add_argument("--tenant", help="bind the key to one tenant")
+    create.add_argument(
+        "--tenant",
+        help="bind the key to one tenant: an id of the URL paths (leave out for every tenant)",
+    )
     keys.add_parser("list", help="list keys (never their secrets)")
     revoke = keys.add_parser("revoke", help="revoke a key; effective on the next request")
     revoke.add_argument("id")

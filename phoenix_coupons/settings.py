@@ -8,6 +8,10 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES_ENV = "services.env"
+# Per user id of a generate request: a 255-character id (up to 1,020 bytes of UTF-8, 1,530
+# when every character is sent as a \uXXXX escape) and a 255-character ASCII custom code,
+# each quoted and comma-separated: 2 KiB covers all but escaped characters beyond the BMP.
+GENERATE_BYTES_PER_USER = 2048
 
 
 class Settings(BaseSettings):
@@ -32,6 +36,18 @@ class Settings(BaseSettings):
     jwt_max_lifetime_seconds: int = Field(default=24 * 3600, gt=0)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     bulk_max_users: int = Field(default=10_000, gt=0)
+    api_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="Largest request body the API reads (413 beyond it); bulk generation "
+        "may send 2 KiB more per user id it allows (generate_max_body_bytes).",
+    )
+    reward_payload_max_bytes: int = Field(
+        default=16 * 1024,
+        gt=0,
+        description="Largest reward item payload, as compact UTF-8 JSON: each redemption "
+        "copies it into its document and its coupon.redeemed event.",
+    )
 
     topic_coupons_issued: str = "phoenix.coupons.issued"
     topic_coupons_redeemed: str = "phoenix.coupons.redeemed"
@@ -103,6 +119,12 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def generate_max_body_bytes(self) -> int:
+        """Bulk generation's own body cap: room for PHOENIX_BULK_MAX_USERS user ids and as
+        many custom codes of the longest kind on top of the common limit."""
+        return self.api_max_body_bytes + self.bulk_max_users * GENERATE_BYTES_PER_USER
 
     @cached_property
     def services_env(self) -> Path:

@@ -6,7 +6,7 @@ an update are judged by the same code.
 """
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -15,16 +15,51 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    StringConstraints,
     model_serializer,
 )
+
+from schemas.bounds import (
+    CODE_LENGTH_MAX,
+    CODE_LENGTH_MIN,
+    CODE_MAX_LENGTH,
+    CODE_PATTERN,
+    CODE_PREFIX_PATTERN,
+    DESCRIPTION_MAX_LENGTH,
+    ID_MAX_LENGTH,
+    INT_MAX,
+    NAME_MAX_LENGTH,
+    Count,
+    ExternalId,
+)
+from schemas.free_json import JsonPatch
 
 CodeFormat = Literal["random", "custom"]
 LimitType = Literal["per_user", "global", "unlimited"]
 Trigger = Literal["achievement_completed", "streak_milestone", "leaderboard_rank"]
 SettableStatus = Literal["active", "paused"]
 Status = Literal["active", "paused", "archived"]
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+UserId = ExternalId
+BULK_MAX_ITEMS = 10_000
+# Documented here, enforced by the spec's rules (config_rules) with the spec's wording.
+CodeLength = Annotated[
+    int,
+    Field(le=INT_MAX, json_schema_extra={"minimum": CODE_LENGTH_MIN, "maximum": CODE_LENGTH_MAX}),
+]
+CustomCode = Annotated[
+    str,
+    Field(
+        json_schema_extra={"minLength": 1, "maxLength": CODE_MAX_LENGTH, "pattern": CODE_PATTERN}
+    ),
+]
+CodePrefix = Annotated[
+    str,
+    Field(
+        json_schema_extra={
+            "maxLength": CODE_MAX_LENGTH,
+            "pattern": CODE_PREFIX_PATTERN,
+        }
+    ),
+]
 # Any offset is accepted; stored and answered in UTC (`Z`), as the spec's timestamps are.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda d: d.astimezone(UTC))]
 
@@ -41,11 +76,11 @@ class _Compact(BaseModel):
 
 
 class TriggerConfig(_Compact):
-    achievement_id: str | None = Field(default=None, min_length=1, max_length=255)
-    streak_id: str | None = Field(default=None, min_length=1, max_length=255)
-    milestone_threshold: int | None = None
-    leaderboard_id: str | None = Field(default=None, min_length=1, max_length=255)
-    rank_threshold: int | None = None
+    achievement_id: ExternalId | None = None
+    streak_id: ExternalId | None = None
+    milestone_threshold: Count | None = None
+    leaderboard_id: ExternalId | None = None
+    rank_threshold: Count | None = None
 
 
 class AutoGenerate(_Compact):
@@ -56,15 +91,15 @@ class AutoGenerate(_Compact):
 
 class UsageLimit(_Compact):
     limit_type: LimitType
-    max_uses: int | None = None
+    max_uses: Count | None = None
 
 
 class CouponConfig(_Compact):
-    reward_item_id: str
+    reward_item_id: str = Field(max_length=ID_MAX_LENGTH)
     code_format: CodeFormat
-    code_prefix: str | None = None
-    code_length: int | None = None
-    custom_code: str | None = None
+    code_prefix: CodePrefix | None = None
+    code_length: CodeLength | None = None
+    custom_code: CustomCode | None = None
     case_sensitive: bool = False
     starts_at: UtcDatetime | None = None
     expires_at: UtcDatetime | None = None
@@ -75,8 +110,8 @@ class CouponConfig(_Compact):
 class DefinitionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
+    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
     config: CouponConfig
 
 
@@ -87,9 +122,9 @@ class DefinitionUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
-    config: dict[str, Any] | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX_LENGTH)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
+    config: JsonPatch | None = None
 
 
 class StatusUpdate(BaseModel):
@@ -117,9 +152,12 @@ class DefinitionList(BaseModel):
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_ids: list[UserId] = Field(min_length=1, max_length=10_000)
-    custom_codes: list[str] | None = Field(
-        default=None, description="Custom format only: one code per user id, in order."
+    user_ids: list[UserId] = Field(min_length=1, max_length=BULK_MAX_ITEMS)
+    # Each code is judged by the service, which names every bad one by its position.
+    custom_codes: list[CustomCode] | None = Field(
+        default=None,
+        max_length=BULK_MAX_ITEMS,
+        description="Custom format only: one code per user id, in order.",
     )
 
 

@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.bounds import CODE_MAX_LENGTH, CODE_PATTERN, ExternalId
 from schemas.rewards import RewardItem
 
 RefusalReason = Literal[
@@ -23,8 +24,14 @@ RefusalReason = Literal[
 class RedeemRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, max_length=255)
-    user_id: str = Field(min_length=1, max_length=255)
+    code: str = Field(
+        min_length=1,
+        max_length=CODE_MAX_LENGTH,
+        pattern=CODE_PATTERN,
+        description="The code (case ignored unless the definition is case-sensitive); codes "
+        "are ASCII letters, digits, hyphens and underscores.",
+    )
+    user_id: ExternalId
 
 
 class Coupon(BaseModel):

@@ -5,17 +5,28 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-NAME = Field(min_length=1, max_length=200)
-REWARD_TYPE = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+from schemas.bounds import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH
+from schemas.free_json import MAX_DEPTH, JsonObject
+
+REWARD_TYPE_PATTERN = r"^[a-z][a-z0-9_]*$"
+REWARD_TYPE_MAX_LENGTH = 64
+PAYLOAD_DESCRIPTION = (
+    "Free-form JSON object handed to the reward service with each redemption: at most "
+    "`PHOENIX_REWARD_PAYLOAD_MAX_BYTES` (16 KiB by default) as compact UTF-8 JSON, nested at "
+    f"most {MAX_DEPTH} levels, integers within 64 bits, finite numbers, keys not starting "
+    "with `$`."
+)
 
 
 class RewardItemCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = NAME
-    description: str | None = Field(default=None, max_length=2000)
-    reward_type: str = REWARD_TYPE
-    payload: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
+    reward_type: str = Field(
+        min_length=1, max_length=REWARD_TYPE_MAX_LENGTH, pattern=REWARD_TYPE_PATTERN
+    )
+    payload: JsonObject = Field(default_factory=dict, description=PAYLOAD_DESCRIPTION)
 
 
 class RewardItemUpdate(BaseModel):
@@ -23,12 +34,15 @@ class RewardItemUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
+    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX_LENGTH)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
     reward_type: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$"
+        default=None,
+        min_length=1,
+        max_length=REWARD_TYPE_MAX_LENGTH,
+        pattern=REWARD_TYPE_PATTERN,
     )
-    payload: dict[str, Any] | None = None
+    payload: JsonObject | None = Field(default=None, description=PAYLOAD_DESCRIPTION)
 
 
 class RewardItem(BaseModel):

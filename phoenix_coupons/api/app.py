@@ -1,19 +1,22 @@
 """The admin HTTP sidecar (FastAPI)."""
 
 import asyncio
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Match
+from starlette.types import Scope
 
 from phoenix_coupons import __version__
+from phoenix_coupons.api.body_limit import BodyLimit
 from phoenix_coupons.api.errors import install_error_handlers
+from phoenix_coupons.api.observe import RequestLog
 from phoenix_coupons.api.routes import codes, coupons, redemptions, rewards
 from phoenix_coupons.bootstrap import Container
 
@@ -21,10 +24,6 @@ if TYPE_CHECKING:
     from consumers.loop import Worker
 
 log = structlog.get_logger(__name__)
-
-REQUESTS = Counter("phoenix_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram("phoenix_http_request_seconds", "HTTP request latency", ["method", "route"])
-
 
 SHUTDOWN_GRACE_S = 10.0
 
@@ -76,24 +75,22 @@ def create_app(
     app.include_router(coupons.router)
     app.include_router(codes.router)
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id, method=request.method, path=request.url.path
-        )
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        LATENCY.labels(request.method, route).observe(elapsed)
-        response.headers["X-Request-Id"] = request_id
-        log.info("http_request", status=response.status_code, ms=round(elapsed * 1000, 1))
-        return response
+    # Bulk generation reads up to PHOENIX_BULK_MAX_USERS ids (and as many custom codes).
+    generate_route = next(
+        r
+        for r in coupons.router.routes
+        if isinstance(r, APIRoute) and r.endpoint is coupons.generate
+    )
+
+    def body_limit(scope: Scope) -> int:
+        settings = container.settings
+        if generate_route.matches(scope)[0] is Match.FULL:
+            return settings.generate_max_body_bytes
+        return settings.api_max_body_bytes
+
+    # The last added runs first: the request log sees the 413s of the body limit too.
+    app.add_middleware(BodyLimit, limit_for=body_limit)
+    app.add_middleware(RequestLog)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

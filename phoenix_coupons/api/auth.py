@@ -37,6 +37,8 @@ async def authenticate(
             "missing_credentials", "send an X-API-Key header or an Authorization: Bearer JWT"
         )
     structlog.contextvars.bind_contextvars(api_key_id=principal.key_id)
+    # For the request log line, written by a middleware outside this dependency's context.
+    request.state.principal = principal
     return principal
 
 

@@ -46,6 +46,15 @@ def error_response(
     )
 
 
+def payload_too_large(limit: int) -> JSONResponse:
+    return error_response(
+        413,
+        "payload_too_large",
+        f"the request body exceeds the limit of {limit} bytes",
+        [FieldIssue(field="body", reason=f"must be at most {limit} bytes")],
+    )
+
+
 def _issue(error: Any) -> FieldIssue:
     if error["type"] == "json_invalid":  # loc is ("body", <character position>)
         position = error["loc"][-1]
@@ -120,6 +129,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Unparsable request body (e.g. not UTF-8)"},
     401: {"model": ErrorBody, "description": "Missing or invalid credentials"},
     403: {"model": ErrorBody, "description": "Missing scope or other tenant"},
+    413: {
+        "model": ErrorBody,
+        "description": "Request body over the limit (`payload_too_large`): "
+        "`PHOENIX_API_MAX_BODY_BYTES`; bulk generation has its own, larger cap",
+    },
     422: {"model": ErrorBody, "description": "Invalid input: `details` names each field"},
 }
 

@@ -1,23 +1,66 @@
-"""Path and query parameters shared by the routes."""
+"""Path and query parameters shared by the routes. Every one is bounded (schemas.bounds)."""
 
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
 from phoenix_coupons.bootstrap import Container
+from schemas.bounds import (
+    CODE_MAX_LENGTH,
+    CODE_PATTERN,
+    EXTERNAL_ID_MAX_LENGTH,
+    ID_MAX_LENGTH,
+    INT_MAX,
+    TENANT_ID_MAX_LENGTH,
+    TENANT_ID_PATTERN,
+)
 
 TenantId = Annotated[
     str,
     Path(
         min_length=1,
-        max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=TENANT_ID_MAX_LENGTH,
+        pattern=TENANT_ID_PATTERN,
         description="Tenant identifier.",
+    ),
+]
+TenantFilter = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=TENANT_ID_MAX_LENGTH,
+        pattern=TENANT_ID_PATTERN,
+        description="Only this tenant.",
+    ),
+]
+# Ids the service generated (UUIDs); anything longer cannot be one.
+DefinitionId = Annotated[
+    str, Path(min_length=1, max_length=ID_MAX_LENGTH, description="Coupon definition id.")
+]
+ItemId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, description="Reward item id.")]
+RedemptionId = Annotated[
+    str, Path(min_length=1, max_length=ID_MAX_LENGTH, description="Redemption id.")
+]
+UserId = Annotated[
+    str, Path(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, description="The user's id.")
+]
+UserFilter = Annotated[
+    str | None,
+    Query(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, description="Only this user's codes."),
+]
+# Codes are ASCII: a look-alike of another script is refused before any look-up.
+Code = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=CODE_MAX_LENGTH,
+        pattern=CODE_PATTERN,
+        description="The code (case ignored unless the definition is case-sensitive).",
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
 # Bounded: MongoDB's skip is a signed 64-bit int (a larger offset was a 500).
-Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip.")]
+Offset = Annotated[int, Query(ge=0, le=INT_MAX, description="Items to skip.")]
 
 
 def container(request: Request) -> Container:

@@ -2,6 +2,7 @@
 uniqueness ignoring case, collision retry and a capacity check that fails fast."""
 
 import os
+import string
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -54,9 +55,14 @@ def alphabet(case_sensitive: bool) -> str:
     return UPPER_ALPHABET + LOWER_EXTENSION if case_sensitive else UPPER_ALPHABET
 
 
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
 def normalize(code: str) -> str:
-    """The form codes are unique under within a tenant: case is ignored."""
-    return code.upper()
+    """The form codes are unique under within a tenant: the case of ASCII letters is ignored.
+    Only ASCII is folded: `str.upper()` maps the long s (U+017F) to `S` and `ß` to `SS`,
+    which would make a non-ASCII look-alike find an ASCII code."""
+    return code.upper() if code.isascii() else code.translate(_ASCII_UPPER)
 
 
 def code_space(length: int) -> int:

@@ -6,13 +6,15 @@ import uuid
 from typing import Any
 
 from phoenix_coupons.domain.errors import FieldError, ValidationFailed
+from schemas.bounds import CODE_LENGTH_MAX, CODE_LENGTH_MIN, CODE_MAX_LENGTH, CODE_PATTERN
 from schemas.coupons import CouponConfig
 
 DEFAULT_CODE_LENGTH = 8
-MIN_CODE_LENGTH, MAX_CODE_LENGTH = 4, 32
-MAX_CODE_CHARS = 255
-CODE_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
-CODE_CHARS_REASON = "only letters, digits, hyphens and underscores are allowed"
+MIN_CODE_LENGTH, MAX_CODE_LENGTH = CODE_LENGTH_MIN, CODE_LENGTH_MAX
+MAX_CODE_CHARS = CODE_MAX_LENGTH
+# Matched with fullmatch: `re`'s `$` also matches before a final newline ("ACME\n").
+CODE_CHARS = re.compile(CODE_PATTERN)
+CODE_CHARS_REASON = "only ASCII letters, digits, hyphens and underscores are allowed"
 
 # Which trigger_config fields each trigger needs; thresholds must be >= 1.
 TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {
@@ -36,7 +38,7 @@ def code_reason(code: str) -> str | None:
         return "must not be empty"
     if len(code) > MAX_CODE_CHARS:
         return f"must be at most {MAX_CODE_CHARS} characters"
-    if not CODE_CHARS.match(code):
+    if not CODE_CHARS.fullmatch(code):
         return CODE_CHARS_REASON
     return None
 
@@ -60,7 +62,7 @@ def config_errors(config: CouponConfig) -> list[FieldError]:
         if config.custom_code is not None:
             bad("custom_code", "is only allowed with code_format 'custom'")
         prefix = config.code_prefix or ""
-        if prefix and not CODE_CHARS.match(prefix):
+        if prefix and not CODE_CHARS.fullmatch(prefix):
             bad("code_prefix", CODE_CHARS_REASON)
         elif len(prefix) + length > MAX_CODE_CHARS:
             bad("code_prefix", f"prefix and code together must be at most {MAX_CODE_CHARS}")

@@ -1,10 +1,10 @@
 """API keys: creation (plaintext shown once), listing, revocation, and authentication of
 both credentials of the spec: `X-API-Key` and an HS256 JWT signed with the key's value."""
 
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jwt
@@ -14,10 +14,18 @@ from phoenix_coupons.domain.models import ApiKey
 from phoenix_coupons.domain.scopes import parse_scopes
 from phoenix_coupons.services.ports import ApiKeyRepo
 from phoenix_coupons.services.secrets_box import SecretBox, key_hash
+from schemas.bounds import NAME_MAX_LENGTH, TENANT_ID_MAX_LENGTH, TENANT_ID_PATTERN
 
 KEY_PREFIX = "pk_"
 REQUIRED_CLAIMS = ("sub_type", "sub_id", "exp")
 JWT_LEEWAY_S = 30
+# Credentials longer than these are no credentials of ours (keys are 46 characters).
+MAX_API_KEY_CHARS = 256
+MAX_TOKEN_CHARS = 8192
+MAX_KEY_ID_CHARS = 64
+# NumericDate claims: seconds since the epoch, up to the last second of year 9999 (the
+# largest a datetime holds), as a JSON number that is not a boolean.
+MAX_NUMERIC_DATE = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,53 @@ class AuthError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class TokenTimes:
+    exp: float
+    iat: float | None
+    nbf: float | None
+
+
+def token_times(claims: dict[str, Any]) -> TokenTimes:
+    """The token's NumericDate claims, or AuthError `invalid_token` naming a malformed one
+    (a string, a boolean, NaN, infinity, or out of range): never another exception."""
+    values: dict[str, float | None] = {}
+    for name in ("exp", "iat", "nbf"):
+        if name not in claims:
+            values[name] = None
+            continue
+        value = claims[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value <= MAX_NUMERIC_DATE  # False for NaN too
+        ):
+            raise AuthError(
+                "invalid_token",
+                f"the token's {name!r} claim must be a NumericDate: seconds since the epoch, "
+                f"from 0 to {MAX_NUMERIC_DATE}",
+            )
+        values[name] = float(value)
+    exp = values["exp"]
+    if exp is None:
+        raise AuthError("missing_claims", "token lacks claims: exp")
+    return TokenTimes(exp=exp, iat=values["iat"], nbf=values["nbf"])
+
+
+def tenant_id_reason(tenant_id: str) -> str | None:
+    """Why `tenant_id` is not one the URL paths accept, or None."""
+    if not tenant_id:
+        return "must not be empty (leave --tenant out for a key of every tenant)"
+    if len(tenant_id) > TENANT_ID_MAX_LENGTH:
+        return f"must be at most {TENANT_ID_MAX_LENGTH} characters"
+    if not re.fullmatch(TENANT_ID_PATTERN, tenant_id):
+        return (
+            "must be ASCII letters, digits, '_', '.' and '-', starting with a letter or digit "
+            f"(the tenant ids of the URL paths: {TENANT_ID_PATTERN})"
+        )
+    return None
+
+
 def new_plaintext_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)  # 43 characters, 256 bits
 
@@ -52,14 +107,21 @@ class ApiKeyService:
         self._max_lifetime = jwt_max_lifetime_s
 
     async def create(self, name: str, scopes: str, tenant_id: str | None) -> tuple[ApiKey, str]:
-        if not name.strip():
-            raise ValueError("give the key a name")
+        """`tenant_id` None: a key for every tenant; a tenant id must be one the URL paths
+        accept (an empty one once made an all-tenant key)."""
+        name = name.strip()
+        if not name:
+            raise ValueError("--name: give the key a name")
+        if len(name) > NAME_MAX_LENGTH:
+            raise ValueError(f"--name: at most {NAME_MAX_LENGTH} characters")
+        if tenant_id is not None and (reason := tenant_id_reason(tenant_id)):
+            raise ValueError(f"--tenant {tenant_id!r}: {reason}")
         plaintext = new_plaintext_key()
         key = ApiKey(
             id=str(uuid.uuid4()),
-            name=name.strip(),
+            name=name,
             scopes=parse_scopes(scopes),
-            tenant_id=tenant_id or None,
+            tenant_id=tenant_id,
             key_hash=key_hash(plaintext),
             secret_enc=self._box.encrypt(plaintext),
             created_at=self._clock(),
@@ -74,12 +136,18 @@ class ApiKeyService:
         return await self._repo.revoke(key_id, self._clock())
 
     async def from_api_key(self, plaintext: str) -> Principal:
+        if len(plaintext) > MAX_API_KEY_CHARS:
+            raise AuthError("unknown_api_key", "the API key is not known")
         key = await self._repo.by_hash(key_hash(plaintext))
         if key is None:
             raise AuthError("unknown_api_key", "the API key is not known")
         return self._principal(key, "api_key")
 
     async def from_jwt(self, token: str) -> Principal:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError(
+                "malformed_token", f"the bearer token is longer than {MAX_TOKEN_CHARS} characters"
+            )
         try:
             header = jwt.get_unverified_header(token)
             unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
@@ -94,32 +162,46 @@ class ApiKeyService:
             raise AuthError("missing_claims", f"token lacks claims: {', '.join(missing)}")
         if unverified["sub_type"] != "admin":
             raise AuthError("not_admin", "token sub_type must be 'admin'")
-        key = await self._repo.get(str(unverified["sub_id"]))
+        times = token_times(unverified)
+        key_id = unverified["sub_id"]
+        if not isinstance(key_id, str) or len(key_id) > MAX_KEY_ID_CHARS:
+            raise AuthError("invalid_token", "the token's 'sub_id' must be an API key id")
+        key = await self._repo.get(key_id)
         if key is None:
             raise AuthError("unknown_api_key", "the token's sub_id is not a known API key")
-        now = self._clock()
         try:
-            claims = jwt.decode(
+            # The signature only: the times are judged below, by the service's clock.
+            jwt.decode(
                 token,
                 self._box.decrypt(key.secret_enc),
                 algorithms=["HS256"],
-                options={"require": list(REQUIRED_CLAIMS), "verify_iat": False},
-                leeway=JWT_LEEWAY_S,
+                options={
+                    "require": list(REQUIRED_CLAIMS),
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthError("token_expired", "the token has expired") from exc
         except jwt.InvalidSignatureError as exc:
             raise AuthError("bad_signature", "the token signature does not verify") from exc
         except jwt.PyJWTError as exc:
             raise AuthError("invalid_token", f"the token is not valid: {exc}") from exc
-        self._check_lifetime(claims, now)
+        self._check_times(times, self._clock().timestamp())
         return self._principal(key, "jwt")
 
-    def _check_lifetime(self, claims: dict[str, Any], now: datetime) -> None:
-        exp = datetime.fromtimestamp(float(claims["exp"]), UTC)
-        issued = claims.get("iat")
-        start = datetime.fromtimestamp(float(issued), UTC) if issued is not None else now
-        if (exp - start).total_seconds() > self._max_lifetime + JWT_LEEWAY_S:
+    def _check_times(self, times: TokenTimes, now: float) -> None:
+        """Expiry, not-before and the lifetime cap, measured from now: an `iat` in the future
+        cannot stretch the lifetime, and a backdated one cannot either."""
+        if times.exp + JWT_LEEWAY_S < now:
+            raise AuthError("token_expired", "the token has expired")
+        for name, at in (("nbf", times.nbf), ("iat", times.iat)):
+            if at is not None and at > now + JWT_LEEWAY_S:
+                raise AuthError(
+                    "token_not_yet_valid",
+                    f"the token's {name!r} lies in the future (more than {JWT_LEEWAY_S} s ahead)",
+                )
+        start = min(times.iat, now) if times.iat is not None else now
+        if times.exp - start > self._max_lifetime + JWT_LEEWAY_S:
             raise AuthError(
                 "token_lifetime_too_long",
                 f"token lifetime exceeds the allowed {self._max_lifetime} s",

@@ -1,5 +1,8 @@
 """Reward items: what a coupon grants."""
 
+import json
+from typing import Any
+
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from phoenix_coupons.services.ports import DefinitionRepo, IdFactory, RewardRepo
@@ -10,16 +13,46 @@ def reward_not_found(item_id: str) -> NotFound:
     return NotFound(message=f"reward item {item_id} not found", code="reward_item_not_found")
 
 
+def payload_size(payload: dict[str, Any]) -> int:
+    """Bytes of the payload as compact UTF-8 JSON."""
+    return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+
+
 class RewardService:
     def __init__(
-        self, repo: RewardRepo, definitions: DefinitionRepo, clock: Clock, new_id: IdFactory
+        self,
+        repo: RewardRepo,
+        definitions: DefinitionRepo,
+        clock: Clock,
+        new_id: IdFactory,
+        payload_max_bytes: int,
     ) -> None:
         self._repo = repo
         self._definitions = definitions
         self._clock = clock
         self._new_id = new_id
+        self._payload_max_bytes = payload_max_bytes
+
+    def _check_payload(self, payload: dict[str, Any] | None) -> None:
+        """Each redemption copies the payload into its document and its event: a large one
+        would make every redemption large (and its event too large for Kafka)."""
+        if payload is None:
+            return
+        size = payload_size(payload)
+        if size > self._payload_max_bytes:
+            raise ValidationFailed(
+                message="the reward payload is too large",
+                details=[
+                    FieldError(
+                        "payload",
+                        f"must be at most {self._payload_max_bytes} bytes as compact UTF-8 "
+                        f"JSON; it is {size}",
+                    )
+                ],
+            )
 
     async def create(self, tenant_id: str, body: RewardItemCreate) -> RewardItem:
+        self._check_payload(body.payload)
         now = self._clock()
         item = RewardItem(
             item_id=self._new_id(),
@@ -50,6 +83,7 @@ class RewardService:
                 message="required fields cannot be null",
                 details=[FieldError(f, "must not be null") for f in nulls],
             )
+        self._check_payload(fields.get("payload"))
         item = await self._repo.update(tenant_id, item_id, fields, self._clock())
         if item is None:
             raise reward_not_found(item_id)

@@ -255,3 +255,57 @@ async def test_services_env_in_data_dir_reaches_the_same_database(
     response = await client.get("/v1/coupons?limit=1", headers=api_key(created))
     assert response.status_code == 200, response.text
     assert created["id"] in {k["id"] for k in (await cli(env, "list")).json()}
+
+
+@pytest.mark.parametrize(
+    ("tenant", "words"),
+    [
+        ("", "empty"),
+        ("   ", "tenant"),
+        ("acme\n", "tenant"),
+        ("-acme", "tenant"),
+        ("acme/other", "tenant"),
+        ("ac me", "tenant"),
+        ("acmé", "tenant"),
+        ("a" * 129, "128"),
+    ],
+    ids=[
+        "empty",
+        "blank",
+        "trailing-newline",
+        "leading-hyphen",
+        "slash",
+        "space",
+        "non-ascii",
+        "129",
+    ],
+)
+async def test_bad_tenant_is_refused_and_no_key_is_made(
+    env: dict[str, str], container: Container, tenant: str, words: str
+) -> None:
+    """`--tenant ""` once made a key bound to no tenant: an all-tenant key."""
+    name = f"bad-tenant-{uuid.uuid4().hex[:8]}"
+    run = await cli(env, "create", "--name", name, "--scopes", "coupons:read", f"--tenant={tenant}")
+    assert run.code == 2, run
+    assert run.out == ""
+    assert "error:" in run.err and "--tenant" in run.err and words in run.err, run.err
+    assert "Traceback" not in run.err
+    assert await container.mongo.api_keys.count_documents({"name": name}) == 0
+
+
+async def test_tenant_of_the_url_pattern_is_accepted(env: dict[str, str]) -> None:
+    tenant = f"Acme_1.prod-{uuid.uuid4().hex[:6]}"
+    created = (
+        await cli(env, "create", "--name", "ok", "--scopes", "coupons:read", f"--tenant={tenant}")
+    ).json()
+    assert created["tenant_id"] == tenant
+
+
+@pytest.mark.parametrize("name", ["", "   ", "n" * 201])
+async def test_bad_name_is_refused(env: dict[str, str], name: str) -> None:
+    run = await cli(env, "create", "--name", name, "--scopes", "coupons:read")
+    assert run.code == 2, run
+    assert run.out == ""
+    assert "error:" in run.err and "--name" in run.err, run.err
+    if len(name) > 200:
+        assert "200" in run.err

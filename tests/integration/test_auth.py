@@ -268,6 +268,52 @@ async def test_jwt_within_the_cap_works(
     assert response.json() == reward
 
 
+async def test_jwt_future_iat_cannot_bypass_the_cap(
+    client: httpx.AsyncClient, admin: dict[str, Any], tenant: str
+) -> None:
+    """Issued ten years ahead and valid for 23 h from then: not valid now."""
+    future = int(time.time()) + 10 * 365 * DAY_S
+    token = token_for(admin, iat=future, exp=future + 23 * 3600)
+    response = await client.get(f"/v1/tenants/{tenant}/rewards", headers=bearer(token))
+    body = assert_error(response, 401, "token_not_yet_valid")
+    assert "iat" in body["message"]
+
+
+async def test_jwt_not_before_in_the_future(
+    client: httpx.AsyncClient, admin: dict[str, Any], tenant: str
+) -> None:
+    token = token_for(admin, nbf=int(time.time()) + 3600)
+    response = await client.get(f"/v1/tenants/{tenant}/rewards", headers=bearer(token))
+    body = assert_error(response, 401, "token_not_yet_valid")
+    assert "nbf" in body["message"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"exp": 1e20},
+        {"exp": 10**30},
+        {"exp": True},
+        {"exp": ["soon"]},
+        {"exp": float("nan")},
+        {"exp": float("inf")},
+        {"iat": "x"},
+        {"iat": 10**30},
+        {"iat": float("-inf")},
+        {"nbf": "x"},
+    ],
+    ids=repr,
+)
+async def test_jwt_malformed_numeric_claims_are_invalid(
+    client: httpx.AsyncClient, admin: dict[str, Any], tenant: str, changes: dict[str, Any]
+) -> None:
+    response = await client.get(
+        f"/v1/tenants/{tenant}/rewards", headers=bearer(token_for(admin, **changes))
+    )
+    body = assert_error(response, 401, "invalid_token")
+    assert next(iter(changes)) in body["message"]
+
+
 # ---------------------------------------------------------------- revocation
 
 

@@ -284,3 +284,23 @@ def test_duplicates_ignoring_case(codes: list[str], expected: list[str]) -> None
 
 def test_duplicates_accepts_any_iterable() -> None:
     assert duplicates_ignoring_case(c for c in ["ab", "AB"]) == ["AB"]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("acme-shared_1", "ACME-SHARED_1"),
+        ("ACME\u017fHARED", "ACME\u017fHARED"),  # str.upper() would fold the long s onto S
+        ("straße", "STRAßE"),  # and ß onto SS, changing the length
+        ("\ufb01x", "\ufb01X"),  # and the ligature onto FI
+        ("\uff58", "\uff58"),  # full-width letters stay as they are
+    ],
+)
+def test_normalize_upper_cases_ascii_letters_only(code: str, expected: str) -> None:
+    assert normalize(code) == expected
+    assert len(normalize(code)) == len(code)
+
+
+def test_no_non_ascii_code_normalizes_onto_an_ascii_one() -> None:
+    for char in map(chr, range(0x80, 0x3000)):
+        assert not normalize("ACME" + char).isascii(), repr(char)

@@ -152,6 +152,20 @@ def test_custom_code_refuses_other_characters(code: str) -> None:
     assert "hyphens" in reason
 
 
+@pytest.mark.parametrize(
+    "code", ["ACMESHARED\n", "\nACME", "AC\nME", "ACME\r\n", "ACME\u017fHARED", "\uff381"]
+)
+def test_custom_code_is_matched_whole_and_ascii(code: str) -> None:
+    """`$` of `re.match` matches before a final newline: a full-string match is needed."""
+    reason = refused(random_config(code_format="custom", custom_code=code), "config.custom_code")
+    assert "hyphens" in reason
+
+
+@pytest.mark.parametrize("prefix", ["ACME\n", "\nACME", "ACME\u017f"])
+def test_code_prefix_is_matched_whole_and_ascii(prefix: str) -> None:
+    refused(random_config(code_prefix=prefix), "config.code_prefix")
+
+
 def test_custom_code_longer_than_255_is_refused() -> None:
     reason = refused(
         random_config(code_format="custom", custom_code="x" * 256), "config.custom_code"

@@ -3,11 +3,20 @@ revocation."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends
 
 from phoenix_coupons.api.auth import require
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
-from phoenix_coupons.api.params import Limit, Offset, Services, TenantId
+from phoenix_coupons.api.params import (
+    Code,
+    DefinitionId,
+    Limit,
+    Offset,
+    Services,
+    TenantId,
+    UserFilter,
+    UserId,
+)
 from phoenix_coupons.api.routes.redemptions import LIMITED
 from phoenix_coupons.domain.scopes import COUPONS_READ, COUPONS_WRITE
 from phoenix_coupons.services.api_keys import Principal
@@ -15,16 +24,15 @@ from schemas.redemptions import CodeState, CouponList, Wallet
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["coupons"], responses=ERROR_RESPONSES)
 READ = [Depends(require(COUPONS_READ))]
-Code = Annotated[str, Path(min_length=1, max_length=255, description="The code (case ignored).")]
 NOT_FOUND = documented(404, "No such definition or code in the tenant")
 
 
 @router.get("/coupons/{definition_id}/codes", dependencies=READ, responses=NOT_FOUND)
 async def definition_codes(
     tenant_id: TenantId,
-    definition_id: str,
+    definition_id: DefinitionId,
     c: Services,
-    user_id: Annotated[str | None, Query(description="Only this user's codes.")] = None,
+    user_id: UserFilter = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> CouponList:
@@ -34,7 +42,7 @@ async def definition_codes(
 
 @router.get("/users/{user_id}/coupons", dependencies=READ)
 async def wallet(
-    tenant_id: TenantId, user_id: str, c: Services, limit: Limit = 50, offset: Offset = 0
+    tenant_id: TenantId, user_id: UserId, c: Services, limit: Limit = 50, offset: Offset = 0
 ) -> Wallet:
     """A user's coupons across definitions, with the uses left to them."""
     return await c.coupon_queries.wallet(tenant_id, user_id, limit, offset)

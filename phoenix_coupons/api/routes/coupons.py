@@ -6,7 +6,14 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from phoenix_coupons.api.auth import require, require_global
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
-from phoenix_coupons.api.params import Limit, Offset, Services, TenantId
+from phoenix_coupons.api.params import (
+    DefinitionId,
+    Limit,
+    Offset,
+    Services,
+    TenantFilter,
+    TenantId,
+)
 from phoenix_coupons.domain.scopes import COUPONS_READ, COUPONS_WRITE
 from schemas.coupons import (
     CouponDefinition,
@@ -36,7 +43,7 @@ async def list_all_definitions(
     c: Services,
     status: StatusFilter = None,
     include_archived: IncludeArchived = False,
-    tenant_id: Annotated[str | None, Query(description="Only this tenant.")] = None,
+    tenant_id: TenantFilter = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> DefinitionList:
@@ -69,13 +76,15 @@ async def list_definitions(
 
 
 @router.get(BASE + "/{definition_id}", dependencies=READ, responses=NOT_FOUND)
-async def get_definition(tenant_id: TenantId, definition_id: str, c: Services) -> CouponDefinition:
+async def get_definition(
+    tenant_id: TenantId, definition_id: DefinitionId, c: Services
+) -> CouponDefinition:
     return await c.definitions.get(tenant_id, definition_id)
 
 
 @router.put(BASE + "/{definition_id}", dependencies=WRITE, responses={**NOT_FOUND, **CONFLICT})
 async def update_definition(
-    tenant_id: TenantId, definition_id: str, body: DefinitionUpdate, c: Services
+    tenant_id: TenantId, definition_id: DefinitionId, body: DefinitionUpdate, c: Services
 ) -> CouponDefinition:
     """Change name, description and config (a JSON merge patch of the stored config; the
     merged config is validated whole). Any other field answers 422."""
@@ -86,7 +95,7 @@ async def update_definition(
     BASE + "/{definition_id}/status", dependencies=WRITE, responses={**NOT_FOUND, **CONFLICT}
 )
 async def update_status(
-    tenant_id: TenantId, definition_id: str, body: StatusUpdate, c: Services
+    tenant_id: TenantId, definition_id: DefinitionId, body: StatusUpdate, c: Services
 ) -> CouponDefinition:
     """Pause or activate. Archiving is `DELETE` and final."""
     return await c.definitions.set_status(tenant_id, definition_id, body.status)
@@ -98,7 +107,9 @@ async def update_status(
     dependencies=WRITE,
     responses=NOT_FOUND,
 )
-async def archive_definition(tenant_id: TenantId, definition_id: str, c: Services) -> Response:
+async def archive_definition(
+    tenant_id: TenantId, definition_id: DefinitionId, c: Services
+) -> Response:
     """Archive (soft delete): the definition no longer processes events or generates."""
     await c.definitions.archive(tenant_id, definition_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -112,7 +123,7 @@ async def archive_definition(tenant_id: TenantId, definition_id: str, c: Service
 )
 async def generate(
     tenant_id: TenantId,
-    definition_id: str,
+    definition_id: DefinitionId,
     body: GenerateRequest,
     c: Services,
     idempotency_key: Annotated[

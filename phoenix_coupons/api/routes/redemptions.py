@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Header, Response, status
 
 from phoenix_coupons.api.auth import require
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
-from phoenix_coupons.api.params import Services, TenantId
+from phoenix_coupons.api.params import RedemptionId, Services, TenantId
 from phoenix_coupons.api.redemption_metrics import REDEMPTIONS, REFUSALS
 from phoenix_coupons.domain.errors import DomainError
 from phoenix_coupons.domain.scopes import COUPONS_REDEEM
@@ -77,7 +77,7 @@ async def redeem(
 
 
 @router.post("/redemptions/{redemption_id}/rollback", dependencies=REDEEM, responses=REFUSED)
-async def rollback(tenant_id: TenantId, redemption_id: str, c: Services) -> Redemption:
+async def rollback(tenant_id: TenantId, redemption_id: RedemptionId, c: Services) -> Redemption:
     """Give the use back, once; announces `coupon.redemption_rolled_back`."""
     redemption = await c.redemptions.rollback(tenant_id, redemption_id)
     REDEMPTIONS.labels("rolled_back").inc()

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from phoenix_coupons.api.auth import require
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
-from phoenix_coupons.api.params import Limit, Offset, Services, TenantId
+from phoenix_coupons.api.params import ItemId, Limit, Offset, Services, TenantId
 from phoenix_coupons.domain.scopes import REWARDS_READ, REWARDS_WRITE
 from schemas.rewards import RewardItem, RewardItemCreate, RewardItemList, RewardItemUpdate
 
@@ -32,13 +32,13 @@ async def list_rewards(
 
 
 @router.get("/{item_id}", dependencies=READ, responses=NOT_FOUND)
-async def get_reward(tenant_id: TenantId, item_id: str, c: Services) -> RewardItem:
+async def get_reward(tenant_id: TenantId, item_id: ItemId, c: Services) -> RewardItem:
     return await c.rewards.get(tenant_id, item_id)
 
 
 @router.put("/{item_id}", dependencies=WRITE, responses=NOT_FOUND)
 async def update_reward(
-    tenant_id: TenantId, item_id: str, body: RewardItemUpdate, c: Services
+    tenant_id: TenantId, item_id: ItemId, body: RewardItemUpdate, c: Services
 ) -> RewardItem:
     """Change the fields given; the others stay."""
     return await c.rewards.update(tenant_id, item_id, body)
@@ -50,6 +50,6 @@ async def update_reward(
     dependencies=WRITE,
     responses={**NOT_FOUND, **documented(409, "Granted by a definition that is not archived")},
 )
-async def delete_reward(tenant_id: TenantId, item_id: str, c: Services) -> Response:
+async def delete_reward(tenant_id: TenantId, item_id: ItemId, c: Services) -> Response:
     await c.rewards.delete(tenant_id, item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,149 @@
+"""JWT claims judged against the service's injected clock (issue 8 item 2): the lifetime is
+measured from now, `iat`/`nbf` may not lie in the future beyond the leeway, and any malformed
+NumericDate answers `invalid_token` (an AuthError), never another exception."""
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+import pytest
+
+from phoenix_coupons.domain.models import ApiKey
+from phoenix_coupons.services.api_keys import JWT_LEEWAY_S, ApiKeyService, AuthError
+from phoenix_coupons.services.secrets_box import SecretBox
+
+NOW = datetime(2021, 6, 1, 12, 0, tzinfo=UTC)  # far from the wall clock on purpose
+T = int(NOW.timestamp())
+MAX_S = 24 * 3600
+YEAR_S = 365 * 24 * 3600
+
+
+class KeysInMemory:
+    """The ApiKeyRepo port, in memory: the service's claim checks need no store."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, ApiKey] = {}
+
+    async def insert(self, key: ApiKey) -> None:
+        self.keys[key.id] = key
+
+    async def by_hash(self, key_hash: str) -> ApiKey | None:
+        return next((k for k in self.keys.values() if k.key_hash == key_hash), None)
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        return self.keys.get(key_id)
+
+    async def all(self) -> list[ApiKey]:
+        return list(self.keys.values())
+
+    async def revoke(self, key_id: str, at: datetime) -> bool:
+        return False
+
+
+@pytest.fixture
+async def issued() -> tuple[ApiKeyService, ApiKey, str]:
+    service = ApiKeyService(KeysInMemory(), SecretBox("unit-test-secret-key"), lambda: NOW, MAX_S)
+    key, plaintext = await service.create("unit", "coupons:read", "acme")
+    return service, key, plaintext
+
+
+def token(key: ApiKey, secret: str, **claims: Any) -> str:
+    payload: dict[str, Any] = {"sub_type": "admin", "sub_id": key.id, "iat": T, "exp": T + 300}
+    payload.update(claims)
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, secret, "HS256")
+
+
+async def reason(service: ApiKeyService, text: str) -> str:
+    with pytest.raises(AuthError) as caught:
+        await service.from_jwt(text)
+    return caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {},
+        {"iat": None, "exp": T + MAX_S},
+        {"exp": T + MAX_S + JWT_LEEWAY_S},
+        {"iat": T + JWT_LEEWAY_S, "exp": T + 600},  # a clock slightly ahead of ours
+        {"nbf": T + JWT_LEEWAY_S},
+        {"exp": T - JWT_LEEWAY_S + 1},  # expired within the leeway
+        {"exp": T + 300.5, "iat": T - 0.25},  # NumericDate may be fractional
+    ],
+)
+async def test_valid_tokens_by_the_injected_clock(
+    issued: tuple[ApiKeyService, ApiKey, str], claims: dict[str, Any]
+) -> None:
+    service, key, secret = issued
+    principal = await service.from_jwt(token(key, secret, **claims))
+    assert principal.key_id == key.id and principal.via == "jwt"
+
+
+async def test_expiry_is_judged_by_the_injected_clock(
+    issued: tuple[ApiKeyService, ApiKey, str],
+) -> None:
+    service, key, secret = issued
+    assert await reason(service, token(key, secret, exp=T - JWT_LEEWAY_S - 1)) == "token_expired"
+
+
+async def test_future_iat_cannot_stretch_the_lifetime(
+    issued: tuple[ApiKeyService, ApiKey, str],
+) -> None:
+    """The reported bypass: issued ten years ahead, valid for 23 h from then."""
+    service, key, secret = issued
+    future = T + 10 * YEAR_S
+    text = token(key, secret, iat=future, exp=future + 23 * 3600)
+    assert await reason(service, text) == "token_not_yet_valid"
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        ({"iat": T + JWT_LEEWAY_S + 1}, "token_not_yet_valid"),
+        ({"nbf": T + JWT_LEEWAY_S + 1}, "token_not_yet_valid"),
+        ({"iat": None, "exp": T + MAX_S + JWT_LEEWAY_S + 1}, "token_lifetime_too_long"),
+        ({"iat": T - 3600, "exp": T + MAX_S - 60}, "token_lifetime_too_long"),
+        # Measured from now even when iat is within the leeway ahead.
+        ({"iat": T + JWT_LEEWAY_S, "exp": T + MAX_S + JWT_LEEWAY_S + 1}, "token_lifetime_too_long"),
+    ],
+)
+async def test_lifetime_and_not_before(
+    issued: tuple[ApiKeyService, ApiKey, str], claims: dict[str, Any], expected: str
+) -> None:
+    service, key, secret = issued
+    assert await reason(service, token(key, secret, **claims)) == expected
+
+
+MALFORMED = [
+    {"exp": 1e20},
+    {"exp": 10**30},
+    {"exp": -(10**30)},
+    {"exp": True},
+    {"exp": [T + 60]},
+    {"exp": {"at": T}},
+    {"exp": str(T + 60)},
+    {"exp": math.nan},
+    {"exp": math.inf},
+    {"iat": "x"},
+    {"iat": 10**30},
+    {"iat": -math.inf},
+    {"iat": False},
+    {"nbf": "soon"},
+    {"nbf": math.nan},
+    {"sub_id": ["not", "an", "id"]},
+]
+
+
+@pytest.mark.parametrize("claims", MALFORMED, ids=[repr(c) for c in MALFORMED])
+async def test_malformed_claims_are_invalid_tokens(
+    issued: tuple[ApiKeyService, ApiKey, str], claims: dict[str, Any]
+) -> None:
+    service, key, secret = issued
+    assert await reason(service, token(key, secret, **claims)) == "invalid_token"
+
+
+async def test_oversized_token_is_malformed(issued: tuple[ApiKeyService, ApiKey, str]) -> None:
+    service, key, secret = issued
+    padded = token(key, secret, pad="x" * 9000)
+    assert await reason(service, padded) == "malformed_token"
