@@ -88,7 +88,13 @@ def required(value: str | None, name: str) -> str:
 
 def connect_mongo(settings: Settings) -> Mongo:
     uri = required(settings.mongodb_uri, "MONGODB_URI")
-    return Mongo(uri, settings.mongodb_database, settings.idempotency_ttl_seconds)
+    return Mongo(
+        uri,
+        settings.mongodb_database,
+        settings.idempotency_ttl_seconds,
+        timeout_ms=settings.mongodb_timeout_ms,
+        connect_timeout_ms=settings.mongodb_connect_timeout_ms,
+    )
 
 
 def api_key_service(settings: Settings, mongo: Mongo, clock: Clock = utc_now) -> ApiKeyService:

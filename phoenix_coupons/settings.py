@@ -25,6 +25,23 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("MONGODB_URI", "PHOENIX_MONGODB_URI")
     )
     mongodb_database: str = "phoenix_coupons"
+    mongodb_timeout_ms: int = Field(
+        default=10_000,
+        gt=0,
+        description="Time limit of each MongoDB operation (PyMongo's timeoutMS, server "
+        "selection included): past it the API answers 503 and the worker retries its batch. "
+        "Keep it well below the consumer's max.poll.interval (300 s).",
+    )
+    mongodb_connect_timeout_ms: int = Field(
+        default=3_000,
+        gt=0,
+        description="Time limit of opening a connection to MongoDB (connectTimeoutMS).",
+    )
+    mongodb_ping_timeout_ms: int = Field(
+        default=2_000,
+        gt=0,
+        description="/readyz answers 503 when MongoDB does not answer a ping within this.",
+    )
 
     data_dir: Path = Path(".phoenix")
     secret_key: SecretStr | None = None

@@ -20,6 +20,11 @@ from tests import servers
 
 TEST_SECRET = "test-secret-key-not-for-production"
 ALL = ",".join(sorted(ALL_SCOPES))
+# The embedded MongoDB serves one request at a time: on a shared 2-core machine, 200
+# concurrent redeems or a 10,000-document read take longer than the service's 10 s operation
+# timeout. This process and the workers and APIs the tests start get a longer one (tests of
+# the timeout set their own: tests/e2e/test_mongodb_stall.py).
+os.environ.setdefault("PHOENIX_MONGODB_TIMEOUT_MS", "120000")
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,13 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
+from phoenix_coupons.adapters.mongo import Doc, Mongo, aware, duplicates_only
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.ports import DuplicateCodes
 
-DUPLICATE_KEY = 11000
 IN_CHUNK = 1000  # keep `$in` lists and batches a reasonable size
+ORDER = [("issued_at", -1), ("_id", 1)]  # lists: newest first (indexes in mongo_schema.py)
 
 _FIELDS = {f.name for f in fields(Coupon)}
 _STORED = tuple(f.name for f in fields(Coupon) if f.name != "id")
@@ -61,17 +61,15 @@ class MongoCouponRepo:
         return await self._col.count_documents({"tenant_id": tenant_id, "code_space": code_space})
 
     async def insert_unordered(self, coupons: Sequence[Coupon]) -> list[int]:
-        """Insert what can be inserted; return the positions refused as duplicates."""
+        """Insert what can be inserted; return the positions refused as duplicates. Raises
+        when the write concern was not met (`raise_unacknowledged`): nothing counts as stored."""
         failed: list[int] = []
         for start in range(0, len(coupons), IN_CHUNK):
             batch = coupons[start : start + IN_CHUNK]
             try:
                 await self._col.insert_many([to_doc(c) for c in batch], ordered=False)
             except BulkWriteError as exc:
-                for err in exc.details.get("writeErrors", []):
-                    if err.get("code") != DUPLICATE_KEY:
-                        raise
-                    failed.append(start + int(err["index"]))
+                failed += [start + i for i in duplicates_only(exc)]
         return failed
 
     async def insert_atomic(
@@ -88,7 +86,10 @@ class MongoCouponRepo:
     async def _insert_in(self, docs: list[Doc], session: AsyncClientSession) -> None:
         try:
             await self._col.insert_many(docs, ordered=True, session=session)
-        except (BulkWriteError, DuplicateKeyError) as exc:
+        except DuplicateKeyError as exc:
+            raise DuplicateCodes(str(exc)) from exc
+        except BulkWriteError as exc:
+            duplicates_only(exc)  # raises unless every refusal is a duplicate
             raise DuplicateCodes(str(exc)) from exc
 
     async def by_issue_keys(self, keys: Sequence[str]) -> dict[str, Coupon]:
@@ -124,7 +125,7 @@ class MongoCouponRepo:
 
     async def page(self, query: Doc, limit: int, offset: int) -> tuple[list[Coupon], int]:
         total = await self._col.count_documents(query)
-        cursor = self._col.find(query).sort([("issued_at", -1), ("_id", 1)])
+        cursor = self._col.find(query).sort(ORDER)
         return [from_doc(d) async for d in cursor.skip(offset).limit(limit)], total
 
     async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None:

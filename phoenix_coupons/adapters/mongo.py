@@ -2,16 +2,59 @@
 
 Documents stay flat and ids are strings: the embedded test server mishandles sub-document
 `$push`, positional updates, partial indexes and UUID binaries, and we use none of them.
+Where that server (nx-27017) differs from MongoDB in what we do use, the workaround is here.
 """
 
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+import pymongo
+import structlog
+from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+    WTimeoutError,
+)
+
+from phoenix_coupons.adapters.mongo_schema import (
+    ANNOUNCED_OFFSETS,
+    API_KEYS,
+    COUPONS,
+    DEFINITIONS,
+    IDEMPOTENCY,
+    REDEMPTIONS,
+    REWARDS,
+    USAGE_HINTS,
+    Collection,
+    Index,
+    IndexPlan,
+    collections,
+    concurrent_change,
+    plan,
+)
 
 Doc = dict[str, Any]
+log = structlog.get_logger(__name__)
+
+# Rounds of read-plan-apply per collection: another process changing the same indexes at
+# the same moment costs one more round; only a lasting conflict uses them all.
+CONVERGE_ROUNDS = 5
+STAND_IN_PROCESS = "nx_27017"  # `buildInfo.process` of the embedded server (mongod has none)
+# An index build over a large collection takes minutes, past the operation timeout (which is
+# for requests and batches): index commands get this limit instead.
+INDEX_BUILD_TIMEOUT_S = 3600.0
+
+
+class IndexesNotConverged(RuntimeError):
+    pass
 
 
 def aware(value: datetime | str | None) -> datetime | None:
@@ -29,90 +72,205 @@ def epoch_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
+def raise_unacknowledged(result: Mapping[str, Any]) -> None:
+    """Raise when a bulk write's result carries write concern errors, as PyMongo does for a
+    single write: its writes may not survive a failover (rolled back), so none of them counts
+    as stored, whatever its `writeErrors` say. The caller's retry is idempotent."""
+    errors = result.get("writeConcernErrors") or []
+    if errors:
+        error = errors[-1]
+        wtimeout = error.get("code") == 50 or (error.get("errInfo") or {}).get("wtimeout")
+        kind = WTimeoutError if wtimeout else WriteConcernError
+        raise kind(error.get("errmsg", "write concern error"), error.get("code"), dict(result))
+
+
+def duplicates_only(exc: BulkWriteError, duplicate_key: int = 11000) -> list[int]:
+    """The positions a bulk insert refused as duplicates; raises `exc` when anything else went
+    wrong, and a write concern error when the rest may not be stored."""
+    raise_unacknowledged(exc.details)
+    refused = []
+    for error in exc.details.get("writeErrors", []):
+        if error.get("code") != duplicate_key:
+            raise exc
+        refused.append(int(error["index"]))
+    return refused
+
+
+def unavailable(exc: BaseException) -> bool:
+    """MongoDB could not be reached or did not answer within the operation timeout, or a
+    write was not acknowledged by its write concern: the same request may succeed later."""
+    if isinstance(exc, ConnectionFailure | WriteConcernError):
+        return True  # AutoReconnect, NetworkTimeout, NotPrimaryError, ServerSelectionTimeout
+    if not isinstance(exc, PyMongoError):
+        return False
+    return exc.timeout or any(  # ExecutionTimeout, a timed-out bulk write
+        exc.has_error_label(label) for label in ("RetryableWriteError", "TransientTransactionError")
+    )
+
+
 class Mongo:
-    def __init__(self, uri: str, database: str, idempotency_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        uri: str,
+        database: str,
+        idempotency_ttl_seconds: int,
+        *,
+        timeout_ms: int | None = None,
+        connect_timeout_ms: int | None = None,
+    ) -> None:
+        """`timeout_ms`: the time limit of each operation (PyMongo's `timeoutMS`, which also
+        bounds server selection); `connect_timeout_ms`: of opening a connection. None:
+        PyMongo's defaults (no operation limit)."""
+        options: dict[str, Any] = {}
+        if timeout_ms is not None:
+            options["timeoutMS"] = timeout_ms
+        if connect_timeout_ms is not None:
+            options["connectTimeoutMS"] = connect_timeout_ms
         self.client: AsyncMongoClient[Doc] = AsyncMongoClient(
-            uri, tz_aware=True, uuidRepresentation="standard", connect=False
+            uri, tz_aware=True, uuidRepresentation="standard", connect=False, **options
         )
         self.db: AsyncDatabase[Doc] = self.client[database]
-        self._idempotency_ttl = idempotency_ttl_seconds
+        self.collections = collections(idempotency_ttl_seconds)
+        self._stand_in: bool | None = None
 
     @property
     def api_keys(self) -> AsyncCollection[Doc]:
-        return self.db["api_keys"]
+        return self.db[API_KEYS.name]
 
     @property
     def rewards(self) -> AsyncCollection[Doc]:
-        return self.db["reward_items"]
+        return self.db[REWARDS.name]
 
     @property
     def definitions(self) -> AsyncCollection[Doc]:
-        return self.db["coupon_definitions"]
+        return self.db[DEFINITIONS.name]
 
     @property
     def coupons(self) -> AsyncCollection[Doc]:
-        return self.db["coupons"]
+        return self.db[COUPONS.name]
 
     @property
     def redemptions(self) -> AsyncCollection[Doc]:
-        return self.db["redemptions"]
+        return self.db[REDEMPTIONS.name]
 
     @property
     def usage_hints(self) -> AsyncCollection[Doc]:
-        return self.db["usage_hints"]
+        return self.db[USAGE_HINTS.name]
 
     @property
     def announced_offsets(self) -> AsyncCollection[Doc]:
-        return self.db["announced_offsets"]
+        return self.db[ANNOUNCED_OFFSETS.name]
 
     @property
     def idempotency(self) -> AsyncCollection[Doc]:
-        return self.db["idempotency_keys"]
+        return self.db[IDEMPOTENCY]
 
-    async def ping(self) -> None:
-        await self.client.admin.command("ping")
+    async def ping(self, timeout_s: float | None = None) -> None:
+        """Raises unless MongoDB answers, within `timeout_s` when given."""
+        if timeout_s is None:
+            await self.client.admin.command("ping")
+            return
+        with pymongo.timeout(timeout_s):
+            await self.client.admin.command("ping")
+
+    async def stand_in(self) -> bool:
+        """Whether the server is the embedded nx-27017 (tests and `make run`)."""
+        if self._stand_in is None:
+            info = await self.client.admin.command("buildInfo")
+            self._stand_in = info.get("process") == STAND_IN_PROCESS
+        return self._stand_in
 
     async def ensure_indexes(self) -> None:
-        await self.api_keys.create_indexes([IndexModel([("key_hash", ASCENDING)], unique=True)])
-        await self.rewards.create_indexes(
-            [IndexModel([("tenant_id", ASCENDING), ("created_at", DESCENDING)])]
+        """Bring every collection's indexes to what `mongo_schema` declares. Safe in any number
+        of processes at once: what another process did meanwhile is read again, not failed on."""
+        for collection in self.collections:
+            await self._converge(collection)
+
+    async def index_plan(self, collection: Collection) -> IndexPlan:
+        """What `ensure_indexes` would still change in `collection`."""
+        existing = await self.db[collection.name].index_information()
+        if await self.stand_in():
+            return plan(_as_stand_in_serves(collection), _directions_dropped(existing))
+        return plan(collection, existing)
+
+    async def _converge(self, collection: Collection) -> None:
+        last: OperationFailure | None = None
+        for _ in range(CONVERGE_ROUNDS):
+            todo = await self.index_plan(collection)
+            if todo.done:
+                return
+            try:
+                await self._apply(collection.name, todo)
+            except OperationFailure as exc:
+                if not concurrent_change(exc):
+                    raise
+                last = exc
+                log.info("indexes_changed_meanwhile", collection=collection.name, code=exc.code)
+        raise IndexesNotConverged(
+            f"the indexes of {collection.name} keep changing under us or conflict: {last!r}"
         )
-        await self.definitions.create_indexes(
-            [
-                IndexModel([("tenant_id", ASCENDING), ("status", ASCENDING)]),
-                IndexModel([("reward_item_id", ASCENDING), ("status", ASCENDING)]),
-                IndexModel([("auto_trigger", ASCENDING), ("status", ASCENDING)]),
-            ]
-        )
-        # At most one coupon per issue key: the `_id` is derived from it (issue_keys.py).
-        # Databases from before that had an index of their own on it: no longer kept up.
-        for name, spec in (await self.coupons.index_information()).items():
-            if [tuple(part) for part in spec["key"]] == [("issue_key", 1)]:
-                await self.coupons.drop_index(name)  # by name: servers name indexes their way
-        await self.coupons.create_indexes(
-            [
-                # Codes are unique within a tenant ignoring case: code_norm is the upper case form.
-                IndexModel([("tenant_id", ASCENDING), ("code_norm", ASCENDING)], unique=True),
-                IndexModel([("tenant_id", ASCENDING), ("code_space", ASCENDING)]),
-                IndexModel([("definition_id", ASCENDING), ("user_id", ASCENDING)]),
-                IndexModel([("publish_pending", ASCENDING), ("issued_at", ASCENDING)]),
-                # A user's wallet, and the look-up of a dead attempt's coupons by their event.
-                IndexModel([("tenant_id", ASCENDING), ("user_id", ASCENDING)]),
-            ]
-        )
-        await self.redemptions.create_indexes(
-            [
-                # One active redemption per slot of a usage group: limits are exact.
-                IndexModel([("slot", ASCENDING)], unique=True),
-                IndexModel([("group", ASCENDING), ("state", ASCENDING)]),
-                IndexModel([("coupon_id", ASCENDING), ("redeemed_at", DESCENDING)]),
-                IndexModel([("publish_pending", ASCENDING), ("redeemed_at", ASCENDING)]),
-                IndexModel([("rollback_publish_pending", ASCENDING), ("redeemed_at", ASCENDING)]),
-            ]
-        )
-        await self.idempotency.create_indexes(
-            [IndexModel([("created_at", ASCENDING)], expireAfterSeconds=self._idempotency_ttl)]
-        )
+
+    async def _apply(self, name: str, todo: IndexPlan) -> None:
+        """New indexes first, so that queries move to them before a retired one goes."""
+        col = self.db[name]
+        stand_in = await self.stand_in()
+        with pymongo.timeout(INDEX_BUILD_TIMEOUT_S):
+            if todo.create:
+                await col.create_indexes([_model(index) for index in todo.create])
+                log.info("indexes_created", collection=name, count=len(todo.create))
+            for index in todo.set_ttl:
+                if stand_in:
+                    # nx-27017 answers collMod with ok but changes nothing, while createIndexes
+                    # updates an index's TTL in place. MongoDB refuses that createIndexes
+                    # (IndexOptionsConflict, 85): there, collMod is the way.
+                    await col.create_indexes([_model(index)])
+                else:
+                    await self.db.command(
+                        {
+                            "collMod": name,
+                            "index": {
+                                "keyPattern": dict(index.keys),
+                                "expireAfterSeconds": index.expire_after_seconds,
+                            },
+                        }
+                    )
+                log.info("index_ttl_set", collection=name, seconds=index.expire_after_seconds)
+        for index_name in todo.drop:
+            await col.drop_index(index_name)  # by name: servers name indexes their way
+            log.info("index_dropped", collection=name, index=index_name)
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _model(index: Index) -> IndexModel:
+    options: dict[str, Any] = {"unique": index.unique}
+    if index.expire_after_seconds is not None:
+        options["expireAfterSeconds"] = index.expire_after_seconds
+    return IndexModel(list(index.keys), **options)
+
+
+def _as_stand_in_serves(collection: Collection) -> Collection:
+    """nx-27017 cannot index `_id` within a compound key ("JSON path error near '_id'") and
+    reports every key as ascending: there, indexes go without their `_id` tie-breaker and
+    compare by field names. MongoDB keeps both, and uses the `_id` to sort without a SORT
+    stage."""
+
+    def served(keys: tuple[tuple[str, int | str], ...]) -> tuple[tuple[str, int | str], ...]:
+        fields = [(name, 1) for name, _ in keys]
+        if len(fields) > 1 and fields[-1][0] == "_id":
+            fields.pop()
+        return tuple(fields)
+
+    return replace(
+        collection,
+        indexes=tuple(replace(index, keys=served(index.keys)) for index in collection.indexes),
+        retired=tuple(served(keys) for keys in collection.retired),
+    )
+
+
+def _directions_dropped(existing: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    return {
+        name: {**info, "key": [(field, 1) for field, _ in info["key"]]}
+        for name, info in existing.items()
+    }

@@ -8,6 +8,8 @@ from pymongo import ReturnDocument
 from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
 from schemas.rewards import RewardItem
 
+ORDER = [("created_at", -1), ("_id", 1)]  # a tenant's list: newest first
+
 
 def _from_doc(doc: Doc) -> RewardItem:
     doc["updated_at"] = aware(doc["updated_at"])
@@ -30,7 +32,7 @@ class MongoRewardRepo:
     async def page(self, tenant_id: str, limit: int, offset: int) -> tuple[list[RewardItem], int]:
         query = {"tenant_id": tenant_id}
         total = await self._col.count_documents(query)
-        cursor = self._col.find(query).sort([("created_at", -1), ("_id", 1)]).skip(offset)
+        cursor = self._col.find(query).sort(ORDER).skip(offset)
         return [_from_doc(d) async for d in cursor.limit(limit)], total
 
     async def update(

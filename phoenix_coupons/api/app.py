@@ -99,7 +99,7 @@ def create_app(
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         try:
-            await container.mongo.ping()
+            await container.mongo.ping(container.settings.mongodb_ping_timeout_ms / 1000)
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "mongodb": repr(exc)}, status_code=503)
         if worker is not None and not worker.ready:

@@ -6,8 +6,10 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from phoenix_coupons.adapters.mongo import unavailable
 from phoenix_coupons.api.redemption_metrics import LOOKUPS_REFUSED
 from phoenix_coupons.domain.errors import Conflict, DomainError, NotFound, ValidationFailed
 from phoenix_coupons.services.api_keys import AuthError
@@ -16,6 +18,7 @@ from schemas.errors import ErrorBody, FieldIssue
 
 log = structlog.get_logger(__name__)
 
+RETRY_AFTER_S = 5  # MongoDB out of reach: when to try again (a failover takes seconds)
 LOCATIONS = {"body", "query", "path", "header", "cookie"}
 REASONS = {
     "extra_forbidden": "unknown field: not accepted here",
@@ -119,10 +122,27 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return error_response(exc.status_code, error, str(exc.detail))
 
+    @app.exception_handler(PyMongoError)
+    async def _storage(_: Request, exc: PyMongoError) -> JSONResponse:
+        if not unavailable(exc):
+            return _internal(exc)
+        log.warning("mongodb_unavailable", error=repr(exc))
+        return error_response(
+            503,
+            "service_unavailable",
+            "the database did not answer in time; retry later (with the same "
+            "Idempotency-Key, if any)",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", error=repr(exc))
-        return error_response(500, "internal_error", "internal error; see the service logs")
+        return _internal(exc)
+
+
+def _internal(exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", error=repr(exc))
+    return error_response(500, "internal_error", "internal error; see the service logs")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -135,6 +155,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "`PHOENIX_API_MAX_BODY_BYTES`; bulk generation has its own, larger cap",
     },
     422: {"model": ErrorBody, "description": "Invalid input: `details` names each field"},
+    503: {
+        "model": ErrorBody,
+        "description": "The database did not answer in time (`Retry-After` says when to retry)",
+    },
 }
 
 

@@ -1,0 +1,194 @@
+"""The collections and their indexes, declared as data beside each collection, and the plan
+that brings a database's indexes to what is declared.
+
+Each query that sorts has an index whose keys are its equality fields, then its sort keys in
+the sort's direction (a `status $in` is one index scan per status, merged in order), so no
+page is sorted in memory."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.errors import OperationFailure
+
+Keys = tuple[tuple[str, int | str], ...]
+ASC, DESC = 1, -1
+
+# Codes a server answers when another process changed the same indexes between our read and
+# our write (src/mongo/base/error_codes.yml): read the indexes again and plan again.
+NAMESPACE_NOT_FOUND = 26  # the collection went (or never was) when collMod or a drop ran
+INDEX_NOT_FOUND = 27  # another process dropped it first, or collMod ran before its create
+INDEX_ALREADY_EXISTS = 68
+INDEX_OPTIONS_CONFLICT = 85  # same key or name, other options (e.g. another TTL)
+INDEX_KEY_SPECS_CONFLICT = 86  # same name, other keys
+INDEX_BUILD_ABORTED = 276  # a concurrent drop aborted the build
+INDEX_BUILD_ALREADY_IN_PROGRESS = 285
+CONCURRENT_CHANGE_CODES = frozenset(
+    {
+        NAMESPACE_NOT_FOUND,
+        INDEX_NOT_FOUND,
+        INDEX_ALREADY_EXISTS,
+        INDEX_OPTIONS_CONFLICT,
+        INDEX_KEY_SPECS_CONFLICT,
+        INDEX_BUILD_ABORTED,
+        INDEX_BUILD_ALREADY_IN_PROGRESS,
+    }
+)
+
+
+def concurrent_change(exc: OperationFailure) -> bool:
+    """Whether an index command failed because the indexes changed under it (then plan
+    again) rather than because the request is wrong."""
+    return exc.code in CONCURRENT_CHANGE_CODES
+
+
+@dataclass(frozen=True)
+class Index:
+    keys: Keys
+    unique: bool = False
+    expire_after_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    indexes: tuple[Index, ...] = ()
+    # Key patterns of indexes older versions kept: dropped where found, matched by key (servers
+    # name indexes their own way). A declared index is never dropped.
+    retired: tuple[Keys, ...] = ()
+
+
+API_KEYS = Collection("api_keys", (Index((("key_hash", ASC),), unique=True),))
+
+REWARDS = Collection(
+    "reward_items",
+    (Index((("tenant_id", ASC), ("created_at", DESC), ("_id", ASC))),),  # a tenant's list
+    retired=((("tenant_id", ASC), ("created_at", DESC)),),
+)
+
+DEFINITIONS = Collection(
+    "coupon_definitions",
+    (
+        # The lists, newest first: a tenant's, and all tenants' (status $in).
+        Index((("tenant_id", ASC), ("status", ASC), ("created_at", DESC), ("_id", ASC))),
+        Index((("status", ASC), ("created_at", DESC), ("_id", ASC))),
+        Index((("reward_item_id", ASC), ("status", ASC))),
+        Index((("auto_trigger", ASC), ("status", ASC))),  # the worker's definition cache
+    ),
+    retired=((("tenant_id", ASC), ("status", ASC)),),
+)
+
+COUPONS = Collection(
+    "coupons",
+    (
+        # Codes are unique within a tenant ignoring case: code_norm is the upper case form.
+        Index((("tenant_id", ASC), ("code_norm", ASC)), unique=True),
+        Index((("tenant_id", ASC), ("code_space", ASC))),
+        Index((("publish_pending", ASC), ("issued_at", ASC))),
+        # A definition's codes, newest first.
+        Index((("tenant_id", ASC), ("definition_id", ASC), ("issued_at", DESC), ("_id", ASC))),
+        # A user's wallet, newest first. Also a definition's codes of one user (a user holds
+        # few coupons: definition_id is filtered among them) and the look-up of a dead
+        # attempt's coupons by their event.
+        Index((("tenant_id", ASC), ("user_id", ASC), ("issued_at", DESC), ("_id", ASC))),
+    ),
+    retired=(
+        # At most one coupon per issue key: the `_id` is derived from it (issue_keys.py).
+        (("issue_key", ASC),),
+        (("trigger_event_id", ASC),),
+        # Prefixes of the two above, which serve their queries.
+        (("definition_id", ASC), ("user_id", ASC)),
+        (("tenant_id", ASC), ("user_id", ASC)),
+    ),
+)
+
+REDEMPTIONS = Collection(
+    "redemptions",
+    (
+        # One active redemption per slot of a usage group: limits are exact.
+        Index((("slot", ASC),), unique=True),
+        Index((("group", ASC), ("state", ASC))),
+        Index((("coupon_id", ASC), ("redeemed_at", DESC))),
+        Index((("publish_pending", ASC), ("redeemed_at", ASC))),
+        Index((("rollback_publish_pending", ASC), ("redeemed_at", ASC))),
+    ),
+)
+
+USAGE_HINTS = Collection("usage_hints")
+ANNOUNCED_OFFSETS = Collection("announced_offsets")
+IDEMPOTENCY = "idempotency_keys"
+
+
+def idempotency(ttl_seconds: int) -> Collection:
+    """`Idempotency-Key` records expire `ttl_seconds` after they were made (a setting)."""
+    return Collection(
+        IDEMPOTENCY, (Index((("created_at", ASC),), expire_after_seconds=ttl_seconds),)
+    )
+
+
+def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
+    return (
+        API_KEYS,
+        REWARDS,
+        DEFINITIONS,
+        COUPONS,
+        REDEMPTIONS,
+        USAGE_HINTS,
+        ANNOUNCED_OFFSETS,
+        idempotency(idempotency_ttl_seconds),
+    )
+
+
+class IndexConflict(RuntimeError):
+    """An index has a declared key but another uniqueness or no TTL: changing it is no
+    start-up's decision (a unique index may not build over the data)."""
+
+
+@dataclass
+class IndexPlan:
+    drop: list[str] = field(default_factory=list)  # names of retired indexes found
+    set_ttl: list[Index] = field(default_factory=list)  # present with another TTL
+    create: list[Index] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return not (self.drop or self.set_ttl or self.create)
+
+
+def keys_of(info: Mapping[str, Any]) -> Keys:
+    """An index's key pattern from `index_information()` (directions as ints: a shell may
+    have stored 1.0)."""
+    return tuple(
+        (str(name), int(way) if isinstance(way, int | float) else str(way))
+        for name, way in info["key"]
+    )
+
+
+def plan(collection: Collection, existing: Mapping[str, Mapping[str, Any]]) -> IndexPlan:
+    """What to change so that `existing` (`index_information()`: name -> key and options)
+    holds each declared index and no retired one."""
+    declared = {index.keys: index for index in collection.indexes}
+    todo = IndexPlan()
+    present: set[Keys] = set()
+    for name, info in existing.items():
+        keys = keys_of(info)
+        want = declared.get(keys)
+        if want is None:
+            if keys in collection.retired:
+                todo.drop.append(name)
+            continue
+        present.add(keys)
+        ttl = info.get("expireAfterSeconds")
+        ttl = None if ttl is None else int(ttl)
+        if bool(info.get("unique")) != want.unique or (
+            ttl is not None and want.expire_after_seconds is None
+        ):
+            raise IndexConflict(
+                f"index {name} of {collection.name} on {dict(keys)} has other options than "
+                f"declared (unique={want.unique}, expireAfterSeconds="
+                f"{want.expire_after_seconds}): drop it and start again"
+            )
+        if ttl != want.expire_after_seconds:
+            todo.set_ttl.append(want)
+    todo.create = [index for index in collection.indexes if index.keys not in present]
+    return todo
