@@ -300,6 +300,9 @@ class Worker:
         starts exactly where this worker stopped."""
         async with self._lock:
             log.info("partitions_revoked", partitions=_names(revoked))
+            for tp in revoked:  # the new owner reports its lag; a stale value here would alert
+                with contextlib.suppress(KeyError):
+                    metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
             if self._txns is not None:
                 await self._txns.revoked(revoked)
             lost = self._was_member and membership_lost(consumer)

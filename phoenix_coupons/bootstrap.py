@@ -190,7 +190,6 @@ class Container:
 
     async def start_storage(self) -> None:
         await self.mongo.ensure_indexes()
-        await self.lookup_limiter.ensure_indexes()
 
     async def start(self, topics: bool = True) -> None:
         """Indexes, topics and the outbox relay. Kafka being down does not stop the API:

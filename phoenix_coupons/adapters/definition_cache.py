@@ -2,11 +2,11 @@
 event never waits on MongoDB, and API changes take effect within the refresh period."""
 
 import asyncio
-import contextlib
 import time
 
 import structlog
 
+from phoenix_coupons.adapters.background import cancel_and_wait
 from phoenix_coupons.adapters.definition_repo import from_doc
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.domain.matching import DefinitionIndex
@@ -53,7 +53,5 @@ class DefinitionCache:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None

@@ -13,15 +13,14 @@ from datetime import timedelta
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from phoenix_coupons.adapters.mongo import Doc, Mongo, epoch_ms
+from phoenix_coupons.adapters.mongo_schema import LOOKUP_FAILURES
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.services.ports import TooManyFailedLookups
-
-COLLECTION = "lookup_failures"
 
 
 class MongoCounters(Storage):
@@ -96,15 +95,10 @@ class MongoLookupLimiter:
     past it, every look-up of that key in that tenant is refused until the window ends."""
 
     def __init__(self, mongo: Mongo, limit: str, clock: Clock) -> None:
-        self._col = mongo.db[COLLECTION]
+        self._col = mongo.db[LOOKUP_FAILURES.name]
         self._clock = clock
         self._item: RateLimitItem = parse(limit)
         self._limiter = FixedWindowRateLimiter(MongoCounters(self._col, clock))
-
-    async def ensure_indexes(self) -> None:
-        await self._col.create_indexes(
-            [IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0)]
-        )
 
     async def check(self, key_id: str, tenant_id: str) -> None:
         if await self._limiter.test(self._item, key_id, tenant_id):

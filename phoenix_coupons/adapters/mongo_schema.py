@@ -116,6 +116,13 @@ REDEMPTIONS = Collection(
 
 USAGE_HINTS = Collection("usage_hints")
 ANNOUNCED_OFFSETS = Collection("announced_offsets")
+# Failed code look-ups per API key, tenant and window (lookup_limiter.py): read and written by
+# `_id`; windows that are over go with the TTL monitor.
+LOOKUP_FAILURES = Collection(
+    "lookup_failures", (Index((("expire_at", ASC),), expire_after_seconds=0),)
+)
+# Outbox records that can never be sent, set aside for operators (outbox_relay.py).
+OUTBOX_DEAD = Collection("outbox_dead")
 IDEMPOTENCY = "idempotency_keys"
 
 
@@ -135,6 +142,8 @@ def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
         REDEMPTIONS,
         USAGE_HINTS,
         ANNOUNCED_OFFSETS,
+        LOOKUP_FAILURES,
+        OUTBOX_DEAD,
         idempotency(idempotency_ttl_seconds),
     )
 

@@ -25,9 +25,11 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from phoenix_coupons.adapters import outbox_metrics
+from phoenix_coupons.adapters.background import cancel_and_wait
 from phoenix_coupons.adapters.coupon_repo import from_doc
 from phoenix_coupons.adapters.kafka import OutboundRecord, issued_record, send
 from phoenix_coupons.adapters.mongo import Doc, Mongo, aware, epoch_ms
+from phoenix_coupons.adapters.mongo_schema import OUTBOX_DEAD
 from phoenix_coupons.adapters.outbox_failures import Unsendable, dead_reason
 from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
 from phoenix_coupons.domain.clock import Clock
@@ -35,7 +37,7 @@ from phoenix_coupons.domain.clock import Clock
 log = structlog.get_logger(__name__)
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
-DEAD_COLLECTION = "outbox_dead"
+DEAD_COLLECTION = OUTBOX_DEAD.name
 ERROR_CHARS = 500
 
 
@@ -124,9 +126,7 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._producer:
             await self._producer.stop()
