@@ -159,6 +159,7 @@ class Workers:
             "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
             "MONGODB_URI": s.mongodb_uri,
             "PHOENIX_MONGODB_DATABASE": s.mongodb_database,
+            "PHOENIX_MONGODB_TIMEOUT_MS": str(s.mongodb_timeout_ms),
             "PHOENIX_SECRET_KEY": TEST_SECRET,
             "PHOENIX_TOPIC_COUPONS_ISSUED": s.topic_coupons_issued,
             "PHOENIX_TOPIC_COUPONS_REDEEMED": s.topic_coupons_redeemed,

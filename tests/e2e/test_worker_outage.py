@@ -67,8 +67,9 @@ KAFKA_USERS = 1200
 BATCH = 20  # small batches: the outage finds the worker with work in hand
 RETRIES = 3  # failed attempts of one batch seen before the server comes back
 GRACE_S = 10.0
-# The worker's MongoDB client gives up a server selection after 1 s (instead of 30 s): one
-# failed attempt per second, so the test sees several retries in a short outage.
+# The worker's MongoDB client gives up an operation (server selection included: with an
+# operation timeout, PyMongo waits that long for a server) after 1 s: one failed attempt per
+# second, so the test sees several retries in a short outage.
 SELECTION_MS = 1000
 
 
@@ -452,7 +453,9 @@ async def test_mongodb_outage_retries_commits_nothing_then_loses_nothing(
     assert settings.kafka_bootstrap_servers
     bootstrap = settings.kafka_bootstrap_servers
     mongo, uri = private_mongo
-    own = Container(settings.model_copy(update={"mongodb_uri": uri}))
+    own = Container(
+        settings.model_copy(update={"mongodb_uri": uri, "mongodb_timeout_ms": SELECTION_MS})
+    )
     await own.start_storage()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
