@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from phoenix_coupons.bootstrap import ConfigurationError, api_key_service, connect_mongo
+from phoenix_coupons.bootstrap import api_key_service, connect_mongo
+from phoenix_coupons.domain.errors import ConfigurationError
 from phoenix_coupons.logging import configure_logging
 from phoenix_coupons.runtime import tune_gc
 from phoenix_coupons.settings import Settings, load_services_env

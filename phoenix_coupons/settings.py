@@ -7,23 +7,28 @@ import limits
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from phoenix_coupons.domain.errors import ConfigurationError
+from schemas import topics
+
 SERVICES_ENV = "services.env"
 # Per user id of a generate request: a 255-character id (up to 1,020 bytes of UTF-8, 1,530
 # when every character is sent as a \uXXXX escape) and a 255-character ASCII custom code,
 # each quoted and comma-separated: 2 KiB covers all but escaped characters beyond the BMP.
 GENERATE_BYTES_PER_USER = 2048
+KAFKA_ALIASES = AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "PHOENIX_KAFKA_BOOTSTRAP_SERVERS")
+MONGODB_ALIASES = AliasChoices("MONGODB_URI", "PHOENIX_MONGODB_URI")
+# The servers' addresses, by the variables operators set them with.
+SERVER_VARIABLES = {
+    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "mongodb_uri": "MONGODB_URI",
+}
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PHOENIX_", extra="ignore")
 
-    kafka_bootstrap_servers: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "PHOENIX_KAFKA_BOOTSTRAP_SERVERS"),
-    )
-    mongodb_uri: str | None = Field(
-        default=None, validation_alias=AliasChoices("MONGODB_URI", "PHOENIX_MONGODB_URI")
-    )
+    kafka_bootstrap_servers: str | None = Field(default=None, validation_alias=KAFKA_ALIASES)
+    mongodb_uri: str | None = Field(default=None, validation_alias=MONGODB_ALIASES)
     mongodb_database: str = "phoenix_coupons"
     mongodb_timeout_ms: int = Field(
         default=10_000,
@@ -66,12 +71,12 @@ class Settings(BaseSettings):
         "copies it into its document and its coupon.redeemed event.",
     )
 
-    topic_coupons_issued: str = "phoenix.coupons.issued"
-    topic_coupons_redeemed: str = "phoenix.coupons.redeemed"
-    topic_achievements: str = "phoenix.achievements"
-    topic_streaks: str = "phoenix.streaks"
-    topic_leaderboards: str = "phoenix.leaderboards"
-    topic_dlq: str = "phoenix.coupons.dlq"
+    topic_coupons_issued: str = topics.COUPONS_ISSUED
+    topic_coupons_redeemed: str = topics.COUPONS_REDEEMED
+    topic_achievements: str = topics.ACHIEVEMENTS
+    topic_streaks: str = topics.STREAKS
+    topic_leaderboards: str = topics.LEADERBOARDS
+    topic_dlq: str = topics.DEAD_LETTERS
     topic_partitions: int = Field(default=6, gt=0)
     topic_replication_factor: int = Field(default=1, gt=0)
     kafka_create_topics: bool = True
@@ -146,6 +151,43 @@ class Settings(BaseSettings):
     @cached_property
     def services_env(self) -> Path:
         return self.data_dir / SERVICES_ENV
+
+
+class ServiceSettings(Settings):
+    """The settings of a process that runs the service: both servers' addresses are set.
+    Made once at start-up by `service_settings`, which names what is missing; everything
+    below takes the checked values from here."""
+
+    kafka_bootstrap_servers: str = Field(validation_alias=KAFKA_ALIASES)
+    mongodb_uri: str = Field(validation_alias=MONGODB_ALIASES)
+
+
+def service_settings(settings: Settings) -> ServiceSettings:
+    """`settings` checked for what running the service needs, or ConfigurationError naming
+    each variable that is not set."""
+    missing = [var for name, var in SERVER_VARIABLES.items() if not getattr(settings, name)]
+    if missing:
+        raise _not_set(missing)
+    if isinstance(settings, ServiceSettings):
+        return settings
+    # Validated already: copied as they are, with the record of what was set explicitly.
+    return ServiceSettings.model_construct(settings.model_fields_set, **dict(settings))
+
+
+def mongodb_uri(settings: Settings) -> str:
+    """The MongoDB address of a command that needs only MongoDB (API keys), checked."""
+    if not settings.mongodb_uri:
+        raise _not_set(["MONGODB_URI"])
+    return settings.mongodb_uri
+
+
+def _not_set(variables: list[str]) -> ConfigurationError:
+    one = len(variables) == 1
+    return ConfigurationError(
+        f"{' and '.join(variables)} {'is' if one else 'are'} not set (and no services.env in "
+        "PHOENIX_DATA_DIR): start the service with `make run`, or set "
+        + ("the variable" if one else "them")
+    )
 
 
 def load_services_env(settings: Settings) -> Settings:
