@@ -3,10 +3,14 @@
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pymongo.errors import PyMongoError
+
+from phoenix_coupons.adapters.mongo import unavailable
 from phoenix_coupons.bootstrap import ConfigurationError, api_key_service, connect_mongo
 from phoenix_coupons.logging import configure_logging
 from phoenix_coupons.runtime import tune_gc
@@ -60,9 +64,34 @@ def _serve(settings: Settings, host: str | None, port: int | None, with_worker: 
     return 0
 
 
-async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
+class MongoUnreachable(Exception):
+    """MongoDB did not answer a CLI command: one line for the operator, not a traceback."""
+
+
+def _hosts(uri: str) -> str:
+    """The hosts of a connection string, without its credentials."""
+    found = re.match(r"mongodb(?:\+srv)?://(?:[^@/]*@)?([^/?]*)", uri)
+    return found.group(1) if found else "(unparsable MONGODB_URI)"
+
+
+def _mongo_error(settings: Settings, from_env: bool, exc: PyMongoError) -> MongoUnreachable:
+    where = (
+        "MONGODB_URI"
+        if from_env
+        else f"{settings.services_env}, written by `make run`: is it still running?"
+    )
+    hosts = _hosts(settings.mongodb_uri or "")
+    if unavailable(exc):
+        return MongoUnreachable(f"MongoDB at {hosts} does not answer (address from {where})")
+    return MongoUnreachable(f"MongoDB at {hosts} (address from {where}): {exc}")
+
+
+async def _api_key(settings: Settings, args: argparse.Namespace, uri_from_env: bool) -> int:
     mongo = connect_mongo(settings)
     try:
+        # A quick look first: a stopped `make run` leaves nothing listening, and PyMongo would
+        # wait its whole server selection time before saying so.
+        await mongo.ping(settings.mongodb_ping_timeout_ms / 1000)
         await mongo.ensure_indexes()
         service = api_key_service(settings, mongo)
         if args.key_command == "create":
@@ -97,6 +126,8 @@ async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
         else:
             _print({"id": args.id, "revoked": True})
         return 0
+    except PyMongoError as exc:
+        raise _mongo_error(settings, uri_from_env, exc) from exc
     finally:
         await mongo.close()
 
@@ -141,7 +172,8 @@ def _print(value: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = load_services_env(Settings())
+    given = Settings()
+    settings = load_services_env(given)
     try:
         if args.command in ("run", "api"):
             configure_logging(settings.log_level)
@@ -150,7 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(settings.log_level)
             return asyncio.run(_worker(settings, args.host, args.port))
         configure_logging(settings.log_level, sys.stderr)
-        return asyncio.run(_api_key(settings, args))
+        return asyncio.run(_api_key(settings, args, given.mongodb_uri is not None))
     except (ConfigurationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except MongoUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -3,6 +3,7 @@
 Test and development only (both come with the `test` extra). Starts each server on a free
 port, waits until it answers on its wire protocol, and stops it by PID on exit, even after
 a failure. A set `KAFKA_BOOTSTRAP_SERVERS` / `MONGODB_URI` wins: that server is not started.
+With `--data-dir`, the addresses are in `<data dir>/services.env` while the command runs.
 
     python -m phoenix_coupons.devservers --data-dir .phoenix -- phoenix-coupons run
     python -m phoenix_coupons.devservers --temp -- pytest
@@ -212,12 +213,22 @@ def _poll(
     raise RuntimeError(f"embedded {name} at {where} did not answer in time: {last}")
 
 
-def write_services_env(path: Path, env: dict[str, str]) -> None:
+def write_services_env(path: Path, env: dict[str, str]) -> str:
+    """Write the servers' addresses for CLI commands in other terminals; returns the text."""
     keys = ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI", FETCH_BACKOFF_ENV)
-    lines = [f"{key}={env[key]}" for key in keys if key in env]
+    text = "\n".join(f"{key}={env[key]}" for key in keys if key in env) + "\n"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
+    return text
+
+
+def remove_services_env(path: Path, written: str) -> None:
+    """Once the servers are gone the file would send CLI commands to dead ports. A file that
+    another run wrote meanwhile (same data folder) is that run's, and stays."""
+    with contextlib.suppress(OSError):
+        if path.read_text() == written:
+            path.unlink()
 
 
 def run_with_servers(command: list[str], data_dir: Path | None) -> int:
@@ -230,11 +241,12 @@ def run_with_servers(command: list[str], data_dir: Path | None) -> int:
         start_kafka=not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
         start_mongodb=not os.environ.get("MONGODB_URI"),
     )
+    services_env, written = root / "services.env", None
     try:
         with servers:
             env = {**os.environ, **servers.env}
             if data_dir is not None:
-                write_services_env(root / "services.env", env)
+                written = write_services_env(services_env, env)
                 env["PHOENIX_DATA_DIR"] = str(root)
             print(
                 "embedded servers: "
@@ -251,6 +263,8 @@ def run_with_servers(command: list[str], data_dir: Path | None) -> int:
                 except KeyboardInterrupt:
                     continue  # let the child finish its own shutdown, then stop the servers
     finally:
+        if written is not None:
+            remove_services_env(services_env, written)
         if temp:
             temp.cleanup()
 
