@@ -117,6 +117,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and (reason := _unreadable_body(exc.__cause__)):
+            details = [FieldIssue(field="body", reason=reason)]
+            return error_response(422, "validation_error", "the request is not valid", details)
         error = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "http_error"
         )
@@ -140,13 +143,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return _internal(exc)
 
 
+def _unreadable_body(cause: BaseException | None) -> str | None:
+    """Why FastAPI could not read a JSON body, for the failures its parser reports as a bare
+    400 (undecodable JSON it reports itself, as `json_invalid`)."""
+    if isinstance(cause, UnicodeDecodeError):
+        byte = cause.object[cause.start]
+        return f"is not valid UTF-8: byte {byte:#04x} at position {cause.start}"
+    if isinstance(cause, RecursionError):
+        return "is JSON nested too deeply to parse"
+    return None
+
+
 def _internal(exc: Exception) -> JSONResponse:
     log.exception("unhandled_error", error=repr(exc))
     return error_response(500, "internal_error", "internal error; see the service logs")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Unparsable request body (e.g. not UTF-8)"},
+    400: {"model": ErrorBody, "description": "A request the server cannot read"},
     401: {"model": ErrorBody, "description": "Missing or invalid credentials"},
     403: {"model": ErrorBody, "description": "Missing scope or other tenant"},
     413: {
