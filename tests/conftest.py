@@ -17,6 +17,7 @@ from phoenix_coupons.devservers import FETCH_BACKOFF_ENV
 from phoenix_coupons.domain.scopes import ALL_SCOPES
 from phoenix_coupons.settings import Settings
 from tests import servers
+from tests.tiers import TIERS, summary_lines, tier_of
 
 TEST_SECRET = "test-secret-key-not-for-production"
 ALL = ",".join(sorted(ALL_SCOPES))
@@ -25,6 +26,31 @@ ALL = ",".join(sorted(ALL_SCOPES))
 # timeout. This process and the workers and APIs the tests start get a longer one (tests of
 # the timeout set their own: tests/e2e/test_mongodb_stall.py).
 os.environ.setdefault("PHOENIX_MONGODB_TIMEOUT_MS", "120000")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier in TIERS:
+        config.addinivalue_line("markers", f"{tier}: a test of tests/{tier}/ (set by folder)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test's tier is its folder: `pytest -m unit` runs the tests that need no server."""
+    for item in items:
+        tier = tier_of(item.nodeid)
+        if tier is not None:
+            item.add_marker(tier)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
+    """The count per tier, after pytest's own summaries and before its closing line (which
+    CI reads, so it stays last)."""
+    yield
+    lines = summary_lines(terminalreporter.stats)
+    if lines:
+        terminalreporter.write_sep("-", "tiers")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
