@@ -1,4 +1,4 @@
-"""The spec's validation table for coupon configs, plus the trigger rules of the issue.
+"""The spec's validation table for coupon configs, plus the trigger rules.
 Pure: the existence of the reward item and code uniqueness are the service's to check."""
 
 import re

@@ -1,5 +1,5 @@
 """Which auto-generate definitions an inbound event triggers, and the occurrence that makes
-issuance idempotent (DESIGN.md, "Rules that define correctness"). Pure."""
+issuance idempotent (docs/design.md, "The rules of matching"). Pure."""
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence

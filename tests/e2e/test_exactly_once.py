@@ -135,7 +135,7 @@ async def test_a_stalled_worker_whose_partitions_moved_commits_nothing_when_it_r
     and a rebalance waits for it), so the second worker joins with the first's
     PHOENIX_WORKER_ID: a static member with the same id replaces the stalled one at once,
     which is exactly the stalled-owner case. On resuming, the first finds its membership
-    taken by another process with its id, and stops with an error (item 12)."""
+    taken by another process with its id, and stops with an error."""
     tenant = scenario.tenant
     stream = build_stream(scenario, 1500, rng.randrange(2**32), prefix="stall")
     first_half, second_half = stream.chunks(2)

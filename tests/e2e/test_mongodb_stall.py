@@ -1,4 +1,4 @@
-"""A stalled MongoDB bounds every request (issue 8, items 11 and 19): with the server stopped
+"""A stalled MongoDB bounds every request: with the server stopped
 (SIGSTOP), `/readyz` answers 503 within its ping timeout, a redeem and a read answer 503
 `service_unavailable` with `Retry-After` within the operation timeout, and the redeem retried
 with its Idempotency-Key once the server is back applies once.

@@ -1,4 +1,4 @@
-"""Usage limits stay exact with two API processes serving at once (issue 4, "Exactness"):
+"""Usage limits stay exact with two API processes serving at once:
 `python -m phoenix_coupons api` twice on the session's servers and database, concurrent redeems
 split across both. No lock is shared but MongoDB's unique slot index."""
 

@@ -1,4 +1,4 @@
-"""The worker through a MongoDB outage and a Kafka outage (issue 3, item 3): transient errors
+"""The worker through a MongoDB outage and a Kafka outage: transient errors
 are retried with backoff, nothing is committed meanwhile, the order within a partition is kept,
 and once the server is back every matching event ends with exactly one coupon, announced.
 

@@ -1,5 +1,5 @@
-"""Codes, prefixes and tenant ids are validated by full-string matches, and codes are ASCII
-(issue 8 items 3 and 4): a trailing newline or a non-ASCII look-alike (`\u017f` upper-cases to `S`)
+"""Codes, prefixes and tenant ids are validated by full-string matches, and codes are ASCII:
+a trailing newline or a non-ASCII look-alike (`\u017f` upper-cases to `S`)
 answers 422 naming the field before any look-up, and never reaches an existing code."""
 
 from typing import Any

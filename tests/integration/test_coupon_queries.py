@@ -1,4 +1,4 @@
-"""Coupon queries of issue 4 through the HTTP API: a definition's codes (paginated, filtered by
+"""Coupon queries through the HTTP API: a definition's codes (paginated, filtered by
 user), a user's wallet with the uses left, one code's state and redemption history, revoking a
 code; scopes, tenant isolation and the 404s."""
 

@@ -1,4 +1,4 @@
-"""Every rule of the spec's validation table and of issue 2 item 6, each as an HTTP call
+"""Every rule of the spec's validation table and the trigger rules, each as an HTTP call
 against the real servers: 422 naming the field with a reason, or 409 for a taken code."""
 
 import copy

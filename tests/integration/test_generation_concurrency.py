@@ -1,5 +1,5 @@
 """Two concurrent 5,000-user bulk calls on one definition: 10,000 distinct codes, each stored
-once and announced on the outbound topic (issue 2, item 9)."""
+once and announced on the outbound topic."""
 
 import asyncio
 from typing import Any

@@ -1,4 +1,4 @@
-"""Every value a client sends has a bound (issue 8 items 1 and 5): the request body size (413,
+"""Every value a client sends has a bound: the request body size (413,
 also for chunked bodies), the reward payload (size, depth, values MongoDB can store), string
 lengths and integer ranges (422 naming the field and the limit), never a 500."""
 

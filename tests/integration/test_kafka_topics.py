@@ -1,4 +1,4 @@
-"""The service's topics at start-up (issue 8, item 14), on the embedded Kafka: created with
+"""The service's topics at start-up, on the embedded Kafka: created with
 `PHOENIX_TOPIC_PARTITIONS` partitions, an existing topic with fewer partitions is reported,
 and a Kafka that cannot be reached fails the worker's start-up within
 `PHOENIX_KAFKA_TOPICS_DEADLINE_SECONDS`, naming the topics and the cause."""

@@ -1,4 +1,4 @@
-"""Code guessing is bounded (issue 8, item 7): failed code look-ups (`code_not_found`) of one
+"""Code guessing is bounded: failed code look-ups (`code_not_found`) of one
 API key in one tenant are counted in MongoDB; past the limit (30 a minute by default) every
 look-up of that key in that tenant answers 429 `too_many_failed_lookups` with Retry-After until
 the window passes. validate, redeem and the code state count alike; two API instances share

@@ -1,4 +1,4 @@
-"""Validate, redeem and roll back through the HTTP API (issue 4): every refusal reason, case
+"""Validate, redeem and roll back through the HTTP API: every refusal reason, case
 rules, shared versus owned codes, usage limits, idempotent redeem, rollback, tenant isolation,
 scopes and the `coupon.redeemed` / `coupon.redemption_rolled_back` events."""
 

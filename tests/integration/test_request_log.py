@@ -1,4 +1,4 @@
-"""Each request's `http_request` log line says who called (issue 8 item 8): the API key id
+"""Each request's `http_request` log line says who called: the API key id
 and the tenant, whichever credential was used and whatever the answer."""
 
 import time

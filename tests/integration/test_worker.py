@@ -30,7 +30,7 @@ from tests.support import read_events, wait_until
 
 Headers = list[tuple[str, bytes]]
 WORKER_STOP_S = 15.0
-# DESIGN.md / issue 3: an API change reaches the worker within 5 s.
+# An API change reaches the worker within 5 s.
 REFRESH_BOUND_S = 5.0
 
 # Every tenant this module issues coupons in: the replay test counts their coupons.

@@ -1,4 +1,4 @@
-"""The worker's consumer group membership (issue 8, item 12), on the embedded Kafka.
+"""The worker's consumer group membership, on the embedded Kafka.
 
 Without `PHOENIX_WORKER_ID` a worker joins as a dynamic member: two on one host (or `run` and
 `worker`) share the partitions. With it, the membership is static (a restarted worker takes

@@ -1,4 +1,4 @@
-"""The standalone worker's readiness (issue 8, items 17 and 19): `/readyz` and the gauge
+"""The standalone worker's readiness: `/readyz` and the gauge
 `phoenix_worker_ready` say whether its dependencies answer. MongoDB is reached through a
 relay the test can freeze (the bytes stop flowing, as from a stalled server), so the session's
 shared server stays up."""

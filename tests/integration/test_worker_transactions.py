@@ -1,4 +1,4 @@
-"""Exactly-once mode (issue 8, item 13) on the embedded Kafka: one transactional producer per
+"""Exactly-once mode on the embedded Kafka: one transactional producer per
 assigned input partition, `{group}.{topic}.{partition}`, initialised at assignment before the
 partition's committed offset is read, so that a former owner of the partition (stalled with
 a transaction open) is fenced and its transaction aborted; a partition whose producer is

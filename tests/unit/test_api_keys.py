@@ -1,4 +1,4 @@
-"""JWT claims judged against the service's injected clock (issue 8 item 2): the lifetime is
+"""JWT claims judged against the service's injected clock: the lifetime is
 measured from now, `iat`/`nbf` may not lie in the future beyond the leeway, and any malformed
 NumericDate answers `invalid_token` (an AuthError), never another exception."""
 

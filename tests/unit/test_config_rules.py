@@ -1,4 +1,4 @@
-"""The spec's validation table and the trigger rules of issue 2, judged by the pure domain."""
+"""The spec's validation table and the trigger rules, judged by the pure domain."""
 
 from datetime import UTC, datetime, timedelta
 from typing import Any

@@ -79,7 +79,7 @@ def test_every_family_and_an_empty_batch() -> None:
 
 
 def test_two_records_that_are_not_json_alone_never_decode_as_two_events() -> None:
-    """Issue 8, item 9: spliced into one array, record 1 (an event, then the start of a
+    """Spliced into one array, record 1 (an event, then the start of a
     second one whose last field opens a string) and record 2 (the string's end and the
     brace) make two valid elements; neither record is an event."""
     first = event(1)

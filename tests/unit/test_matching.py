@@ -1,5 +1,5 @@
 """Which auto-generate definitions an inbound event triggers, and its occurrence key
-(DESIGN.md, "Rules that define correctness"). Pure: definitions built directly, `now` given."""
+(docs/design.md, "The rules of matching"). Pure: definitions built directly, `now` given."""
 
 import uuid
 from datetime import UTC, datetime, timedelta

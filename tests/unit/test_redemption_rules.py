@@ -1,4 +1,4 @@
-"""Redemption rules of issue 4, judged by the pure domain: why a redeem is refused (and in which
+"""Redemption rules, judged by the pure domain: why a redeem is refused (and in which
 order the reasons are checked), the time window's edges, case rules of codes, which usage group
 a redemption counts against, and the uses left. The clock is a plain `now` argument."""
 

@@ -1,4 +1,4 @@
-"""The worker's membership decisions (issue 8, item 12) on Apache Kafka's answers that the
+"""The worker's membership decisions on Apache Kafka's answers that the
 embedded Kafka never gives: FENCED_INSTANCE_ID (82) as aiokafka 0.14 raises it, and which
 group member is another process of the same worker id."""
 
