@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PHOENIX_DATA_DIR ?= .phoenix
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format bench schemas clean
+.PHONY: install run test lint format bench schemas docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,8 @@ run: install
 	PHOENIX_DATA_DIR=$(PHOENIX_DATA_DIR) $(PY) -m phoenix_coupons.devservers \
 		--data-dir $(PHOENIX_DATA_DIR) -- $(PY) -m phoenix_coupons run
 
-# The full suite. PHOENIX_TEST_SERVERS (tests/servers.py) picks the servers: embedded (the
+# The full suite, closing with a count per tier (unit, integration, e2e; `-m unit` runs one
+# tier). PHOENIX_TEST_SERVERS (tests/servers.py) picks the servers: embedded (the
 # default: in a throwaway folder), containers (apache/kafka and mongo through Docker; fails
 # when no Docker engine answers) or external (KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI, which
 # alone also mean external). `make test PHOENIX_TEST_SERVERS=containers`.
@@ -40,6 +41,11 @@ format: install
 # Regenerate the committed JSON Schema and AsyncAPI files from the models in schemas/.
 schemas: install
 	$(PY) -m schemas.export
+
+# Regenerate docs/configuration.md (from the settings' descriptions) and docs/walkthrough.md
+# (from docs/walkthrough.sh); tests/unit/test_docs.py fails when the committed pages differ.
+docs: install
+	$(PY) -m phoenix_coupons.docgen
 
 bench: install
 	$(PY) -m phoenix_coupons.devservers --temp -- $(PY) -m bench

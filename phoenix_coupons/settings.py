@@ -20,11 +20,16 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(
         default=None,
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "PHOENIX_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers, `host:port[,host:port]`. Unset: the "
+        "`services.env` of `PHOENIX_DATA_DIR` (written by `make run`).",
     )
     mongodb_uri: str | None = Field(
-        default=None, validation_alias=AliasChoices("MONGODB_URI", "PHOENIX_MONGODB_URI")
+        default=None,
+        validation_alias=AliasChoices("MONGODB_URI", "PHOENIX_MONGODB_URI"),
+        description="MongoDB connection string (a replica set in production). Unset: the "
+        "`services.env` of `PHOENIX_DATA_DIR` (written by `make run`).",
     )
-    mongodb_database: str = "phoenix_coupons"
+    mongodb_database: str = Field(default="phoenix_coupons", description="Database name.")
     mongodb_timeout_ms: int = Field(
         default=10_000,
         gt=0,
@@ -43,16 +48,44 @@ class Settings(BaseSettings):
         description="/readyz answers 503 when MongoDB does not answer a ping within this.",
     )
 
-    data_dir: Path = Path(".phoenix")
-    secret_key: SecretStr | None = None
+    data_dir: Path = Field(
+        default=Path(".phoenix"),
+        description="Local state of `make run`: the embedded servers' data, `services.env` "
+        "(their addresses, while it runs) and the development `secret.key`.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="At least 16 characters; encrypts the API keys' secrets at rest "
+        "(AES-256-GCM). Required in production; keep it stable, or existing keys' JWTs stop "
+        "verifying. Unset: generated into `PHOENIX_DATA_DIR/secret.key`, with a warning.",
+    )
 
-    api_host: str = "127.0.0.1"
-    api_port: int = 8080
-    log_level: str = "INFO"
+    api_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the API and of the worker's health server (`0.0.0.0` "
+        "in the image).",
+    )
+    api_port: int = Field(default=8080, description="Port of the API.")
+    log_level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
 
-    jwt_max_lifetime_seconds: int = Field(default=24 * 3600, gt=0)
-    idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
-    bulk_max_users: int = Field(default=10_000, gt=0)
+    jwt_max_lifetime_seconds: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description="Longest accepted JWT lifetime: `exp` minus now (or minus `iat` when "
+        "that is earlier); an `iat` or `nbf` in the future is refused.",
+    )
+    idempotency_ttl_seconds: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description="How long an `Idempotency-Key` is remembered. Changing it needs the "
+        "`collMod` action on the database (e.g. role `dbAdmin`).",
+    )
+    bulk_max_users: int = Field(
+        default=10_000,
+        gt=0,
+        description="Most `user_ids` per generate request (at most 10,000); also sizes the "
+        "generate body cap.",
+    )
     api_max_body_bytes: int = Field(
         default=1024 * 1024,
         gt=0,
@@ -66,15 +99,39 @@ class Settings(BaseSettings):
         "copies it into its document and its coupon.redeemed event.",
     )
 
-    topic_coupons_issued: str = "phoenix.coupons.issued"
-    topic_coupons_redeemed: str = "phoenix.coupons.redeemed"
-    topic_achievements: str = "phoenix.achievements"
-    topic_streaks: str = "phoenix.streaks"
-    topic_leaderboards: str = "phoenix.leaderboards"
-    topic_dlq: str = "phoenix.coupons.dlq"
-    topic_partitions: int = Field(default=6, gt=0)
-    topic_replication_factor: int = Field(default=1, gt=0)
-    kafka_create_topics: bool = True
+    topic_coupons_issued: str = Field(
+        default="phoenix.coupons.issued", description="Outbound `coupon.issued` topic."
+    )
+    topic_coupons_redeemed: str = Field(
+        default="phoenix.coupons.redeemed",
+        description="Outbound topic of `coupon.redeemed` and `coupon.redemption_rolled_back`.",
+    )
+    topic_achievements: str = Field(
+        default="phoenix.achievements", description="Inbound achievement events."
+    )
+    topic_streaks: str = Field(default="phoenix.streaks", description="Inbound streak events.")
+    topic_leaderboards: str = Field(
+        default="phoenix.leaderboards", description="Inbound leaderboard events."
+    )
+    topic_dlq: str = Field(default="phoenix.coupons.dlq", description="Dead letters.")
+    topic_partitions: int = Field(
+        default=6,
+        gt=0,
+        description="Partitions of the topics the service creates; an existing topic with "
+        "fewer is logged (`kafka_topic_partitions_below_setting`): at most that many workers "
+        "consume it.",
+    )
+    topic_replication_factor: int = Field(
+        default=1,
+        gt=0,
+        description="Replication factor of the topics the service creates: 3 on a production "
+        "cluster, and at least the brokers' `min.insync.replicas` + 1.",
+    )
+    kafka_create_topics: bool = Field(
+        default=True,
+        description="Create the missing topics above at start (`false`: an operator manages "
+        "them; nothing is checked).",
+    )
     kafka_topics_deadline_seconds: float = Field(
         default=60.0,
         gt=0,
@@ -82,25 +139,45 @@ class Settings(BaseSettings):
         "start before it fails.",
     )
 
-    consumer_group: str = "phoenix-coupons"
+    consumer_group: str = Field(
+        default="phoenix-coupons", description="The worker's Kafka consumer group."
+    )
     worker_id: str | None = Field(
         default=None,
         description="Set: the worker's static group membership id, stable and unique per "
         "replica (a restarted worker takes its partitions back at once; a second process "
         "with the same id fences the first, which stops). Unset: dynamic membership.",
     )
-    exactly_once: bool = False
-    worker_batch_size: int = Field(default=1000, gt=0)
-    worker_poll_ms: int = Field(default=100, gt=0)
-    worker_port: int = 8081
+    exactly_once: bool = Field(
+        default=False,
+        description="`true`: one transactional producer per assigned input partition "
+        "(`<group>.<topic>.<partition>`), so `read_committed` consumers see each "
+        "event-issued coupon and dead letter once, a stalled former owner included; costs a "
+        "producer and its connections per partition and an `InitProducerId` per partition "
+        "on each assignment.",
+    )
+    worker_batch_size: int = Field(default=1000, gt=0, description="Most records per batch.")
+    worker_poll_ms: int = Field(default=100, gt=0, description="Longest wait for records per poll.")
+    worker_port: int = Field(
+        default=8081,
+        description="Port of `/healthz`, `/readyz` and `/metrics` of `phoenix-coupons worker` "
+        "(under `phoenix-coupons run`, the API's port serves them).",
+    )
     worker_ready_timeout_seconds: float = Field(
         default=2.0,
         gt=0,
         description="The worker's readiness pings MongoDB this often and waits as long for "
         "an answer.",
     )
-    definitions_refresh_seconds: float = Field(default=2.0, gt=0)
-    kafka_session_timeout_ms: int = Field(default=10_000, ge=6000)
+    definitions_refresh_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the worker reloads the active auto-generate definitions: an "
+        "API change takes effect within it.",
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, ge=6000, description="The consumer group's session timeout."
+    )
     kafka_empty_fetch_backoff_ms: int = Field(
         default=0,
         ge=0,
@@ -120,9 +197,20 @@ class Settings(BaseSettings):
         "key in that tenant answers 429 until the window passes.",
     )
 
-    outbox_batch_size: int = Field(default=1000, gt=0)
-    outbox_poll_seconds: float = Field(default=5.0, gt=0)
-    outbox_lease_seconds: float = Field(default=30.0, gt=0)
+    outbox_batch_size: int = Field(
+        default=1000, gt=0, description="Rows the outbox relay claims and publishes per batch."
+    )
+    outbox_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the relay sweeps for rows it was not woken for (those a "
+        "crashed process left); a process's own writes wake its relay at once.",
+    )
+    outbox_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a relay's claim on a batch lasts before another relay may take it.",
+    )
 
     @field_validator("code_lookup_failure_limit")
     @classmethod
