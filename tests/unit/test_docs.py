@@ -73,6 +73,31 @@ def test_every_401_reason_is_documented() -> None:
     assert not missing, f"401 reasons missing from docs/api.md, Authentication: {missing}"
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6} (.+)$", re.MULTILINE)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_the_pages_resolve() -> None:
+    pages = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted(DOCS.glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in LINK.findall(page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            name, _, anchor = target.partition("#")
+            path = (page.parent / name) if name else page
+            if not path.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and anchor not in {_slug(h) for h in HEADING.findall(path.read_text())}:
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
 # A document outside the repository (the founding brief, the tracker's issues, a machine's
 # folders) means nothing to a reader of a clone.
 OUTSIDE = re.compile(r"(?-i:DESIGN\.md)|/work/|\bissue (?:item )?\d|\bissue item\b", re.IGNORECASE)
