@@ -38,7 +38,6 @@ from tenacity import (
 )
 
 from consumers import metrics
-from consumers.dead_letters import dead_letter
 from consumers.decode import decode_batch
 from consumers.membership import (
     Membership,
@@ -57,6 +56,7 @@ from phoenix_coupons.adapters.definition_cache import DefinitionCache
 from phoenix_coupons.adapters.kafka import (
     OutboundRecord,
     TopicsUnavailable,
+    dead_letter,
     ensure_topics,
     issued_record,
     make_producer,
@@ -65,7 +65,7 @@ from phoenix_coupons.adapters.kafka import (
 from phoenix_coupons.domain.matching import Event
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.issuance import BatchOutcome, Delivery, IssuanceService
-from phoenix_coupons.settings import Settings
+from phoenix_coupons.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +102,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class Worker:
     def __init__(
         self,
-        settings: Settings,
+        settings: ServiceSettings,
         issuance: IssuanceService,
         cache: DefinitionCache,
         announced: AnnouncedOffsets,
@@ -577,7 +577,7 @@ def _split(
     dead: list[tuple[Record, str, str]] = []
     for record, one in zip(records, decoded, strict=True):
         if isinstance(one, PoisonRecord):
-            dead.append((record, one.kind, one.message))
+            dead.append((record, one.code, one.message))
         else:
             events.append(one)
             sources.append(record)

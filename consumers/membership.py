@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import BrokerResponseError, kafka_errors
 
+from phoenix_coupons.domain.errors import PhoenixError
 from phoenix_coupons.settings import Settings
 
 CLIENT_PREFIX = "phoenix-coupons-"
@@ -43,8 +44,10 @@ class FencedInstanceIdError(BrokerResponseError):  # type: ignore[misc]
 kafka_errors.setdefault(FencedInstanceIdError.errno, FencedInstanceIdError)
 
 
-class WorkerFenced(Exception):
+class WorkerFenced(PhoenixError):
     """Another process joined the group with this worker's `PHOENIX_WORKER_ID`."""
+
+    code = "worker_fenced"
 
 
 def is_fenced_instance(exc: BaseException) -> bool:

@@ -2,7 +2,7 @@
 Nothing connects at import time; `Container.start()` does."""
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from phoenix_coupons.adapters.redemption_repo import outbox_sources as redemptio
 from phoenix_coupons.adapters.reward_repo import MongoRewardRepo
 from phoenix_coupons.domain.clock import Clock, utc_now
 from phoenix_coupons.domain.codes import CodeGenerator, RandomSource
+from phoenix_coupons.domain.errors import ConfigurationError
 from phoenix_coupons.services.api_keys import ApiKeyService
 from phoenix_coupons.services.coupon_queries import CouponQueries
 from phoenix_coupons.services.definitions import DefinitionService
@@ -32,7 +33,13 @@ from phoenix_coupons.services.issuance import IssuanceService
 from phoenix_coupons.services.redemptions import RedemptionService
 from phoenix_coupons.services.rewards import RewardService
 from phoenix_coupons.services.secrets_box import SecretBox
-from phoenix_coupons.settings import Settings, load_services_env
+from phoenix_coupons.settings import (
+    ServiceSettings,
+    Settings,
+    load_services_env,
+    mongodb_uri,
+    service_settings,
+)
 
 if TYPE_CHECKING:
     from consumers.loop import Worker
@@ -42,10 +49,6 @@ log = structlog.get_logger(__name__)
 SECRET_FILE = "secret.key"
 # The API's try at the topics: it serves without Kafka, so it does not wait long for it.
 API_TOPICS_DEADLINE_S = 5.0
-
-
-class ConfigurationError(RuntimeError):
-    pass
 
 
 def new_id() -> str:
@@ -77,19 +80,9 @@ def resolve_secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def required(value: str | None, name: str) -> str:
-    if not value:
-        raise ConfigurationError(
-            f"{name} is not set (and no services.env in PHOENIX_DATA_DIR): "
-            "start the service with `make run`, or set the variable"
-        )
-    return value
-
-
 def connect_mongo(settings: Settings) -> Mongo:
-    uri = required(settings.mongodb_uri, "MONGODB_URI")
     return Mongo(
-        uri,
+        mongodb_uri(settings),
         settings.mongodb_database,
         settings.idempotency_ttl_seconds,
         timeout_ms=settings.mongodb_timeout_ms,
@@ -108,9 +101,13 @@ def api_key_service(settings: Settings, mongo: Mongo, clock: Clock = utc_now) ->
 
 @dataclass
 class Container:
-    settings: Settings
+    """Built from the settings as given: they are completed from services.env and checked
+    here (ConfigurationError names what is missing), before anything is built."""
+
+    given: InitVar[Settings]
     clock: Clock = utc_now
     rng: RandomSource | None = None
+    settings: ServiceSettings = field(init=False)
     mongo: Mongo = field(init=False)
     lookup_limiter: MongoLookupLimiter = field(init=False)
     relay: OutboxRelay = field(init=False)
@@ -123,17 +120,15 @@ class Container:
     redemptions: RedemptionService = field(init=False)
     coupon_queries: CouponQueries = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.settings = load_services_env(self.settings)
-        s = self.settings
-        bootstrap = required(s.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    def __post_init__(self, given: Settings) -> None:
+        self.settings = s = service_settings(load_services_env(given))
         self.mongo = connect_mongo(s)
         coupons = MongoCouponRepo(self.mongo)
         definitions = MongoDefinitionRepo(self.mongo, coupons)
         rewards = MongoRewardRepo(self.mongo)
         self.relay = OutboxRelay(
             self.mongo,
-            lambda: make_producer(bootstrap),
+            lambda: make_producer(s.kafka_bootstrap_servers),
             s.topic_coupons_issued,
             self.clock,
             batch_size=s.outbox_batch_size,

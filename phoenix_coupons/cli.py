@@ -11,7 +11,8 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from phoenix_coupons.adapters.mongo import unavailable
-from phoenix_coupons.bootstrap import ConfigurationError, api_key_service, connect_mongo
+from phoenix_coupons.bootstrap import api_key_service, connect_mongo
+from phoenix_coupons.domain.errors import ConfigurationError
 from phoenix_coupons.logging import configure_logging
 from phoenix_coupons.runtime import tune_gc
 from phoenix_coupons.settings import Settings, load_services_env

@@ -7,11 +7,21 @@ import limits
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from phoenix_coupons.domain.errors import ConfigurationError
+from schemas import topics
+
 SERVICES_ENV = "services.env"
 # Per user id of a generate request: a 255-character id (up to 1,020 bytes of UTF-8, 1,530
 # when every character is sent as a \uXXXX escape) and a 255-character ASCII custom code,
 # each quoted and comma-separated: 2 KiB covers all but escaped characters beyond the BMP.
 GENERATE_BYTES_PER_USER = 2048
+KAFKA_ALIASES = AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "PHOENIX_KAFKA_BOOTSTRAP_SERVERS")
+MONGODB_ALIASES = AliasChoices("MONGODB_URI", "PHOENIX_MONGODB_URI")
+# The servers' addresses, by the variables operators set them with.
+SERVER_VARIABLES = {
+    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "mongodb_uri": "MONGODB_URI",
+}
 
 
 class Settings(BaseSettings):
@@ -19,13 +29,13 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "PHOENIX_KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=KAFKA_ALIASES,
         description="Kafka bootstrap servers, `host:port[,host:port]`. Unset: the "
         "`services.env` of `PHOENIX_DATA_DIR` (written by `make run`).",
     )
     mongodb_uri: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("MONGODB_URI", "PHOENIX_MONGODB_URI"),
+        validation_alias=MONGODB_ALIASES,
         description="MongoDB connection string (a replica set in production). Unset: the "
         "`services.env` of `PHOENIX_DATA_DIR` (written by `make run`).",
     )
@@ -100,20 +110,20 @@ class Settings(BaseSettings):
     )
 
     topic_coupons_issued: str = Field(
-        default="phoenix.coupons.issued", description="Outbound `coupon.issued` topic."
+        default=topics.COUPONS_ISSUED, description="Outbound `coupon.issued` topic."
     )
     topic_coupons_redeemed: str = Field(
-        default="phoenix.coupons.redeemed",
+        default=topics.COUPONS_REDEEMED,
         description="Outbound topic of `coupon.redeemed` and `coupon.redemption_rolled_back`.",
     )
     topic_achievements: str = Field(
-        default="phoenix.achievements", description="Inbound achievement events."
+        default=topics.ACHIEVEMENTS, description="Inbound achievement events."
     )
-    topic_streaks: str = Field(default="phoenix.streaks", description="Inbound streak events.")
+    topic_streaks: str = Field(default=topics.STREAKS, description="Inbound streak events.")
     topic_leaderboards: str = Field(
-        default="phoenix.leaderboards", description="Inbound leaderboard events."
+        default=topics.LEADERBOARDS, description="Inbound leaderboard events."
     )
-    topic_dlq: str = Field(default="phoenix.coupons.dlq", description="Dead letters.")
+    topic_dlq: str = Field(default=topics.DEAD_LETTERS, description="Dead letters.")
     topic_partitions: int = Field(
         default=6,
         gt=0,
@@ -234,6 +244,43 @@ class Settings(BaseSettings):
     @cached_property
     def services_env(self) -> Path:
         return self.data_dir / SERVICES_ENV
+
+
+class ServiceSettings(Settings):
+    """The settings of a process that runs the service: both servers' addresses are set.
+    Made once at start-up by `service_settings`, which names what is missing; everything
+    below takes the checked values from here."""
+
+    kafka_bootstrap_servers: str = Field(validation_alias=KAFKA_ALIASES)
+    mongodb_uri: str = Field(validation_alias=MONGODB_ALIASES)
+
+
+def service_settings(settings: Settings) -> ServiceSettings:
+    """`settings` checked for what running the service needs, or ConfigurationError naming
+    each variable that is not set."""
+    missing = [var for name, var in SERVER_VARIABLES.items() if not getattr(settings, name)]
+    if missing:
+        raise _not_set(missing)
+    if isinstance(settings, ServiceSettings):
+        return settings
+    # Validated already: copied as they are, with the record of what was set explicitly.
+    return ServiceSettings.model_construct(settings.model_fields_set, **dict(settings))
+
+
+def mongodb_uri(settings: Settings) -> str:
+    """The MongoDB address of a command that needs only MongoDB (API keys), checked."""
+    if not settings.mongodb_uri:
+        raise _not_set(["MONGODB_URI"])
+    return settings.mongodb_uri
+
+
+def _not_set(variables: list[str]) -> ConfigurationError:
+    one = len(variables) == 1
+    return ConfigurationError(
+        f"{' and '.join(variables)} {'is' if one else 'are'} not set (and no services.env in "
+        "PHOENIX_DATA_DIR): start the service with `make run`, or set "
+        + ("the variable" if one else "them")
+    )
 
 
 def load_services_env(settings: Settings) -> Settings:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from schemas import topics
 from schemas.events import CouponIssued, CouponRedeemed, RedemptionRolledBack
 from schemas.inbound import AchievementCompleted, LeaderboardRank, StreakMilestone
 
@@ -23,28 +24,28 @@ EVENTS: dict[str, type[BaseModel]] = {
     "coupon.redemption_rolled_back": RedemptionRolledBack,
 }
 
-# Default topic names (each is configurable, see the README's configuration table).
+# At the default topic names (each is configurable).
 CHANNELS: dict[str, dict[str, Any]] = {
     "achievements": {
-        "address": "phoenix.achievements",
+        "address": topics.ACHIEVEMENTS,
         "messages": ["achievement_completed"],
         "in": True,
         "description": "Upstream achievement service: one record per completed achievement.",
     },
     "streaks": {
-        "address": "phoenix.streaks",
+        "address": topics.STREAKS,
         "messages": ["streak_milestone"],
         "in": True,
         "description": "Upstream streak service: one record per streak milestone.",
     },
     "leaderboards": {
-        "address": "phoenix.leaderboards",
+        "address": topics.LEADERBOARDS,
         "messages": ["leaderboard_rank"],
         "in": True,
         "description": "Upstream leaderboard service: one record per user rank at a period end.",
     },
     "couponsIssued": {
-        "address": "phoenix.coupons.issued",
+        "address": topics.COUPONS_ISSUED,
         "messages": ["coupon.issued"],
         "in": False,
         "description": "Every issued coupon, whatever its source (event or bulk). At least "
@@ -52,7 +53,7 @@ CHANNELS: dict[str, dict[str, Any]] = {
         "event-issued coupons); deduplicate by event_id.",
     },
     "couponsRedeemed": {
-        "address": "phoenix.coupons.redeemed",
+        "address": topics.COUPONS_REDEEMED,
         "messages": ["coupon.redeemed", "coupon.redemption_rolled_back"],
         "in": False,
         "description": "Every redemption and every rollback of one, with the reward item's "
@@ -60,7 +61,7 @@ CHANNELS: dict[str, dict[str, Any]] = {
         "by event_id. A rollback follows its redemption on the same partition (key user_id).",
     },
     "deadLetters": {
-        "address": "phoenix.coupons.dlq",
+        "address": topics.DEAD_LETTERS,
         "messages": ["dead_letter"],
         "in": False,
         "description": "Inbound records that could not be processed: the original key and "

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.bounds import CODE_MAX_LENGTH, CODE_PATTERN, ExternalId
 from schemas.rewards import RewardItem
 
+# Why a redeem is refused: the one list. The domain returns these, the API answers them as
+# `error` (404 for code_not_found, else 409) and `reason`, with the message beside each.
 RefusalReason = Literal[
     "code_not_found",
     "not_yet_valid",
@@ -19,6 +21,17 @@ RefusalReason = Literal[
     "global_limit_reached",
     "coupon_revoked",
 ]
+REFUSALS: dict[RefusalReason, str] = {
+    "code_not_found": "no such code in this tenant",
+    "not_yet_valid": "the coupon is not valid yet (starts_at is in the future)",
+    "expired": "the coupon has expired",
+    "definition_paused": "the coupon's definition is paused",
+    "definition_archived": "the coupon's definition is archived",
+    "not_owner": "this code was issued to another user",
+    "per_user_limit_reached": "the user has used this coupon as often as allowed",
+    "global_limit_reached": "the coupon has been used as often as allowed",
+    "coupon_revoked": "the code has been revoked",
+}
 
 
 class RedeemRequest(BaseModel):

@@ -12,8 +12,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from phoenix_coupons.adapters.mongo import Doc, Mongo, aware, duplicates_only
 from phoenix_coupons.domain import issue_keys
+from phoenix_coupons.domain.errors import DuplicateCodes
 from phoenix_coupons.domain.models import Coupon
-from phoenix_coupons.services.ports import DuplicateCodes
 
 IN_CHUNK = 1000  # keep `$in` lists and batches a reasonable size
 ORDER = [("issued_at", -1), ("_id", 1)]  # lists: newest first (indexes in mongo_schema.py)
@@ -123,7 +123,20 @@ class MongoCouponRepo:
         doc = await self._col.find_one({"tenant_id": tenant_id, "code_norm": code_norm})
         return from_doc(doc) if doc else None
 
-    async def page(self, query: Doc, limit: int, offset: int) -> tuple[list[Coupon], int]:
+    async def definition_codes(
+        self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
+    ) -> tuple[list[Coupon], int]:
+        query: Doc = {"tenant_id": tenant_id, "definition_id": definition_id}
+        if user_id is not None:
+            query["user_id"] = user_id
+        return await self._page(query, limit, offset)
+
+    async def wallet(
+        self, tenant_id: str, user_id: str, limit: int, offset: int
+    ) -> tuple[list[Coupon], int]:
+        return await self._page({"tenant_id": tenant_id, "user_id": user_id}, limit, offset)
+
+    async def _page(self, query: Doc, limit: int, offset: int) -> tuple[list[Coupon], int]:
         total = await self._col.count_documents(query)
         cursor = self._col.find(query).sort(ORDER)
         return [from_doc(d) async for d in cursor.skip(offset).limit(limit)], total

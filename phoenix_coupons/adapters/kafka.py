@@ -1,4 +1,6 @@
-"""Kafka plumbing shared by the relay and the worker."""
+"""Kafka plumbing shared by the relay and the worker, and the one place that lays out our
+records: the events' (key user_id, JSON value, headers event_type, tenant_id, event_id,
+content-type) and the dead letters' (the original key and bytes, the error in headers)."""
 
 import asyncio
 import time
@@ -8,10 +10,12 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.structs import ConsumerRecord
 
-from phoenix_coupons.domain.events import coupon_issued
+from phoenix_coupons.domain.errors import PhoenixError
+from phoenix_coupons.domain.events import OutboundEvent, coupon_issued
 from phoenix_coupons.domain.models import Coupon
-from phoenix_coupons.settings import Settings
+from phoenix_coupons.settings import ServiceSettings, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -24,20 +28,57 @@ class OutboundRecord:
     headers: list[tuple[str, bytes]]
 
 
-def issued_record(coupon: Coupon, topic: str) -> OutboundRecord:
-    """The `coupon.issued` record of a coupon: same bytes however often it is built."""
-    event = coupon_issued(coupon)
+MAX_DEAD_LETTER_ERROR_CHARS = 2000
+
+
+def event_record(event: OutboundEvent, topic: str) -> OutboundRecord:
+    """An outbound event's record: same bytes however often it is built. Keyed by user, so
+    a user's events keep their order on one partition."""
     return OutboundRecord(
         topic=topic,
         key=event.user_id.encode(),
         value=event.model_dump_json().encode(),
-        headers=[
-            ("event_type", b"coupon.issued"),
-            ("tenant_id", coupon.tenant_id.encode()),
-            ("event_id", event.event_id.encode()),
-            ("content-type", b"application/json"),
-        ],
+        headers=_headers(
+            {
+                "event_type": event.event_type,
+                "tenant_id": event.tenant_id,
+                "event_id": event.event_id,
+                "content-type": "application/json",
+            }
+        ),
     )
+
+
+def issued_record(coupon: Coupon, topic: str) -> OutboundRecord:
+    """The `coupon.issued` record of a coupon."""
+    return event_record(coupon_issued(coupon), topic)
+
+
+def dead_letter(
+    record: ConsumerRecord[bytes, bytes], topic: str, code: str, message: str, failed_at: str
+) -> OutboundRecord:
+    """The original key and bytes, its headers (but an earlier dead-lettering's), and why."""
+    kept = [(k, v) for k, v in (record.headers or ()) if not k.startswith("dlq_")]
+    return OutboundRecord(
+        topic=topic,
+        key=record.key,
+        value=record.value or b"",
+        headers=kept
+        + _headers(
+            {
+                "dlq_error_kind": code,
+                "dlq_error": message[:MAX_DEAD_LETTER_ERROR_CHARS],
+                "dlq_source_topic": record.topic,
+                "dlq_source_partition": str(record.partition),
+                "dlq_source_offset": str(record.offset),
+                "dlq_failed_at": failed_at,
+            }
+        ),
+    )
+
+
+def _headers(values: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(name, value.encode()) for name, value in values.items()]
 
 
 async def send(producer: AIOKafkaProducer, record: OutboundRecord) -> "asyncio.Future[object]":
@@ -72,15 +113,17 @@ def all_topics(settings: Settings) -> list[str]:
     ]
 
 
-class TopicsUnavailable(RuntimeError):
+class TopicsUnavailable(PhoenixError):
     """The service's topics could not be created or verified before the deadline."""
+
+    code = "topics_unavailable"
 
 
 # Per-topic answers of CreateTopics that mean "done": none, or another process was first.
 _CREATED = (0, TopicAlreadyExistsError.errno)
 
 
-async def ensure_topics(settings: Settings) -> None:
+async def ensure_topics(settings: ServiceSettings) -> None:
     """Create the service's missing topics with `topic_partitions` partitions, retried until
     they all exist or `kafka_topics_deadline_seconds` passed (then `TopicsUnavailable`, naming
     the topics and the last cause). Kafka's metadata requests may auto-create a topic that is
@@ -88,7 +131,6 @@ async def ensure_topics(settings: Settings) -> None:
     exist before anything produces to or consumes from it. An existing topic with fewer
     partitions than the setting is reported (partitions are never removed, and adding some
     moves keys to other partitions: an operator's decision)."""
-    assert settings.kafka_bootstrap_servers
     deadline = settings.kafka_topics_deadline_seconds
     end = time.monotonic() + deadline
     attempt = 0
@@ -119,7 +161,7 @@ class _NotYet(Exception):
     """Created, but not listed yet: look again."""
 
 
-async def _ensure_once(settings: Settings) -> None:
+async def _ensure_once(settings: ServiceSettings) -> None:
     wanted = all_topics(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:

@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from phoenix_coupons.adapters.mongo import Doc, Mongo, epoch_ms
 from phoenix_coupons.adapters.mongo_schema import LOOKUP_FAILURES
 from phoenix_coupons.domain.clock import Clock
-from phoenix_coupons.services.ports import TooManyFailedLookups
+from phoenix_coupons.domain.errors import TooManyFailedLookups
 
 
 class MongoCounters(Storage):

@@ -8,7 +8,7 @@ Where that server (nx-27017) differs from MongoDB in what we do use, the workaro
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import pymongo
 import structlog
@@ -40,6 +40,7 @@ from phoenix_coupons.adapters.mongo_schema import (
     concurrent_change,
     plan,
 )
+from phoenix_coupons.domain.errors import PhoenixError
 
 Doc = dict[str, Any]
 log = structlog.get_logger(__name__)
@@ -53,10 +54,18 @@ STAND_IN_PROCESS = "nx_27017"  # `buildInfo.process` of the embedded server (mon
 INDEX_BUILD_TIMEOUT_S = 3600.0
 
 
-class IndexesNotConverged(RuntimeError):
-    pass
+class IndexesNotConverged(PhoenixError):
+    """Another process keeps changing the same indexes, or they conflict."""
+
+    code = "indexes_not_converged"
 
 
+@overload
+def aware(value: datetime | str) -> datetime: ...
+@overload
+def aware(value: None) -> None: ...
+@overload
+def aware(value: datetime | str | None) -> datetime | None: ...
 def aware(value: datetime | str | None) -> datetime | None:
     """A stored timestamp as an aware UTC datetime. The embedded test server turns datetimes
     written by a top-level `$set` into strings; MongoDB does not, and this reads both."""

@@ -11,6 +11,8 @@ from typing import Any
 
 from pymongo.errors import OperationFailure
 
+from phoenix_coupons.domain.errors import PhoenixError
+
 Keys = tuple[tuple[str, int | str], ...]
 ASC, DESC = 1, -1
 
@@ -148,9 +150,11 @@ def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
     )
 
 
-class IndexConflict(RuntimeError):
+class IndexConflict(PhoenixError):
     """An index has a declared key but another uniqueness or no TTL: changing it is no
     start-up's decision (a unique index may not build over the data)."""
+
+    code = "index_conflict"
 
 
 @dataclass

@@ -26,6 +26,8 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from phoenix_coupons.domain.errors import PhoenixError
+
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 # Broker answers about the producer or the cluster's configuration, not about the record.
 NOT_THE_RECORD = (
@@ -42,18 +44,18 @@ NOT_THE_RECORD = (
 )
 
 
-class Unsendable(Exception):
-    """A row whose record can never be sent; `reason` is a stable label (metrics, logs)."""
+class Unsendable(PhoenixError):
+    """A row whose record can never be sent; `code` is the dead record's stable reason
+    (metrics, logs, `outbox_dead`)."""
 
-    def __init__(self, reason: str, error: str) -> None:
-        super().__init__(error)
-        self.reason = reason
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code)
 
 
 def dead_reason(exc: BaseException) -> str | None:
     """The reason a record failing with `exc` can never be sent, or None: transient."""
     if isinstance(exc, Unsendable):
-        return exc.reason
+        return exc.code
     if isinstance(exc, TOO_LARGE):
         return "too_large"
     if isinstance(exc, NOT_THE_RECORD):

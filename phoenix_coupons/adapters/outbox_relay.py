@@ -41,6 +41,17 @@ DEAD_COLLECTION = OUTBOX_DEAD.name
 ERROR_CHARS = 500
 
 
+def outbox_entry(prefix: str, pending: bool = True) -> Doc:
+    """The fields that make a row an entry of the outbox `prefix` (the only place that sets
+    them outside the relay): pending or not, and claimed by no relay."""
+    pending_f, lease_f, owner_f = _outbox_fields(prefix)
+    return {pending_f: pending, lease_f: None, owner_f: None}
+
+
+def _outbox_fields(prefix: str) -> tuple[str, str, str]:
+    return f"{prefix}_pending", f"{prefix}_lease", f"{prefix}_owner"
+
+
 @dataclass(frozen=True)
 class OutboxSource:
     """Rows of `collection` whose `<prefix>_pending` is true are announced with `render`;
@@ -58,7 +69,7 @@ class OutboxSource:
 
     @property
     def fields(self) -> tuple[str, str, str]:
-        return f"{self.prefix}_pending", f"{self.prefix}_lease", f"{self.prefix}_owner"
+        return _outbox_fields(self.prefix)
 
     @property
     def dead_field(self) -> str:
@@ -241,7 +252,7 @@ class OutboxRelay:
 
     def _observe(self, source: OutboxSource, seen: list[Doc], now: datetime) -> None:
         since = source.since or source.order_by
-        stamps = [t for d in seen if (t := aware(d.get(since))) is not None]
+        stamps = [aware(d[since]) for d in seen if d.get(since) is not None]
         age = max(0.0, (now - min(stamps)).total_seconds()) if stamps else 0.0
         self._metrics.oldest_pending.labels(source.name).set(age)
         self._metrics.backlog.labels(source.name).set(len(seen))

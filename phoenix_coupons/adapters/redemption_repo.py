@@ -9,19 +9,58 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from phoenix_coupons.adapters.kafka import OutboundRecord
+from phoenix_coupons.adapters.kafka import OutboundRecord, event_record
 from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
 from phoenix_coupons.adapters.outbox_failures import Unsendable
-from phoenix_coupons.adapters.outbox_relay import OutboxSource
-from phoenix_coupons.domain.events import event_id
-from phoenix_coupons.services.ports import SlotTaken
-from schemas.events import CouponRedeemed, RedemptionRolledBack
+from phoenix_coupons.adapters.outbox_relay import OutboxSource, outbox_entry
+from phoenix_coupons.domain.errors import SlotTaken
+from phoenix_coupons.domain.events import coupon_redeemed, redemption_rolled_back
+from phoenix_coupons.domain.redemption import Redemption
+from schemas.redemptions import Coupon as CouponSnapshot
+from schemas.rewards import RewardItem
+
+REDEEMED = "publish"  # the outbox of its coupon.redeemed event
+ROLLED_BACK = "rollback_publish"  # and of its coupon.redemption_rolled_back
 
 
-def normalized(doc: Doc) -> Doc:
-    for field in ("redeemed_at", "rolled_back_at"):
-        doc[field] = aware(doc.get(field))
-    return doc
+def to_doc(redemption: Redemption, slot: str, slot_no: int | None) -> Doc:
+    """A new redemption's row: `slot` (numbered `slot_no` within its group's limit, None for
+    a free slot) and the flat copies of its coupon that the indexes and events read."""
+    r = redemption
+    return {
+        "_id": r.id,
+        "tenant_id": r.tenant_id,
+        "definition_id": r.coupon.definition_id,
+        "coupon_id": r.coupon.id,
+        "code": r.coupon.code,
+        "user_id": r.user_id,
+        "group": r.group,
+        "state": r.state,
+        "redeemed_at": r.redeemed_at,
+        "rolled_back_at": r.rolled_back_at,
+        "coupon": r.coupon.model_dump(),
+        "reward": r.reward.model_dump(),
+        "request_hash": r.request_hash,
+        "slot": slot,
+        "slot_no": slot_no,
+        **outbox_entry(REDEEMED),
+        **outbox_entry(ROLLED_BACK, pending=False),
+    }
+
+
+def from_doc(doc: Doc) -> Redemption:
+    return Redemption(
+        id=doc["_id"],
+        tenant_id=doc["tenant_id"],
+        user_id=doc["user_id"],
+        group=doc["group"],
+        state=doc["state"],
+        redeemed_at=aware(doc["redeemed_at"]),
+        rolled_back_at=aware(doc.get("rolled_back_at")),
+        coupon=CouponSnapshot.model_validate(doc["coupon"]),
+        reward=RewardItem.model_validate(doc["reward"]),
+        request_hash=doc.get("request_hash"),
+    )
 
 
 class MongoRedemptionRepo:
@@ -44,16 +83,16 @@ class MongoRedemptionRepo:
                 continue
         raise RuntimeError(f"could not allocate a slot hint for {group}")
 
-    async def insert(self, doc: Doc) -> None:
+    async def insert(self, redemption: Redemption, slot: str, slot_no: int | None) -> None:
         """Raises SlotTaken when the slot (or the id) is taken."""
         try:
-            await self._col.insert_one(doc)
+            await self._col.insert_one(to_doc(redemption, slot, slot_no))
         except DuplicateKeyError as exc:
             raise SlotTaken(str(exc)) from exc
 
-    async def get(self, tenant_id: str, redemption_id: str) -> Doc | None:
+    async def get(self, tenant_id: str, redemption_id: str) -> Redemption | None:
         doc = await self._col.find_one({"_id": redemption_id, "tenant_id": tenant_id})
-        return normalized(doc) if doc else None
+        return from_doc(doc) if doc else None
 
     async def active_count(self, group: str) -> int:
         return await self._col.count_documents({"group": group, "state": "redeemed"})
@@ -74,7 +113,7 @@ class MongoRedemptionRepo:
 
     async def roll_back(
         self, tenant_id: str, redemption_id: str, free_slot: str, at: datetime
-    ) -> Doc | None:
+    ) -> Redemption | None:
         """Give the use back, once: None when missing or rolled back already."""
         doc = await self._col.find_one_and_update(
             {"_id": redemption_id, "tenant_id": tenant_id, "state": "redeemed"},
@@ -84,50 +123,24 @@ class MongoRedemptionRepo:
                     "slot": free_slot,
                     "slot_no": None,
                     "rolled_back_at": at,
-                    "rollback_publish_pending": True,
+                    **outbox_entry(ROLLED_BACK),
                 }
             },
             return_document=ReturnDocument.AFTER,
         )
-        return normalized(doc) if doc else None
+        return from_doc(doc) if doc else None
 
-    async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[Doc]:
+    async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[Redemption]:
         cursor = self._col.find({"coupon_id": coupon_id}).sort("redeemed_at", -1).limit(limit)
-        return [normalized(d) async for d in cursor]
-
-
-def _event_record(doc: Doc, topic: str, kind: str, at_field: str) -> OutboundRecord:
-    model = CouponRedeemed if kind == "coupon.redeemed" else RedemptionRolledBack
-    event = model(
-        event_id=event_id(kind, doc["_id"]),
-        occurred_at=aware(doc[at_field]),
-        tenant_id=doc["tenant_id"],
-        user_id=doc["user_id"],
-        redemption_id=doc["_id"],
-        coupon_id=doc["coupon_id"],
-        code=doc["code"],
-        definition_id=doc["definition_id"],
-        reward=doc["reward"],
-    )
-    return OutboundRecord(
-        topic=topic,
-        key=doc["user_id"].encode(),
-        value=event.model_dump_json().encode(),
-        headers=[
-            ("event_type", kind.encode()),
-            ("tenant_id", doc["tenant_id"].encode()),
-            ("event_id", event.event_id.encode()),
-            ("content-type", b"application/json"),
-        ],
-    )
+        return [from_doc(d) async for d in cursor]
 
 
 def _rollback_record(doc: Doc, topic: str) -> OutboundRecord:
-    if doc.get("publish_dead"):
+    if doc.get(f"{REDEEMED}_dead"):
         # Its redemption was never announced: a reversal of a grant no one saw would be
         # wrong. Set aside too; an operator who re-queues the redemption re-queues this.
         raise Unsendable("redeem_dead", "the redemption's own coupon.redeemed event is dead")
-    return _event_record(doc, topic, "coupon.redemption_rolled_back", "rolled_back_at")
+    return event_record(redemption_rolled_back(from_doc(doc)), topic)
 
 
 def outbox_sources(topic: str) -> list[OutboxSource]:
@@ -136,18 +149,18 @@ def outbox_sources(topic: str) -> list[OutboxSource]:
         OutboxSource(
             "coupon.redeemed",
             "redemptions",
-            "publish",
+            REDEEMED,
             "redeemed_at",
-            lambda d: _event_record(d, topic, "coupon.redeemed", "redeemed_at"),
+            lambda d: event_record(coupon_redeemed(from_doc(d)), topic),
         ),
         OutboxSource(
             "coupon.redemption_rolled_back",
             "redemptions",
-            "rollback_publish",
+            ROLLED_BACK,
             "redeemed_at",
             lambda d: _rollback_record(d, topic),
             # Never before the redemption's own event, even when another relay holds that one.
-            requires={"publish_pending": {"$ne": True}},
+            requires={f"{REDEEMED}_pending": {"$ne": True}},
             since="rolled_back_at",
         ),
     ]

@@ -6,8 +6,9 @@ import structlog
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from phoenix_coupons.api.errors import Forbidden
-from phoenix_coupons.services.api_keys import AuthError, Principal
+from phoenix_coupons.api.deps import ApiKeys
+from phoenix_coupons.domain.errors import Forbidden, Unauthenticated
+from phoenix_coupons.services.api_keys import Principal
 
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="Plaintext API key (`pk_...`)."
@@ -22,19 +23,21 @@ bearer = HTTPBearer(
 
 async def authenticate(
     request: Request,
+    service: ApiKeys,
     api_key: str | None = Depends(api_key_header),
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 ) -> Principal:
-    service = request.app.state.container.api_keys
     if api_key:
         principal: Principal = await service.from_api_key(api_key)
     elif credentials is not None:
         principal = await service.from_jwt(credentials.credentials)
     elif request.headers.get("Authorization"):
-        raise AuthError("malformed_authorization", "Authorization must be 'Bearer <jwt>'")
+        raise Unauthenticated(
+            "Authorization must be 'Bearer <jwt>'", code="malformed_authorization"
+        )
     else:
-        raise AuthError(
-            "missing_credentials", "send an X-API-Key header or an Authorization: Bearer JWT"
+        raise Unauthenticated(
+            "send an X-API-Key header or an Authorization: Bearer JWT", code="missing_credentials"
         )
     structlog.contextvars.bind_contextvars(api_key_id=principal.key_id)
     # For the request log line, written by a middleware outside this dependency's context.
@@ -47,11 +50,11 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
 
     async def check(request: Request, principal: Principal = Depends(authenticate)) -> Principal:
         if scope not in principal.scopes:
-            raise Forbidden("missing_scope", f"the API key lacks the scope {scope!r}")
+            raise Forbidden(f"the API key lacks the scope {scope!r}", code="missing_scope")
         tenant = request.path_params.get("tenant_id")
         if principal.tenant_id is not None and tenant is not None and tenant != principal.tenant_id:
             raise Forbidden(
-                "tenant_forbidden", "the API key is bound to another tenant than this path's"
+                "the API key is bound to another tenant than this path's", code="tenant_forbidden"
             )
         return principal
 
@@ -63,9 +66,11 @@ def require_global(scope: str) -> Callable[..., Awaitable[Principal]]:
 
     async def check(principal: Principal = Depends(require(scope))) -> Principal:
         if principal.via != "api_key":
-            raise Forbidden("api_key_required", "this endpoint accepts only the X-API-Key header")
+            raise Forbidden(
+                "this endpoint accepts only the X-API-Key header", code="api_key_required"
+            )
         if principal.tenant_id is not None:
-            raise Forbidden("tenant_bound_key", "this endpoint needs a key bound to no tenant")
+            raise Forbidden("this endpoint needs a key bound to no tenant", code="tenant_bound_key")
         return principal
 
     return check

@@ -11,9 +11,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from phoenix_coupons.adapters.mongo import unavailable
 from phoenix_coupons.api.redemption_metrics import LOOKUPS_REFUSED
-from phoenix_coupons.domain.errors import Conflict, DomainError, NotFound, ValidationFailed
-from phoenix_coupons.services.api_keys import AuthError
-from phoenix_coupons.services.ports import TooManyFailedLookups
+from phoenix_coupons.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    TooManyFailedLookups,
+    Unauthenticated,
+    ValidationFailed,
+)
 from schemas.errors import ErrorBody, FieldIssue
 
 log = structlog.get_logger(__name__)
@@ -24,13 +30,16 @@ REASONS = {
     "extra_forbidden": "unknown field: not accepted here",
     "missing": "is required",
 }
-
-
-class Forbidden(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+# The status of each branch of the hierarchy (domain/errors.py); a subclass answers its
+# nearest ancestor's, and a DomainError of no branch 400.
+STATUS: dict[type[DomainError], int] = {
+    ValidationFailed: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    TooManyFailedLookups: 429,
+}
 
 
 def error_response(
@@ -77,14 +86,17 @@ def field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _status_of(exc: DomainError) -> int:
-    if isinstance(exc, ValidationFailed):
-        return 422
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Conflict):
-        return 409
-    return 400
+def status_of(exc: DomainError) -> int:
+    return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 400)
+
+
+def _headers(exc: DomainError) -> dict[str, str] | None:
+    if isinstance(exc, Unauthenticated):
+        return {"WWW-Authenticate": "Bearer, ApiKey"}
+    if isinstance(exc, TooManyFailedLookups):
+        LOOKUPS_REFUSED.inc()
+        return {"Retry-After": str(exc.retry_after)}
+    return None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -95,25 +107,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        details = [FieldIssue(field=d.field, reason=d.reason) for d in getattr(exc, "details", [])]
+        details = [
+            FieldIssue(field=d.field, reason=d.reason)
+            for d in (exc.details if isinstance(exc, ValidationFailed) else ())
+        ]
         conflicts = exc.conflicts or None if isinstance(exc, Conflict) else None
-        return error_response(_status_of(exc), exc.code, exc.message, details, conflicts)
-
-    @app.exception_handler(TooManyFailedLookups)
-    async def _too_many(_: Request, exc: TooManyFailedLookups) -> JSONResponse:
-        LOOKUPS_REFUSED.inc()
-        headers = {"Retry-After": str(exc.retry_after)}
-        return error_response(429, exc.code, exc.message, headers=headers)
-
-    @app.exception_handler(AuthError)
-    async def _unauthenticated(_: Request, exc: AuthError) -> JSONResponse:
         return error_response(
-            401, exc.reason, exc.message, headers={"WWW-Authenticate": "Bearer, ApiKey"}
+            status_of(exc), exc.code, exc.message, details, conflicts, _headers(exc)
         )
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return error_response(403, exc.reason, exc.message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

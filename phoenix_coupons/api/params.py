@@ -2,9 +2,8 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Path, Query
 
-from phoenix_coupons.bootstrap import Container
 from schemas.bounds import (
     CODE_MAX_LENGTH,
     CODE_PATTERN,
@@ -61,11 +60,3 @@ Code = Annotated[
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
 # Bounded: MongoDB's skip is a signed 64-bit int (a larger offset was a 500).
 Offset = Annotated[int, Query(ge=0, le=INT_MAX, description="Items to skip.")]
-
-
-def container(request: Request) -> Container:
-    c: Container = request.app.state.container
-    return c
-
-
-Services = Annotated[Container, Depends(container)]

@@ -1,9 +1,14 @@
 """Outbound events built from domain records: deterministic, so a retry yields the same event."""
 
 import uuid
+from datetime import datetime
+from typing import TypeVar
 
 from phoenix_coupons.domain.models import Coupon
-from schemas.events import CouponIssued
+from phoenix_coupons.domain.redemption import Redemption
+from schemas.events import CouponIssued, CouponRedeemed, RedemptionRolledBack
+
+OutboundEvent = CouponIssued | CouponRedeemed | RedemptionRolledBack
 
 EVENT_NAMESPACE = uuid.UUID("5b0f4e6e-2f43-4c5c-9d0a-6f0c0b7a3c11")
 
@@ -29,4 +34,32 @@ def coupon_issued(coupon: Coupon) -> CouponIssued:
         trigger_event_id=coupon.trigger_event_id,
         starts_at=coupon.starts_at,
         expires_at=coupon.expires_at,
+    )
+
+
+def coupon_redeemed(redemption: Redemption) -> CouponRedeemed:
+    return _redemption_event(CouponRedeemed, redemption, redemption.redeemed_at)
+
+
+def redemption_rolled_back(redemption: Redemption) -> RedemptionRolledBack:
+    if redemption.rolled_back_at is None:
+        raise ValueError("the redemption has not been rolled back")
+    return _redemption_event(RedemptionRolledBack, redemption, redemption.rolled_back_at)
+
+
+RedemptionEvent = TypeVar("RedemptionEvent", CouponRedeemed, RedemptionRolledBack)
+
+
+def _redemption_event(model: type[RedemptionEvent], r: Redemption, at: datetime) -> RedemptionEvent:
+    kind = model.model_fields["event_type"].default
+    return model(
+        event_id=event_id(kind, r.id),
+        occurred_at=at,
+        tenant_id=r.tenant_id,
+        user_id=r.user_id,
+        redemption_id=r.id,
+        coupon_id=r.coupon.id,
+        code=r.coupon.code,
+        definition_id=r.coupon.definition_id,
+        reward=r.reward.model_dump(),
     )

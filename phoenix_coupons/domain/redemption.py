@@ -1,5 +1,5 @@
 """Redemption rules: may this user use this code now, and which usage limit does it count
-against. Pure: the clock is injected, storage is the service's.
+against; and the redemption record. Pure: the clock is injected, storage is the service's.
 
 Usage limits are exact without multi-document transactions: each active redemption holds a
 numbered slot of its usage group (unique index), so at most `max_uses` can exist, and one
@@ -9,10 +9,35 @@ insert is the whole redemption: a crash leaves all of it or none.
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from phoenix_coupons.domain import codes
+from phoenix_coupons.domain.errors import CodeNotFound, Refused
 from phoenix_coupons.domain.models import Coupon
 from schemas.coupons import CouponDefinition
+from schemas.redemptions import Coupon as CouponSnapshot
+from schemas.redemptions import RefusalReason
+from schemas.rewards import RewardItem
+
+RedemptionState = Literal["redeemed", "rolled_back"]
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """One use of a coupon, with the coupon and the reward item as they were when redeemed.
+    `group`: the usage group it counts against while redeemed; `request_hash`: the body of
+    the keyed request that made it (a replay with another body is refused)."""
+
+    id: str
+    tenant_id: str
+    user_id: str
+    group: str
+    state: RedemptionState
+    redeemed_at: datetime
+    coupon: CouponSnapshot
+    reward: RewardItem
+    request_hash: str | None = None
+    rolled_back_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -21,7 +46,7 @@ class UsageGroup:
 
     key: str
     limit: int | None
-    refusal: str  # the reason given when the limit is reached
+    refusal: RefusalReason | None  # the reason given when the limit is reached
 
     def slot(self, number: int) -> str:
         return f"{self.key}#{number}"
@@ -34,7 +59,7 @@ def usage_group(defn: CouponDefinition, user_id: str) -> UsageGroup:
         return UsageGroup(f"u:{defn.id}:{user}", limit.max_uses, "per_user_limit_reached")
     if limit.limit_type == "global":
         return UsageGroup(f"g:{defn.id}", limit.max_uses, "global_limit_reached")
-    return UsageGroup(f"n:{defn.id}", None, "")
+    return UsageGroup(f"n:{defn.id}", None, None)
 
 
 def free_slot(redemption_id: str) -> str:
@@ -49,7 +74,9 @@ def code_matches(coupon: Coupon, defn: CouponDefinition, code: str) -> bool:
     return coupon.code_norm == codes.normalize(code)
 
 
-def refusal(coupon: Coupon, defn: CouponDefinition, user_id: str, now: datetime) -> str | None:
+def refusal(
+    coupon: Coupon, defn: CouponDefinition, user_id: str, now: datetime
+) -> RefusalReason | None:
     """Why `user_id` may not redeem `coupon` now (limits aside), or None."""
     if coupon.status == "revoked":
         return "coupon_revoked"
@@ -65,6 +92,11 @@ def refusal(coupon: Coupon, defn: CouponDefinition, user_id: str, now: datetime)
     if coupon.kind == "issued" and coupon.user_id != user_id:
         return "not_owner"
     return None
+
+
+def refused(reason: RefusalReason) -> Refused | CodeNotFound:
+    """The error of a refusal: an unknown code is not found (404), the others conflict."""
+    return CodeNotFound() if reason == "code_not_found" else Refused(reason)
 
 
 def remaining(limit: int | None, used: int) -> int | None:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import jwt
 
 from phoenix_coupons.domain.clock import Clock
+from phoenix_coupons.domain.errors import Unauthenticated
 from phoenix_coupons.domain.models import ApiKey
 from phoenix_coupons.domain.scopes import parse_scopes
 from phoenix_coupons.services.ports import ApiKeyRepo
@@ -37,15 +38,6 @@ class Principal:
     via: Literal["api_key", "jwt"]
 
 
-class AuthError(Exception):
-    """401: the credentials are missing or not valid. `reason` is machine-readable."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
 @dataclass(frozen=True)
 class TokenTimes:
     exp: float
@@ -54,7 +46,7 @@ class TokenTimes:
 
 
 def token_times(claims: dict[str, Any]) -> TokenTimes:
-    """The token's NumericDate claims, or AuthError `invalid_token` naming a malformed one
+    """The token's NumericDate claims, or Unauthenticated `invalid_token` naming a malformed one
     (a string, a boolean, NaN, infinity, or out of range): never another exception."""
     values: dict[str, float | None] = {}
     for name in ("exp", "iat", "nbf"):
@@ -67,15 +59,15 @@ def token_times(claims: dict[str, Any]) -> TokenTimes:
             or not isinstance(value, int | float)
             or not 0 <= value <= MAX_NUMERIC_DATE  # False for NaN too
         ):
-            raise AuthError(
-                "invalid_token",
+            raise Unauthenticated(
                 f"the token's {name!r} claim must be a NumericDate: seconds since the epoch, "
                 f"from 0 to {MAX_NUMERIC_DATE}",
+                code="invalid_token",
             )
         values[name] = float(value)
     exp = values["exp"]
     if exp is None:
-        raise AuthError("missing_claims", "token lacks claims: exp")
+        raise Unauthenticated("token lacks claims: exp", code="missing_claims")
     return TokenTimes(exp=exp, iat=values["iat"], nbf=values["nbf"])
 
 
@@ -137,38 +129,48 @@ class ApiKeyService:
 
     async def from_api_key(self, plaintext: str) -> Principal:
         if len(plaintext) > MAX_API_KEY_CHARS:
-            raise AuthError("unknown_api_key", "the API key is not known")
+            raise Unauthenticated("the API key is not known", code="unknown_api_key")
         key = await self._repo.by_hash(key_hash(plaintext))
         if key is None:
-            raise AuthError("unknown_api_key", "the API key is not known")
+            raise Unauthenticated("the API key is not known", code="unknown_api_key")
         return self._principal(key, "api_key")
 
     async def from_jwt(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_CHARS:
-            raise AuthError(
-                "malformed_token", f"the bearer token is longer than {MAX_TOKEN_CHARS} characters"
+            raise Unauthenticated(
+                f"the bearer token is longer than {MAX_TOKEN_CHARS} characters",
+                code="malformed_token",
             )
         try:
             header = jwt.get_unverified_header(token)
             unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
-            raise AuthError("malformed_token", f"the bearer token is not a JWT: {exc}") from exc
+            raise Unauthenticated(
+                f"the bearer token is not a JWT: {exc}", code="malformed_token"
+            ) from exc
         if header.get("alg") != "HS256":
-            raise AuthError(
-                "unsupported_algorithm", f"token algorithm {header.get('alg')!r}: only HS256"
+            raise Unauthenticated(
+                f"token algorithm {header.get('alg')!r}: only HS256",
+                code="unsupported_algorithm",
             )
         missing = [c for c in REQUIRED_CLAIMS if c not in unverified]
         if missing:
-            raise AuthError("missing_claims", f"token lacks claims: {', '.join(missing)}")
+            raise Unauthenticated(
+                f"token lacks claims: {', '.join(missing)}", code="missing_claims"
+            )
         if unverified["sub_type"] != "admin":
-            raise AuthError("not_admin", "token sub_type must be 'admin'")
+            raise Unauthenticated("token sub_type must be 'admin'", code="not_admin")
         times = token_times(unverified)
         key_id = unverified["sub_id"]
         if not isinstance(key_id, str) or len(key_id) > MAX_KEY_ID_CHARS:
-            raise AuthError("invalid_token", "the token's 'sub_id' must be an API key id")
+            raise Unauthenticated(
+                "the token's 'sub_id' must be an API key id", code="invalid_token"
+            )
         key = await self._repo.get(key_id)
         if key is None:
-            raise AuthError("unknown_api_key", "the token's sub_id is not a known API key")
+            raise Unauthenticated(
+                "the token's sub_id is not a known API key", code="unknown_api_key"
+            )
         try:
             # The signature only: the times are judged below, by the service's clock.
             jwt.decode(
@@ -183,9 +185,11 @@ class ApiKeyService:
                 },
             )
         except jwt.InvalidSignatureError as exc:
-            raise AuthError("bad_signature", "the token signature does not verify") from exc
+            raise Unauthenticated(
+                "the token signature does not verify", code="bad_signature"
+            ) from exc
         except jwt.PyJWTError as exc:
-            raise AuthError("invalid_token", f"the token is not valid: {exc}") from exc
+            raise Unauthenticated(f"the token is not valid: {exc}", code="invalid_token") from exc
         self._check_times(times, self._clock().timestamp())
         return self._principal(key, "jwt")
 
@@ -193,24 +197,24 @@ class ApiKeyService:
         """Expiry, not-before and the lifetime cap, measured from now: an `iat` in the future
         cannot stretch the lifetime, and a backdated one cannot either."""
         if times.exp + JWT_LEEWAY_S < now:
-            raise AuthError("token_expired", "the token has expired")
+            raise Unauthenticated("the token has expired", code="token_expired")
         for name, at in (("nbf", times.nbf), ("iat", times.iat)):
             if at is not None and at > now + JWT_LEEWAY_S:
-                raise AuthError(
-                    "token_not_yet_valid",
+                raise Unauthenticated(
                     f"the token's {name!r} lies in the future (more than {JWT_LEEWAY_S} s ahead)",
+                    code="token_not_yet_valid",
                 )
         start = min(times.iat, now) if times.iat is not None else now
         if times.exp - start > self._max_lifetime + JWT_LEEWAY_S:
-            raise AuthError(
-                "token_lifetime_too_long",
+            raise Unauthenticated(
                 f"token lifetime exceeds the allowed {self._max_lifetime} s",
+                code="token_lifetime_too_long",
             )
 
     @staticmethod
     def _principal(key: ApiKey, via: Literal["api_key", "jwt"]) -> Principal:
         if not key.active:
-            raise AuthError("revoked_api_key", "the API key has been revoked")
+            raise Unauthenticated("the API key has been revoked", code="revoked_api_key")
         return Principal(
             key_id=key.id,
             name=key.name,

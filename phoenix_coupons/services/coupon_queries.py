@@ -3,7 +3,7 @@ and revoking a code."""
 
 from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.clock import Clock
-from phoenix_coupons.domain.errors import NotFound
+from phoenix_coupons.domain.errors import CodeNotFound
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import remaining, usage_group
 from phoenix_coupons.services.definitions import definition_not_found
@@ -11,15 +11,14 @@ from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
     LookupLimiter,
-    RedemptionDoc,
     RedemptionRepo,
 )
 from phoenix_coupons.services.redemptions import coupon_view, redemption_view
 from schemas.redemptions import CodeState, CouponList, Wallet, WalletCoupon
 
 
-def code_not_found(code: str) -> NotFound:
-    return NotFound(message=f"no code {code!r} in this tenant", code="code_not_found")
+def code_not_found(code: str) -> CodeNotFound:
+    return CodeNotFound(f"no code {code!r} in this tenant")
 
 
 class CouponQueries:
@@ -42,17 +41,14 @@ class CouponQueries:
     ) -> CouponList:
         if await self._definitions.get(tenant_id, definition_id) is None:
             raise definition_not_found(definition_id)
-        query: RedemptionDoc = {"tenant_id": tenant_id, "definition_id": definition_id}
-        if user_id is not None:
-            query["user_id"] = user_id
-        items, total = await self._coupons.page(query, limit, offset)
+        items, total = await self._coupons.definition_codes(
+            tenant_id, definition_id, user_id, limit, offset
+        )
         return CouponList(coupons=[coupon_view(c) for c in items], total=total)
 
     async def wallet(self, tenant_id: str, user_id: str, limit: int, offset: int) -> Wallet:
         """The user's own coupons with the uses left to them now."""
-        items, total = await self._coupons.page(
-            {"tenant_id": tenant_id, "user_id": user_id}, limit, offset
-        )
+        items, total = await self._coupons.wallet(tenant_id, user_id, limit, offset)
         definitions = {
             d: await self._definitions.get(tenant_id, d) for d in {c.definition_id for c in items}
         }
@@ -87,7 +83,7 @@ class CouponQueries:
     async def _state(self, coupon: Coupon) -> CodeState:
         history = await self._redemptions.for_coupon(coupon.id)
         return CodeState(
-            coupon=coupon_view(coupon), redemptions=[redemption_view(d) for d in history]
+            coupon=coupon_view(coupon), redemptions=[redemption_view(r) for r in history]
         )
 
     async def revoke(self, tenant_id: str, code: str) -> CodeState:

@@ -8,12 +8,17 @@ from pydantic import ValidationError
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.config_rules import merge_patch, validated
-from phoenix_coupons.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from phoenix_coupons.domain.errors import (
+    Conflict,
+    DuplicateCodes,
+    FieldError,
+    NotFound,
+    ValidationFailed,
+)
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
-    DuplicateCodes,
     IdFactory,
     RewardRepo,
 )

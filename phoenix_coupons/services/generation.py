@@ -1,6 +1,5 @@
 """Bulk generation: coupons for a list of users, announced through the outbox relay."""
 
-import hashlib
 from collections.abc import Callable, Sequence
 
 from phoenix_coupons.domain import codes, issue_keys
@@ -9,15 +8,16 @@ from phoenix_coupons.domain.config_rules import code_reason
 from phoenix_coupons.domain.errors import (
     CodeSpaceExhausted,
     Conflict,
+    DuplicateCodes,
     FieldError,
     ValidationFailed,
 )
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.definitions import definition_not_found
+from phoenix_coupons.services.idempotency import key_reused, request_hash
 from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
-    DuplicateCodes,
     IdempotencyRepo,
     IdFactory,
 )
@@ -26,10 +26,6 @@ from schemas.coupons import CouponDefinition, GeneratedCoupon, GenerateRequest, 
 # Rounds of redrawing codes that collided with codes stored meanwhile; with the capacity
 # check keeping spaces at most half full, more than a few rounds means something is wrong.
 MAX_DRAW_ROUNDS = 8
-
-
-def request_hash(body: GenerateRequest) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
 class GenerationService:
@@ -67,11 +63,7 @@ class GenerationService:
         if claim.outcome == "replay" and claim.response is not None:
             return GenerateResponse.model_validate(claim.response)
         if claim.outcome == "mismatch":
-            raise ValidationFailed(
-                message="this Idempotency-Key was used with a different request body",
-                code="idempotency_key_reused",
-                details=[FieldError("Idempotency-Key", "already used with another body")],
-            )
+            raise key_reused("this Idempotency-Key was used with a different request body")
         if claim.outcome == "in_progress":
             raise Conflict(
                 message="a request with this Idempotency-Key is still in progress; retry later",

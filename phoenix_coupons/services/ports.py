@@ -5,32 +5,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from phoenix_coupons.domain.errors import DomainError
 from phoenix_coupons.domain.models import ApiKey, Coupon
+from phoenix_coupons.domain.redemption import Redemption
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
 
 IdFactory = Callable[[], str]
-
-
-RedemptionDoc = dict[str, Any]
-
-
-class SlotTaken(Exception):
-    """Another redemption holds this slot (or this redemption id exists already)."""
-
-
-class DuplicateCodes(Exception):
-    """An all-or-nothing insert hit a code (or issue key) that already exists."""
-
-
-@dataclass
-class TooManyFailedLookups(DomainError):
-    """429: the caller's failed code look-ups reached the limit; every look-up of its key in
-    the tenant is refused for `retry_after` more seconds."""
-
-    retry_after: int = 1
-    code: str = "too_many_failed_lookups"
 
 
 @dataclass(frozen=True)
@@ -83,9 +63,18 @@ class CouponRepo(Protocol):
     async def insert_atomic(self, coupons: Sequence[Coupon]) -> None: ...
     async def by_issue_keys(self, keys: Sequence[str]) -> dict[str, Coupon]: ...
     async def by_code(self, tenant_id: str, code_norm: str) -> Coupon | None: ...
-    async def page(
-        self, query: dict[str, Any], limit: int, offset: int
-    ) -> tuple[list[Coupon], int]: ...
+    async def definition_codes(
+        self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
+    ) -> tuple[list[Coupon], int]:
+        """A definition's coupons (only `user_id`'s when given), newest first, and their count."""
+        ...
+
+    async def wallet(
+        self, tenant_id: str, user_id: str, limit: int, offset: int
+    ) -> tuple[list[Coupon], int]:
+        """A user's coupons across definitions, newest first, and their count."""
+        ...
+
     async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None: ...
     async def for_trigger_events(self, origins: Sequence[tuple[str, str, str]]) -> list[Coupon]: ...
 
@@ -97,16 +86,31 @@ class IdempotencyRepo(Protocol):
 
 
 class RedemptionRepo(Protocol):
-    async def next_slot_hint(self, group: str) -> int: ...
-    async def insert(self, doc: RedemptionDoc) -> None: ...
-    async def get(self, tenant_id: str, redemption_id: str) -> RedemptionDoc | None: ...
+    """Redemptions hold slots: at most one redemption per slot, so a group of `max_uses`
+    numbered slots allows exactly that many active redemptions."""
+
+    async def next_slot_hint(self, group: str) -> int:
+        """1, 2, 3, ... per group (atomic): the slot number a new redemption tries first."""
+        ...
+
+    async def insert(self, redemption: Redemption, slot: str, slot_no: int | None) -> None:
+        """Store it in `slot` (number `slot_no` of its group, None: a free slot); SlotTaken
+        when that slot or the redemption's id is taken."""
+        ...
+
+    async def get(self, tenant_id: str, redemption_id: str) -> Redemption | None: ...
     async def active_count(self, group: str) -> int: ...
     async def used_slots(self, group: str) -> set[int]: ...
     async def active_counts(self, groups: Sequence[str]) -> dict[str, int]: ...
     async def roll_back(
         self, tenant_id: str, redemption_id: str, free_slot: str, at: datetime
-    ) -> RedemptionDoc | None: ...
-    async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[RedemptionDoc]: ...
+    ) -> Redemption | None:
+        """Rolled back into `free_slot`, once: None when missing or rolled back already."""
+        ...
+
+    async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[Redemption]:
+        """The coupon's redemptions, newest first."""
+        ...
 
 
 class LookupLimiter(Protocol):

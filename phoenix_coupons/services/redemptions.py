@@ -1,36 +1,42 @@
 """Validate, redeem and roll back coupons; exact usage limits under concurrency."""
 
 import asyncio
-import hashlib
 import random
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import cast
 
 from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.clock import Clock
-from phoenix_coupons.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from phoenix_coupons.domain.errors import (
+    CodeNotFound,
+    Conflict,
+    NotFound,
+    Refused,
+    SlotTaken,
+)
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import (
+    Redemption,
     UsageGroup,
     code_matches,
     free_slot,
     refusal,
+    refused,
     usage_group,
 )
+from phoenix_coupons.services.idempotency import key_reused, request_hash
 from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
     LookupLimiter,
-    RedemptionDoc,
     RedemptionRepo,
     RewardRepo,
-    SlotTaken,
 )
 from schemas.coupons import CouponDefinition
 from schemas.redemptions import Coupon as CouponView
-from schemas.redemptions import RedeemRequest, Redemption, RefusalReason, ValidateResponse
+from schemas.redemptions import RedeemRequest, ValidateResponse
+from schemas.redemptions import Redemption as RedemptionView
 from schemas.rewards import RewardItem
 
 # Usage limits this small are served by trying their slots in order (per_user limits mostly).
@@ -38,47 +44,21 @@ SMALL_LIMIT = 4
 REDEMPTION_NAMESPACE = uuid.UUID("8d1f2b9e-3c44-4f0a-9b6e-2a7c5e1d0f42")
 
 
-class Refused(Conflict):
-    """A redeem the rules refuse (409): `code` is the stable reason."""
-
-
-class CodeNotFound(NotFound):
-    """404 with the stable reason `code_not_found`."""
-
-
-MESSAGES = {
-    "code_not_found": "no such code in this tenant",
-    "not_yet_valid": "the coupon is not valid yet (starts_at is in the future)",
-    "expired": "the coupon has expired",
-    "definition_paused": "the coupon's definition is paused",
-    "definition_archived": "the coupon's definition is archived",
-    "not_owner": "this code was issued to another user",
-    "per_user_limit_reached": "the user has used this coupon as often as allowed",
-    "global_limit_reached": "the coupon has been used as often as allowed",
-    "coupon_revoked": "the code has been revoked",
-}
-
-
-def refused(reason: str) -> Refused | CodeNotFound:
-    if reason == "code_not_found":
-        return CodeNotFound(message=MESSAGES[reason], code=reason)
-    return Refused(message=MESSAGES[reason], code=reason)
-
-
 def coupon_view(coupon: Coupon) -> CouponView:
     data = asdict(coupon)
     return CouponView.model_validate({k: data[k] for k in CouponView.model_fields})
 
 
-def redemption_view(doc: RedemptionDoc) -> Redemption:
-    return Redemption(
-        redemption_id=doc["_id"],
-        status=doc["state"],
-        user_id=doc["user_id"],
-        redeemed_at=doc["redeemed_at"],
-        rolled_back_at=doc.get("rolled_back_at"),
-        coupon=CouponView.model_validate(doc["coupon"]),
-        reward=RewardItem.model_validate(doc["reward"]),
+def redemption_view(redemption: Redemption) -> RedemptionView:
+    r = redemption
+    return RedemptionView(
+        redemption_id=r.id,
+        status=r.state,
+        user_id=r.user_id,
+        redeemed_at=r.redeemed_at,
+        rolled_back_at=r.rolled_back_at,
+        coupon=r.coupon,
+        reward=r.reward,
     )
 
 
@@ -117,7 +97,7 @@ class RedemptionService:
             )
         if coupon is None or defn is None or not code_matches(coupon, defn, body.code):
             await self._lookups.failed(caller, tenant_id)
-            raise refused("code_not_found")
+            raise CodeNotFound()
         if reward is None or reward.item_id != defn.config.reward_item_id:  # config changed
             reward = await self._rewards.get(tenant_id, defn.config.reward_item_id)
         if reward is None:  # deleting a granted reward is refused; this is a broken state
@@ -129,10 +109,8 @@ class RedemptionService:
     async def validate(self, tenant_id: str, body: RedeemRequest, caller: str) -> ValidateResponse:
         try:
             coupon, defn, reward = await self._load(tenant_id, body, caller)
-        except (Refused, CodeNotFound) as exc:
-            return ValidateResponse(
-                valid=False, reason=cast(RefusalReason, exc.code), coupon=None, reward=None
-            )
+        except CodeNotFound as exc:
+            return ValidateResponse(valid=False, reason=exc.code, coupon=None, reward=None)
         reason = refusal(coupon, defn, body.user_id, self._clock())
         if reason is None:
             group = usage_group(defn, body.user_id)
@@ -141,7 +119,7 @@ class RedemptionService:
                 reason = group.refusal
         return ValidateResponse(
             valid=reason is None,
-            reason=cast(RefusalReason | None, reason),
+            reason=reason,
             coupon=coupon_view(coupon),
             reward=reward,
         )
@@ -152,7 +130,7 @@ class RedemptionService:
         body: RedeemRequest,
         caller: str,
         idempotency_key: str | None = None,
-    ) -> tuple[Redemption, bool]:
+    ) -> tuple[RedemptionView, bool]:
         """The redemption, and whether it is new (False: the replay of a keyed redeem). A
         replay looks up no code: it is answered even while `caller` is over its limit."""
         if idempotency_key is not None:
@@ -168,27 +146,19 @@ class RedemptionService:
         if reason is not None:
             raise refused(reason)
         group = usage_group(defn, body.user_id)
-        doc: RedemptionDoc = {
-            "_id": rid,
-            "tenant_id": tenant_id,
-            "definition_id": defn.id,
-            "coupon_id": coupon.id,
-            "code": coupon.code,
-            "user_id": body.user_id,
-            "group": group.key,
-            "state": "redeemed",
-            "redeemed_at": now,
-            "rolled_back_at": None,
-            "coupon": coupon_view(coupon).model_dump(),
-            "reward": reward.model_dump(),
-            "publish_pending": True,
-            "publish_lease": None,
-            "rollback_publish_pending": False,
-            "rollback_publish_lease": None,
-            "request_hash": _request_hash(body),
-        }
+        redemption = Redemption(
+            id=rid,
+            tenant_id=tenant_id,
+            user_id=body.user_id,
+            group=group.key,
+            state="redeemed",
+            redeemed_at=now,
+            coupon=coupon_view(coupon),
+            reward=reward,
+            request_hash=request_hash(body),
+        )
         try:
-            await self._take_slot(doc, group, keyed=idempotency_key is not None)
+            await self._take_slot(redemption, group, keyed=idempotency_key is not None)
         except (SlotTaken, Refused):
             # Only the redemption id can clash here: a concurrent call with the same key won.
             # Its use may also be the one that filled the limit: replay it, not a refusal.
@@ -199,52 +169,48 @@ class RedemptionService:
                 raise
             return self._replay(earlier, body), False
         self._on_redeemed()
-        return redemption_view(doc), True
+        return redemption_view(redemption), True
 
-    async def _take_slot(self, doc: RedemptionDoc, group: UsageGroup, keyed: bool) -> None:
+    async def _take_slot(self, redemption: Redemption, group: UsageGroup, keyed: bool) -> None:
         """Insert the redemption into a free slot of its group, or refuse at the limit.
         `keyed`: the redemption id comes from an Idempotency-Key, so a clash may be on it."""
-        if group.limit is None:
-            await self._redemptions.insert({**doc, "slot": free_slot(doc["_id"]), "slot_no": None})
+        limit, full = group.limit, group.refusal
+        if limit is None or full is None:
+            await self._redemptions.insert(redemption, free_slot(redemption.id), None)
             return
-        if group.limit <= SMALL_LIMIT:  # a few slots: try them in order, no hint needed
-            candidates = list(range(1, group.limit + 1))
+        if limit <= SMALL_LIMIT:  # a few slots: try them in order, no hint needed
+            candidates = list(range(1, limit + 1))
         else:
             hint = await self._redemptions.next_slot_hint(group.key)
-            candidates = [hint] if hint <= group.limit else []
+            candidates = [hint] if hint <= limit else []
         while True:
             for number in candidates:
                 try:
-                    await self._redemptions.insert(
-                        {**doc, "slot": group.slot(number), "slot_no": number}
-                    )
+                    await self._redemptions.insert(redemption, group.slot(number), number)
                     return
                 except SlotTaken:
-                    if keyed and await self._redemptions.get(doc["tenant_id"], doc["_id"]):
+                    if keyed and await self._redemptions.get(redemption.tenant_id, redemption.id):
                         raise  # the id itself exists: a keyed replay, handled by the caller
             # Past the hint: slots freed by rollbacks (or left by a crash) are reused.
             used = await self._redemptions.used_slots(group.key)
-            holes = [n for n in range(1, group.limit + 1) if n not in used]
+            holes = [n for n in range(1, limit + 1) if n not in used]
             if not holes:
-                raise refused(group.refusal)
+                raise refused(full)
             random.shuffle(holes)  # concurrent callers spread over the free slots
             candidates = holes
 
-    def _replay(self, earlier: RedemptionDoc, body: RedeemRequest) -> Redemption:
-        if earlier.get("request_hash") != _request_hash(body):
-            raise ValidationFailed(  # as for bulk generation: 422, naming the header
-                message="this Idempotency-Key was used for another redeem request",
-                code="idempotency_key_reused",
-                details=[FieldError("Idempotency-Key", "already used with another body")],
-            )
+    def _replay(self, earlier: Redemption, body: RedeemRequest) -> RedemptionView:
+        if earlier.request_hash != request_hash(body):
+            # As for bulk generation: 422, naming the header.
+            raise key_reused("this Idempotency-Key was used for another redeem request")
         return redemption_view(earlier)
 
-    async def rollback(self, tenant_id: str, redemption_id: str) -> Redemption:
+    async def rollback(self, tenant_id: str, redemption_id: str) -> RedemptionView:
         now = self._clock()
-        doc = await self._redemptions.roll_back(
+        redemption = await self._redemptions.roll_back(
             tenant_id, redemption_id, free_slot(redemption_id), now
         )
-        if doc is None:
+        if redemption is None:
             existing = await self._redemptions.get(tenant_id, redemption_id)
             if existing is None:
                 raise NotFound(
@@ -254,8 +220,4 @@ class RedemptionService:
                 message="the redemption has been rolled back already", code="already_rolled_back"
             )
         self._on_redeemed()
-        return redemption_view(doc)
-
-
-def _request_hash(body: RedeemRequest) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        return redemption_view(redemption)

@@ -19,7 +19,7 @@ from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import utc_now
 from phoenix_coupons.domain.events import event_id
 from phoenix_coupons.domain.models import Coupon
-from phoenix_coupons.services.generation import request_hash
+from phoenix_coupons.services.idempotency import request_hash
 from phoenix_coupons.settings import Settings
 from schemas.coupons import GenerateRequest
 from tests.support import wait_until

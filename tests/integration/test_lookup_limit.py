@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.clock import utc_now
-from phoenix_coupons.services.ports import TooManyFailedLookups
+from phoenix_coupons.domain.errors import TooManyFailedLookups
 from phoenix_coupons.settings import Settings
 from tests.conftest import KeyFactory
 

@@ -4,12 +4,14 @@
 reward item and definition endpoints uses it on each error the API answers.
 """
 
-from typing import Any
+import re
+from typing import Any, get_args
 
 import httpx
 import pytest
 
 from schemas.errors import ErrorBody
+from schemas.redemptions import RefusalReason
 
 ERROR_KEYS = {"error", "message", "details"}
 ERROR_REF = "#/components/schemas/ErrorBody"
@@ -162,3 +164,16 @@ async def test_unknown_route_and_method_answer_the_error_body(
     assert_error(await client.get("/v1/nowhere", headers=admin["headers"]), 404, "not_found")
     response = await client.patch(f"/v1/tenants/{tenant}/coupons", headers=admin["headers"])
     assert_error(response, 405, "method_not_allowed")
+
+
+async def test_redeem_documents_each_refusal_under_its_status(openapi: dict[str, Any]) -> None:
+    """The refusal reasons of schemas.redemptions are the list the redeem page shows: an
+    unknown code under 404, each other reason under 409 (one list, no copy to drift)."""
+    responses = openapi["paths"][f"{T}/coupons/redeem"]["post"]["responses"]
+    listed = {
+        status: set(re.findall(r"`([a-z_]+)`", responses[status]["description"])) - {"error"}
+        for status in ("404", "409")
+    }
+    reasons = set(get_args(RefusalReason))
+    assert listed["404"] == {"code_not_found", "redemption_not_found"}
+    assert listed["409"] == reasons - {"code_not_found"} | {"already_rolled_back"}

@@ -31,12 +31,16 @@ from phoenix_coupons.adapters.outbox_relay import (
     topic_missing,
 )
 from phoenix_coupons.adapters.redemption_repo import outbox_sources
+from phoenix_coupons.adapters.redemption_repo import to_doc as redemption_doc
 from phoenix_coupons.devservers import free_port
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.clock import utc_now
 from phoenix_coupons.domain.events import event_id
 from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.redemption import Redemption, free_slot
 from phoenix_coupons.settings import Settings
+from schemas.redemptions import Coupon as CouponSnapshot
+from schemas.rewards import RewardItem
 from tests.support import wait_until
 
 Json = dict[str, Any]
@@ -395,26 +399,41 @@ async def test_a_record_the_broker_refuses_dies_alone_and_its_batch_mates_go_on(
 
 def redemption_row(tenant: str, user: str, payload_bytes: int = 10) -> Json:
     """A redemption stored by the API, rolled back, neither event announced yet."""
-    rid = str(uuid.uuid4())
     now = utc_now()
+    redemption = Redemption(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant,
+        user_id=user,
+        group=f"g:{tenant}",
+        state="rolled_back",
+        redeemed_at=now - timedelta(seconds=1),
+        rolled_back_at=now,
+        coupon=CouponSnapshot(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant,
+            definition_id=str(uuid.uuid4()),
+            reward_item_id=str(uuid.uuid4()),
+            code="ROLLED",
+            kind="issued",
+            source="bulk",
+            user_id=user,
+            status="active",
+            issued_at=now - timedelta(days=1),
+        ),
+        reward=RewardItem(
+            item_id=str(uuid.uuid4()),
+            tenant_id=tenant,
+            name="reward",
+            description=None,
+            reward_type="voucher",
+            payload={"blob": "x" * payload_bytes},
+            created_at=now,
+            updated_at=now,
+        ),
+    )
     return {
-        "_id": rid,
-        "tenant_id": tenant,
-        "definition_id": str(uuid.uuid4()),
-        "coupon_id": str(uuid.uuid4()),
-        "code": "ROLLED",
-        "user_id": user,
-        "group": f"g:{rid}",
-        "slot": f"free:{rid}",
-        "state": "rolled_back",
-        "redeemed_at": now - timedelta(seconds=1),
-        "rolled_back_at": now,
-        "coupon": {},
-        "reward": {"item_id": str(uuid.uuid4()), "payload": {"blob": "x" * payload_bytes}},
-        "publish_pending": True,
-        "publish_lease": None,
+        **redemption_doc(redemption, free_slot(redemption.id), None),
         "rollback_publish_pending": True,
-        "rollback_publish_lease": None,
     }
 
 

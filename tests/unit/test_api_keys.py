@@ -1,6 +1,6 @@
 """JWT claims judged against the service's injected clock: the lifetime is
 measured from now, `iat`/`nbf` may not lie in the future beyond the leeway, and any malformed
-NumericDate answers `invalid_token` (an AuthError), never another exception."""
+NumericDate answers `invalid_token` (an Unauthenticated), never another exception."""
 
 import math
 from datetime import UTC, datetime
@@ -9,8 +9,9 @@ from typing import Any
 import jwt
 import pytest
 
+from phoenix_coupons.domain.errors import Unauthenticated
 from phoenix_coupons.domain.models import ApiKey
-from phoenix_coupons.services.api_keys import JWT_LEEWAY_S, ApiKeyService, AuthError
+from phoenix_coupons.services.api_keys import JWT_LEEWAY_S, ApiKeyService
 from phoenix_coupons.services.secrets_box import SecretBox
 
 NOW = datetime(2021, 6, 1, 12, 0, tzinfo=UTC)  # far from the wall clock on purpose
@@ -55,9 +56,9 @@ def token(key: ApiKey, secret: str, **claims: Any) -> str:
 
 
 async def reason(service: ApiKeyService, text: str) -> str:
-    with pytest.raises(AuthError) as caught:
+    with pytest.raises(Unauthenticated) as caught:
         await service.from_jwt(text)
-    return caught.value.reason
+    return caught.value.code
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,7 @@ def test_escaped_event_type_key_still_decodes() -> None:
 
 @pytest.mark.parametrize("value", [b"", None])
 def test_empty_record(value: bytes | None) -> None:
-    assert poison(value).kind == "empty"
+    assert poison(value).code == "empty"
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_empty_record(value: bytes | None) -> None:
     ],
 )
 def test_not_json(value: bytes) -> None:
-    assert poison(value).kind == "not_json"
+    assert poison(value).code == "not_json"
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_not_json(value: bytes) -> None:
     ids=["empty-array", "array-of-event", "number", "string", "null", "bool"],
 )
 def test_json_that_is_not_an_object(value: bytes) -> None:
-    assert poison(value).kind == "schema_violation"
+    assert poison(value).code == "schema_violation"
 
 
 @pytest.mark.parametrize(
@@ -180,21 +180,21 @@ def test_json_that_is_not_an_object(value: bytes) -> None:
 )
 def test_unknown_event_type(event_type: str) -> None:
     error = poison(raw({**ACHIEVEMENT, "event_type": event_type}))
-    assert error.kind == "unknown_event_type"
+    assert error.code == "unknown_event_type"
     assert repr(event_type) in error.message
 
 
 def test_missing_event_type() -> None:
     payload = {k: v for k, v in ACHIEVEMENT.items() if k != "event_type"}
     error = poison(raw(payload))
-    assert error.kind == "schema_violation"
+    assert error.code == "schema_violation"
     assert "event_type" in error.message
 
 
 @pytest.mark.parametrize("event_type", [None, 3, ["achievement_completed"]])
 def test_event_type_that_is_not_a_string(event_type: Any) -> None:
     error = poison(raw({**ACHIEVEMENT, "event_type": event_type}))
-    assert error.kind == "schema_violation"
+    assert error.code == "schema_violation"
     assert "event_type" in error.message
 
 
@@ -257,5 +257,5 @@ def _with_data(payload: dict[str, Any], **data: Any) -> dict[str, Any]:
 )
 def test_schema_violation(payload: dict[str, Any], field: str) -> None:
     error = poison(raw(payload))
-    assert error.kind == "schema_violation"
+    assert error.code == "schema_violation"
     assert error.message.startswith(f"{field}:") or f"; {field}:" in error.message, error.message

@@ -94,7 +94,7 @@ def _answer(fn: Any, value: bytes) -> Any:
     try:
         event = fn(value)
     except PoisonRecord as exc:
-        return ("poison", exc.kind, exc.message)
+        return ("poison", exc.code, exc.message)
     # Times compared as text, offsets included: equal instants are not enough for keys.
     return ("event", msgspec.json.encode(event), occurrence(event))
 

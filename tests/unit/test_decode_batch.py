@@ -29,12 +29,12 @@ def one_by_one(values: list[bytes | None]) -> list[object]:
         try:
             out.append(decode(value))
         except PoisonRecord as exc:
-            out.append((exc.kind, exc.message))
+            out.append((exc.code, exc.message))
     return out
 
 
 def batched(values: list[bytes | None]) -> list[object]:
-    return [(d.kind, d.message) if isinstance(d, PoisonRecord) else d for d in decode_batch(values)]
+    return [(d.code, d.message) if isinstance(d, PoisonRecord) else d for d in decode_batch(values)]
 
 
 GOOD = [event(i) for i in range(5)]
@@ -85,7 +85,7 @@ def test_two_records_that_are_not_json_alone_never_decode_as_two_events() -> Non
     first = event(1)
     second = event(2)[:-1] + b', "pad": "'
     split = [first + b", " + second, b'"}']
-    assert [(d.kind) for d in decode_batch(split) if isinstance(d, PoisonRecord)] == [
+    assert [(d.code) for d in decode_batch(split) if isinstance(d, PoisonRecord)] == [
         "not_json",
         "not_json",
     ]

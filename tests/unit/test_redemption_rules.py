@@ -4,20 +4,23 @@ a redemption counts against, and the uses left. The clock is a plain `now` argum
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
+from phoenix_coupons.domain.errors import CodeNotFound, Refused
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import (
     UsageGroup,
     code_matches,
     free_slot,
     refusal,
+    refused,
     remaining,
     usage_group,
 )
 from schemas.coupons import CouponDefinition
+from schemas.redemptions import REFUSALS, RefusalReason
 
 STARTS = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 EXPIRES = datetime(2030, 7, 1, 12, 0, tzinfo=UTC)
@@ -270,3 +273,16 @@ def test_slots_are_numbered_within_their_group_and_free_slots_are_per_redemption
 )
 def test_remaining(limit: int | None, used: int, expected: int | None) -> None:
     assert remaining(limit, used) == expected
+
+
+# --- refusal reasons: one list, the messages beside it ---------------------------------------
+
+
+def test_each_refusal_reason_has_its_message_and_error() -> None:
+    reasons = get_args(RefusalReason)
+    assert list(REFUSALS) == list(reasons)
+    for reason in reasons:
+        error = refused(reason)
+        assert (error.code, error.message) == (reason, REFUSALS[reason])
+        expected = CodeNotFound if reason == "code_not_found" else Refused
+        assert type(error) is expected

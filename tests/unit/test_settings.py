@@ -1,10 +1,20 @@
-"""`services.env` in the data folder fills only the server URLs that are not set."""
+"""`services.env` in the data folder fills only the server URLs that are not set; the
+servers' addresses are checked once, at start-up."""
 
+import re
 from pathlib import Path
 
 import pytest
 
-from phoenix_coupons.settings import SERVICES_ENV, Settings, load_services_env
+from phoenix_coupons.bootstrap import Container
+from phoenix_coupons.domain.errors import ConfigurationError
+from phoenix_coupons.settings import (
+    SERVICES_ENV,
+    ServiceSettings,
+    Settings,
+    load_services_env,
+    service_settings,
+)
 
 URL_VARS = (
     "KAFKA_BOOTSTRAP_SERVERS",
@@ -137,3 +147,54 @@ def test_the_failed_lookup_limit_is_one_rate(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv("PHOENIX_CODE_LOOKUP_FAILURE_LIMIT", bad)
         with pytest.raises(ValueError, match="code_lookup_failure_limit"):
             Settings()
+
+
+# --- the servers' addresses, checked once at start-up ----------------------------------------
+
+
+def test_start_up_names_every_missing_server_address(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        service_settings(Settings(data_dir=tmp_path))
+    message = str(caught.value)
+    assert "KAFKA_BOOTSTRAP_SERVERS" in message and "MONGODB_URI" in message
+    with pytest.raises(ConfigurationError, match="MONGODB_URI") as caught:
+        service_settings(Settings(data_dir=tmp_path, kafka_bootstrap_servers="k:9092"))
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in str(caught.value)
+
+
+def test_the_checked_settings_keep_every_value_and_what_was_set(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    given = Settings(
+        data_dir=tmp_path,
+        kafka_bootstrap_servers="k:9092",
+        mongodb_uri="mongodb://m:1/",
+        topic_partitions=3,
+    )
+    checked = service_settings(given)
+    assert isinstance(checked, ServiceSettings)
+    assert checked.model_dump() == given.model_dump()
+    assert checked.model_fields_set == given.model_fields_set
+    assert checked.kafka_bootstrap_servers == "k:9092" and checked.mongodb_uri == "mongodb://m:1/"
+
+
+def test_the_container_checks_at_construction(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        Container(Settings(data_dir=tmp_path, mongodb_uri="mongodb://m:1/"))
+
+
+def test_no_setting_is_checked_by_assert_outside_the_consumers() -> None:
+    """Required settings are checked once, at start-up, with an error naming the variable;
+    an `assert` is skipped under `python -O` and names nothing."""
+    root = Path(__file__).parents[2] / "phoenix_coupons"
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*assert .*settings\.", line)
+    ]
+    assert found == []

@@ -6,13 +6,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from phoenix_coupons.api.auth import require
+from phoenix_coupons.api.deps import Coupons
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
 from phoenix_coupons.api.params import (
     Code,
     DefinitionId,
     Limit,
     Offset,
-    Services,
     TenantId,
     UserFilter,
     UserId,
@@ -31,38 +31,38 @@ NOT_FOUND = documented(404, "No such definition or code in the tenant")
 async def definition_codes(
     tenant_id: TenantId,
     definition_id: DefinitionId,
-    c: Services,
+    coupons: Coupons,
     user_id: UserFilter = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> CouponList:
     """The codes issued for a definition (its shared custom code included), newest first."""
-    return await c.coupon_queries.definition_codes(tenant_id, definition_id, user_id, limit, offset)
+    return await coupons.definition_codes(tenant_id, definition_id, user_id, limit, offset)
 
 
 @router.get("/users/{user_id}/coupons", dependencies=READ)
 async def wallet(
-    tenant_id: TenantId, user_id: UserId, c: Services, limit: Limit = 50, offset: Offset = 0
+    tenant_id: TenantId, user_id: UserId, coupons: Coupons, limit: Limit = 50, offset: Offset = 0
 ) -> Wallet:
     """A user's coupons across definitions, with the uses left to them."""
-    return await c.coupon_queries.wallet(tenant_id, user_id, limit, offset)
+    return await coupons.wallet(tenant_id, user_id, limit, offset)
 
 
 @router.get("/codes/{code}", responses={**NOT_FOUND, **LIMITED})
 async def code_state(
     tenant_id: TenantId,
     code: Code,
-    c: Services,
+    coupons: Coupons,
     caller: Annotated[Principal, Depends(require(COUPONS_READ))],
 ) -> CodeState:
     """One code's state and its redemption history (newest first, at most 100). Counts
     against the failed look-up limit like validate and redeem."""
-    return await c.coupon_queries.code_state(tenant_id, code, caller.key_id)
+    return await coupons.code_state(tenant_id, code, caller.key_id)
 
 
 @router.post(
     "/codes/{code}/revoke", dependencies=[Depends(require(COUPONS_WRITE))], responses=NOT_FOUND
 )
-async def revoke(tenant_id: TenantId, code: Code, c: Services) -> CodeState:
+async def revoke(tenant_id: TenantId, code: Code, coupons: Coupons) -> CodeState:
     """Revoke a code: redeeming it is refused from now on (`coupon_revoked`)."""
-    return await c.coupon_queries.revoke(tenant_id, code)
+    return await coupons.revoke(tenant_id, code)

@@ -5,12 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from phoenix_coupons.api.auth import require, require_global
+from phoenix_coupons.api.deps import Definitions, Generation
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
 from phoenix_coupons.api.params import (
     DefinitionId,
     Limit,
     Offset,
-    Services,
     TenantFilter,
     TenantId,
 )
@@ -40,7 +40,7 @@ IncludeArchived = Annotated[
 
 @router.get("/coupons", dependencies=[Depends(require_global(COUPONS_READ))])
 async def list_all_definitions(
-    c: Services,
+    definitions: Definitions,
     status: StatusFilter = None,
     include_archived: IncludeArchived = False,
     tenant_id: TenantFilter = None,
@@ -48,57 +48,60 @@ async def list_all_definitions(
     offset: Offset = 0,
 ) -> DefinitionList:
     """All tenants' definitions (admin only: `X-API-Key` of a key bound to no tenant)."""
-    items, total = await c.definitions.page(tenant_id, status, include_archived, limit, offset)
+    items, total = await definitions.page(tenant_id, status, include_archived, limit, offset)
     return DefinitionList(definitions=items, total=total)
 
 
 @router.post(BASE, status_code=status.HTTP_201_CREATED, dependencies=WRITE, responses=CONFLICT)
 async def create_definition(
-    tenant_id: TenantId, body: DefinitionCreate, c: Services
+    tenant_id: TenantId, body: DefinitionCreate, definitions: Definitions
 ) -> CouponDefinition:
     """Create a coupon definition (defaults: `case_sensitive: false`, `code_length: 8` for
     random codes, `status: active`)."""
-    return await c.definitions.create(tenant_id, body)
+    return await definitions.create(tenant_id, body)
 
 
 @router.get(BASE, dependencies=READ)
 async def list_definitions(
     tenant_id: TenantId,
-    c: Services,
+    definitions: Definitions,
     status: StatusFilter = None,
     include_archived: IncludeArchived = False,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> DefinitionList:
     """The tenant's definitions, newest first; archived ones only when asked for."""
-    items, total = await c.definitions.page(tenant_id, status, include_archived, limit, offset)
+    items, total = await definitions.page(tenant_id, status, include_archived, limit, offset)
     return DefinitionList(definitions=items, total=total)
 
 
 @router.get(BASE + "/{definition_id}", dependencies=READ, responses=NOT_FOUND)
 async def get_definition(
-    tenant_id: TenantId, definition_id: DefinitionId, c: Services
+    tenant_id: TenantId, definition_id: DefinitionId, definitions: Definitions
 ) -> CouponDefinition:
-    return await c.definitions.get(tenant_id, definition_id)
+    return await definitions.get(tenant_id, definition_id)
 
 
 @router.put(BASE + "/{definition_id}", dependencies=WRITE, responses={**NOT_FOUND, **CONFLICT})
 async def update_definition(
-    tenant_id: TenantId, definition_id: DefinitionId, body: DefinitionUpdate, c: Services
+    tenant_id: TenantId,
+    definition_id: DefinitionId,
+    body: DefinitionUpdate,
+    definitions: Definitions,
 ) -> CouponDefinition:
     """Change name, description and config (a JSON merge patch of the stored config; the
     merged config is validated whole). Any other field answers 422."""
-    return await c.definitions.update(tenant_id, definition_id, body)
+    return await definitions.update(tenant_id, definition_id, body)
 
 
 @router.put(
     BASE + "/{definition_id}/status", dependencies=WRITE, responses={**NOT_FOUND, **CONFLICT}
 )
 async def update_status(
-    tenant_id: TenantId, definition_id: DefinitionId, body: StatusUpdate, c: Services
+    tenant_id: TenantId, definition_id: DefinitionId, body: StatusUpdate, definitions: Definitions
 ) -> CouponDefinition:
     """Pause or activate. Archiving is `DELETE` and final."""
-    return await c.definitions.set_status(tenant_id, definition_id, body.status)
+    return await definitions.set_status(tenant_id, definition_id, body.status)
 
 
 @router.delete(
@@ -108,10 +111,10 @@ async def update_status(
     responses=NOT_FOUND,
 )
 async def archive_definition(
-    tenant_id: TenantId, definition_id: DefinitionId, c: Services
+    tenant_id: TenantId, definition_id: DefinitionId, definitions: Definitions
 ) -> Response:
     """Archive (soft delete): the definition no longer processes events or generates."""
-    await c.definitions.archive(tenant_id, definition_id)
+    await definitions.archive(tenant_id, definition_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -125,7 +128,7 @@ async def generate(
     tenant_id: TenantId,
     definition_id: DefinitionId,
     body: GenerateRequest,
-    c: Services,
+    generation: Generation,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -136,4 +139,4 @@ async def generate(
     ] = None,
 ) -> GenerateResponse:
     """Generate one coupon per user (1 to 10,000), each announced on the outbound topic."""
-    return await c.generation.generate(tenant_id, definition_id, body, idempotency_key)
+    return await generation.generate(tenant_id, definition_id, body, idempotency_key)

@@ -3,8 +3,9 @@
 from fastapi import APIRouter, Depends, Response, status
 
 from phoenix_coupons.api.auth import require
+from phoenix_coupons.api.deps import Rewards
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
-from phoenix_coupons.api.params import ItemId, Limit, Offset, Services, TenantId
+from phoenix_coupons.api.params import ItemId, Limit, Offset, TenantId
 from phoenix_coupons.domain.scopes import REWARDS_READ, REWARDS_WRITE
 from schemas.rewards import RewardItem, RewardItemCreate, RewardItemList, RewardItemUpdate
 
@@ -17,31 +18,33 @@ NOT_FOUND = documented(404, "No such reward item in the tenant")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=WRITE)
-async def create_reward(tenant_id: TenantId, body: RewardItemCreate, c: Services) -> RewardItem:
+async def create_reward(
+    tenant_id: TenantId, body: RewardItemCreate, rewards: Rewards
+) -> RewardItem:
     """Create a reward item that coupon definitions can grant."""
-    return await c.rewards.create(tenant_id, body)
+    return await rewards.create(tenant_id, body)
 
 
 @router.get("", dependencies=READ)
 async def list_rewards(
-    tenant_id: TenantId, c: Services, limit: Limit = 50, offset: Offset = 0
+    tenant_id: TenantId, rewards: Rewards, limit: Limit = 50, offset: Offset = 0
 ) -> RewardItemList:
     """The tenant's reward items, newest first."""
-    items, total = await c.rewards.page(tenant_id, limit, offset)
+    items, total = await rewards.page(tenant_id, limit, offset)
     return RewardItemList(rewards=items, total=total)
 
 
 @router.get("/{item_id}", dependencies=READ, responses=NOT_FOUND)
-async def get_reward(tenant_id: TenantId, item_id: ItemId, c: Services) -> RewardItem:
-    return await c.rewards.get(tenant_id, item_id)
+async def get_reward(tenant_id: TenantId, item_id: ItemId, rewards: Rewards) -> RewardItem:
+    return await rewards.get(tenant_id, item_id)
 
 
 @router.put("/{item_id}", dependencies=WRITE, responses=NOT_FOUND)
 async def update_reward(
-    tenant_id: TenantId, item_id: ItemId, body: RewardItemUpdate, c: Services
+    tenant_id: TenantId, item_id: ItemId, body: RewardItemUpdate, rewards: Rewards
 ) -> RewardItem:
     """Change the fields given; the others stay."""
-    return await c.rewards.update(tenant_id, item_id, body)
+    return await rewards.update(tenant_id, item_id, body)
 
 
 @router.delete(
@@ -50,6 +53,6 @@ async def update_reward(
     dependencies=WRITE,
     responses={**NOT_FOUND, **documented(409, "Granted by a definition that is not archived")},
 )
-async def delete_reward(tenant_id: TenantId, item_id: ItemId, c: Services) -> Response:
-    await c.rewards.delete(tenant_id, item_id)
+async def delete_reward(tenant_id: TenantId, item_id: ItemId, rewards: Rewards) -> Response:
+    await rewards.delete(tenant_id, item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
