@@ -3,7 +3,8 @@
 from dataclasses import asdict
 from datetime import datetime
 
-from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
+from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.adapters.nx27017_compat import aware
 from phoenix_coupons.domain.models import ApiKey
 
 

@@ -10,7 +10,8 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from phoenix_coupons.adapters.mongo import Doc, Mongo, aware, duplicates_only
+from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
+from phoenix_coupons.adapters.nx27017_compat import aware
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.errors import DuplicateCodes
 from phoenix_coupons.domain.models import Coupon

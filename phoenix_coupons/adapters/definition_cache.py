@@ -7,7 +7,7 @@ import time
 import structlog
 
 from phoenix_coupons.adapters.background import cancel_and_wait
-from phoenix_coupons.adapters.definition_repo import from_doc
+from phoenix_coupons.adapters.definition_repo import auto_generating, from_doc
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.domain.matching import DefinitionIndex
 from schemas.inbound import EVENT_TYPES
@@ -31,7 +31,7 @@ class DefinitionCache:
         return self.loaded_at is not None
 
     async def reload(self) -> None:
-        cursor = self._col.find({"status": "active", "auto_trigger": {"$in": list(EVENT_TYPES)}})
+        cursor = self._col.find(auto_generating(EVENT_TYPES))
         definitions = [from_doc(doc) async for doc in cursor]
         self._index = DefinitionIndex(definitions)
         self.loaded_at = time.monotonic()

@@ -9,16 +9,27 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
-from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
+from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.adapters.nx27017_compat import aware
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.models import Coupon
 from schemas.coupons import CouponConfig, CouponDefinition
 
 ORDER = [("created_at", -1), ("_id", 1)]
+REWARD_ITEM = "config.reward_item_id"
+AUTO_GENERATE = "config.auto_generate"
+
+
+def auto_generating(triggers: Sequence[str]) -> Doc:
+    """Active definitions that issue coupons on events of these triggers."""
+    return {
+        "status": "active",
+        f"{AUTO_GENERATE}.enabled": True,
+        f"{AUTO_GENERATE}.trigger": {"$in": list(triggers)},
+    }
 
 
 def to_doc(defn: CouponDefinition) -> Doc:
-    auto = defn.config.auto_generate
     return {
         "_id": defn.id,
         "tenant_id": defn.tenant_id,
@@ -28,9 +39,6 @@ def to_doc(defn: CouponDefinition) -> Doc:
         "status": defn.status,
         "created_at": defn.created_at,
         "updated_at": defn.updated_at,
-        # Flat copies for indexed look-ups (the embedded server is weak on nested paths).
-        "reward_item_id": defn.config.reward_item_id,
-        "auto_trigger": auto.trigger if auto and auto.enabled else None,
     }
 
 
@@ -119,7 +127,7 @@ class MongoDefinitionRepo:
         cursor = self._col.find(
             {
                 "tenant_id": tenant_id,
-                "reward_item_id": reward_item_id,
+                REWARD_ITEM: reward_item_id,
                 "status": {"$ne": "archived"},
             },
             {"_id": 1},

@@ -6,7 +6,8 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from phoenix_coupons.adapters.mongo import Doc, Mongo, epoch_ms
+from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.adapters.nx27017_compat import epoch_ms
 from phoenix_coupons.services.ports import Claim
 
 

@@ -2,7 +2,7 @@
 window strategy, on counters in MongoDB so every API process shares them.
 
 `limits` ships an async MongoDB storage, but on Motor (end of life; we use PyMongo's async API)
-and with update pipelines that the embedded test server does not run. `MongoCounters` is the
+and with update pipelines, which nx-27017 does not run (nx27017_compat.py). `MongoCounters` is the
 same contract on `pymongo.AsyncMongoClient`: one document per key and window, read and
 written by `_id`; a TTL index removes windows that are over.
 """
@@ -17,8 +17,9 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from phoenix_coupons.adapters.mongo import Doc, Mongo, epoch_ms
+from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import LOOKUP_FAILURES
+from phoenix_coupons.adapters.nx27017_compat import epoch_ms
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import TooManyFailedLookups
 
@@ -26,7 +27,7 @@ from phoenix_coupons.domain.errors import TooManyFailedLookups
 class MongoCounters(Storage):
     """`limits.aio.storage.Storage` for the fixed window strategy: a window starts with its
     first hit and lasts `expiry` seconds (as in the library's own storages). `expire_ms`
-    decides (exact everywhere: the embedded server compares dates to the second); `expire_at`
+    decides (an integer: `epoch_ms`, exact on nx-27017 too); `expire_at`
     is only for the TTL index."""
 
     STORAGE_SCHEME = None  # not registered for `limits.storage_from_string`

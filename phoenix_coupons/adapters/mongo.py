@@ -1,14 +1,8 @@
-"""MongoDB connection and indexes (PyMongo's async API).
-
-Documents stay flat and ids are strings: the embedded test server mishandles sub-document
-`$push`, positional updates, partial indexes and UUID binaries, and we use none of them.
-Where that server (nx-27017) differs from MongoDB in what we do use, the workaround is here.
-"""
+"""MongoDB connection and indexes (PyMongo's async API). Where the embedded nx-27017 of
+tests and `make run` differs from MongoDB, the workaround is in nx27017_compat.py."""
 
 from collections.abc import Mapping
-from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Any, overload
+from typing import Any
 
 import pymongo
 import structlog
@@ -24,6 +18,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
+from phoenix_coupons.adapters import nx27017_compat
 from phoenix_coupons.adapters.mongo_schema import (
     ANNOUNCED_OFFSETS,
     API_KEYS,
@@ -48,7 +43,6 @@ log = structlog.get_logger(__name__)
 # Rounds of read-plan-apply per collection: another process changing the same indexes at
 # the same moment costs one more round; only a lasting conflict uses them all.
 CONVERGE_ROUNDS = 5
-STAND_IN_PROCESS = "nx_27017"  # `buildInfo.process` of the embedded server (mongod has none)
 # An index build over a large collection takes minutes, past the operation timeout (which is
 # for requests and batches): index commands get this limit instead.
 INDEX_BUILD_TIMEOUT_S = 3600.0
@@ -58,27 +52,6 @@ class IndexesNotConverged(PhoenixError):
     """Another process keeps changing the same indexes, or they conflict."""
 
     code = "indexes_not_converged"
-
-
-@overload
-def aware(value: datetime | str) -> datetime: ...
-@overload
-def aware(value: None) -> None: ...
-@overload
-def aware(value: datetime | str | None) -> datetime | None: ...
-def aware(value: datetime | str | None) -> datetime | None:
-    """A stored timestamp as an aware UTC datetime. The embedded test server turns datetimes
-    written by a top-level `$set` into strings; MongoDB does not, and this reads both."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def epoch_ms(value: datetime) -> int:
-    """Timestamps that queries compare (leases) are stored as integers: exact everywhere."""
-    return int(value.timestamp() * 1000)
 
 
 def raise_unacknowledged(result: Mapping[str, Any]) -> None:
@@ -186,7 +159,7 @@ class Mongo:
         """Whether the server is the embedded nx-27017 (tests and `make run`)."""
         if self._stand_in is None:
             info = await self.client.admin.command("buildInfo")
-            self._stand_in = info.get("process") == STAND_IN_PROCESS
+            self._stand_in = nx27017_compat.is_nx27017(info)
         return self._stand_in
 
     async def ensure_indexes(self) -> None:
@@ -199,7 +172,7 @@ class Mongo:
         """What `ensure_indexes` would still change in `collection`."""
         existing = await self.db[collection.name].index_information()
         if await self.stand_in():
-            return plan(_as_stand_in_serves(collection), _directions_dropped(existing))
+            return plan(nx27017_compat.as_served(collection), nx27017_compat.as_reported(existing))
         return plan(collection, existing)
 
     async def _converge(self, collection: Collection) -> None:
@@ -228,21 +201,7 @@ class Mongo:
                 await col.create_indexes([_model(index) for index in todo.create])
                 log.info("indexes_created", collection=name, count=len(todo.create))
             for index in todo.set_ttl:
-                if stand_in:
-                    # nx-27017 answers collMod with ok but changes nothing, while createIndexes
-                    # updates an index's TTL in place. MongoDB refuses that createIndexes
-                    # (IndexOptionsConflict, 85): there, collMod is the way.
-                    await col.create_indexes([_model(index)])
-                else:
-                    await self.db.command(
-                        {
-                            "collMod": name,
-                            "index": {
-                                "keyPattern": dict(index.keys),
-                                "expireAfterSeconds": index.expire_after_seconds,
-                            },
-                        }
-                    )
+                await nx27017_compat.set_ttl(self.db, name, index, _model(index), stand_in)
                 log.info("index_ttl_set", collection=name, seconds=index.expire_after_seconds)
         for index_name in todo.drop:
             await col.drop_index(index_name)  # by name: servers name indexes their way
@@ -257,29 +216,3 @@ def _model(index: Index) -> IndexModel:
     if index.expire_after_seconds is not None:
         options["expireAfterSeconds"] = index.expire_after_seconds
     return IndexModel(list(index.keys), **options)
-
-
-def _as_stand_in_serves(collection: Collection) -> Collection:
-    """nx-27017 cannot index `_id` within a compound key ("JSON path error near '_id'") and
-    reports every key as ascending: there, indexes go without their `_id` tie-breaker and
-    compare by field names. MongoDB keeps both, and uses the `_id` to sort without a SORT
-    stage."""
-
-    def served(keys: tuple[tuple[str, int | str], ...]) -> tuple[tuple[str, int | str], ...]:
-        fields = [(name, 1) for name, _ in keys]
-        if len(fields) > 1 and fields[-1][0] == "_id":
-            fields.pop()
-        return tuple(fields)
-
-    return replace(
-        collection,
-        indexes=tuple(replace(index, keys=served(index.keys)) for index in collection.indexes),
-        retired=tuple(served(keys) for keys in collection.retired),
-    )
-
-
-def _directions_dropped(existing: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    return {
-        name: {**info, "key": [(field, 1) for field, _ in info["key"]]}
-        for name, info in existing.items()
-    }

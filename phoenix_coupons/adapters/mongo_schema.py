@@ -74,10 +74,15 @@ DEFINITIONS = Collection(
         # The lists, newest first: a tenant's, and all tenants' (status $in).
         Index((("tenant_id", ASC), ("status", ASC), ("created_at", DESC), ("_id", ASC))),
         Index((("status", ASC), ("created_at", DESC), ("_id", ASC))),
-        Index((("reward_item_id", ASC), ("status", ASC))),
-        Index((("auto_trigger", ASC), ("status", ASC))),  # the worker's definition cache
+        Index((("config.reward_item_id", ASC), ("status", ASC))),
+        Index((("config.auto_generate.trigger", ASC), ("status", ASC))),  # definition_cache.py
     ),
-    retired=((("tenant_id", ASC), ("status", ASC)),),
+    retired=(
+        (("tenant_id", ASC), ("status", ASC)),
+        # On the flat copies of config fields that nx-27017 0.8 no longer needs.
+        (("reward_item_id", ASC), ("status", ASC)),
+        (("auto_trigger", ASC), ("status", ASC)),
+    ),
 )
 
 COUPONS = Collection(

@@ -28,8 +28,15 @@ from phoenix_coupons.adapters import outbox_metrics
 from phoenix_coupons.adapters.background import cancel_and_wait
 from phoenix_coupons.adapters.coupon_repo import from_doc
 from phoenix_coupons.adapters.kafka import OutboundRecord, issued_record, send
-from phoenix_coupons.adapters.mongo import Doc, Mongo, aware, epoch_ms
+from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import OUTBOX_DEAD
+from phoenix_coupons.adapters.nx27017_compat import (
+    aware,
+    epoch_ms,
+    free_lease,
+    replace_by_id,
+    update_many_or,
+)
 from phoenix_coupons.adapters.outbox_failures import Unsendable, dead_reason
 from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
 from phoenix_coupons.domain.clock import Clock
@@ -212,9 +219,7 @@ class OutboxRelay:
         pending, lease_f, owner_f = source.fields
         at = self._clock()
         now = epoch_ms(at)
-        # `$eq: None` rather than a bare None: the embedded test server's `$or` matches a bare
-        # None only against missing fields, not explicit nulls (same meaning on MongoDB).
-        free = {"$or": [{lease_f: {"$eq": None}}, {lease_f: {"$lt": now}}]}
+        free = free_lease(lease_f, now)
         since = source.since or source.order_by
         cursor = col.find({pending: True, **(source.requires or {}), **free}, {since: 1})
         seen = [d async for d in cursor.sort(source.order_by, 1).limit(self._batch)]
@@ -223,14 +228,11 @@ class OutboxRelay:
         if not ids:
             return 0, None
         lease = now + self._lease_ms
-        # One update per kind of free lease, not one `$or`: the embedded test server's
-        # update_many applies an `$or` branch without the other conditions (claiming rows
-        # outside `ids`, which then wait a whole lease). Same effect on MongoDB.
-        for free_lease in ({"$eq": None}, {"$lt": now}):
-            await col.update_many(
-                {"_id": {"$in": ids}, pending: True, lease_f: free_lease},
-                {"$set": {lease_f: lease, owner_f: self._owner}},
-            )
+        await update_many_or(
+            col,
+            {"_id": {"$in": ids}, pending: True, **free},
+            {"$set": {lease_f: lease, owner_f: self._owner}},
+        )
         claimed = [
             d async for d in col.find({"_id": {"$in": ids}, owner_f: self._owner, pending: True})
         ]
@@ -332,11 +334,10 @@ class OutboxRelay:
         at = self._clock()
         tenant = doc.get("tenant_id")
         dead_id = f"{source.name}:{doc['_id']}"
-        await self._db[DEAD_COLLECTION].replace_one(
-            {"_id": dead_id},
+        await replace_by_id(
+            self._db[DEAD_COLLECTION],
+            dead_id,
             {
-                # The _id again: the embedded test server's upsert ignores the filter's.
-                "_id": dead_id,
                 "source": source.name,
                 "collection": source.collection,
                 "row_id": doc["_id"],
@@ -345,7 +346,6 @@ class OutboxRelay:
                 "error": error,
                 "at": at,
             },
-            upsert=True,
         )
         pending, lease_f, _ = source.fields
         await self._db[source.collection].update_one(

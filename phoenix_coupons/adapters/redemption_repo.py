@@ -10,7 +10,8 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from phoenix_coupons.adapters.kafka import OutboundRecord, event_record
-from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
+from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.adapters.nx27017_compat import aware
 from phoenix_coupons.adapters.outbox_failures import Unsendable
 from phoenix_coupons.adapters.outbox_relay import OutboxSource, outbox_entry
 from phoenix_coupons.domain.errors import SlotTaken

@@ -5,7 +5,8 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
-from phoenix_coupons.adapters.mongo import Doc, Mongo, aware
+from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.adapters.nx27017_compat import aware
 from schemas.rewards import RewardItem
 
 ORDER = [("created_at", -1), ("_id", 1)]  # a tenant's list: newest first

@@ -31,7 +31,7 @@ from aiokafka.structs import TopicPartition
 from pymongo import AsyncMongoClient
 
 from phoenix_coupons.adapters.kafka import ensure_topics
-from phoenix_coupons.adapters.mongo import aware
+from phoenix_coupons.adapters.nx27017_compat import aware
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.devservers import _noida_binary, _nx_binary, free_port

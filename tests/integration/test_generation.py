@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
-from phoenix_coupons.adapters.mongo import aware, epoch_ms
+from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import utc_now

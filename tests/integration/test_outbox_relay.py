@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.kafka import make_producer
-from phoenix_coupons.adapters.mongo import Mongo, aware, epoch_ms
+from phoenix_coupons.adapters.mongo import Mongo
+from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
 from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
 from phoenix_coupons.adapters.outbox_relay import (
     DEAD_COLLECTION,
