@@ -49,24 +49,24 @@ def test_walkthrough_renders_prose_and_code_blocks() -> None:
 
 
 def _auth_reasons() -> set[str]:
-    """The first argument of every `AuthError(...)` the authentication code raises."""
+    """The `code=` of every `Unauthenticated(...)` the authentication code raises."""
     reasons: set[str] = set()
     for path in ("phoenix_coupons/services/api_keys.py", "phoenix_coupons/api/auth.py"):
         for node in ast.walk(ast.parse((ROOT / path).read_text())):
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Name)
-                and node.func.id == "AuthError"
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
+                and node.func.id == "Unauthenticated"
             ):
-                reasons.add(str(node.args[0].value))
+                for keyword in node.keywords:
+                    if keyword.arg == "code" and isinstance(keyword.value, ast.Constant):
+                        reasons.add(str(keyword.value.value))
     return reasons
 
 
 def test_every_401_reason_is_documented() -> None:
     reasons = _auth_reasons()
-    assert len(reasons) >= 10, f"found too few AuthError reasons to trust the scan: {reasons}"
+    assert len(reasons) >= 10, f"found too few Unauthenticated reasons to trust the scan: {reasons}"
     page = (DOCS / "api.md").read_text()
     section = page.split("## Authentication", 1)[1].split("\n## ", 1)[0]
     missing = sorted(r for r in reasons if f"`{r}`" not in section)
