@@ -12,7 +12,7 @@ from pymongo.errors import PyMongoError
 
 from phoenix_coupons.adapters.mongo import unavailable
 from phoenix_coupons.bootstrap import api_key_service, connect_mongo
-from phoenix_coupons.domain.errors import ConfigurationError
+from phoenix_coupons.domain.errors import ConfigurationError, PhoenixError
 from phoenix_coupons.logging import configure_logging
 from phoenix_coupons.runtime import tune_gc
 from phoenix_coupons.settings import Settings, load_services_env
@@ -65,8 +65,10 @@ def _serve(settings: Settings, host: str | None, port: int | None, with_worker: 
     return 0
 
 
-class MongoUnreachable(Exception):
+class MongoUnreachable(PhoenixError):
     """MongoDB did not answer a CLI command: one line for the operator, not a traceback."""
+
+    code = "mongodb_unreachable"
 
 
 def _hosts(uri: str) -> str:

@@ -24,7 +24,7 @@ PhoenixError                     code, message
 ├── TopicsUnavailable            adapters/kafka.py
 ├── Unsendable                   adapters/outbox_failures.py: an outbox record never sendable
 ├── PoisonRecord                 consumers/poison.py: an inbound record that cannot be processed
-└── WorkerFenced                 consumers/membership.py
+├── WorkerFenced                 consumers/membership.py
 
 Classes raised with a code of their own (PoisonRecord, Unsendable) take it first:
 `PoisonRecord("not_json", message)`, and a refusal only its reason: `Refused("expired")`; the
