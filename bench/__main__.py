@@ -28,7 +28,7 @@ from bench.common import BenchError, Servers, now, produce_inputs, scenario_sett
 from bench.latency import STAGES, LatencyRun, latency_run, percentile
 from bench.redemption import redemption_runs
 from bench.throughput import Run, raw_consume, raw_pipeline, worker_run
-from phoenix_coupons.adapters import fetch_backoff
+from phoenix_coupons.adapters.aiokafka_compat import install_fetch_pause
 from phoenix_coupons.logging import configure_logging
 from phoenix_coupons.runtime import tune_gc
 from phoenix_coupons.settings import Settings
@@ -269,7 +269,7 @@ async def main(args: argparse.Namespace, log_file: Path) -> int:
     settings = Settings()
     tune_gc(settings.gc_threshold)
     # Baselines and worker alike (the embedded Kafka answers empty fetches at once).
-    fetch_backoff.install(settings.kafka_empty_fetch_backoff_ms)
+    install_fetch_pause(settings.kafka_empty_fetch_backoff_ms)
     say("Phoenix Coupons benchmark")
     for name, value in _machine(servers):
         say(f"  {name:<13} {value}")

@@ -25,7 +25,6 @@ from bench.common import (
     topic_of,
 )
 from consumers.loop import Batch, Worker
-from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.kafka import OutboundRecord, ensure_topics
 from phoenix_coupons.bootstrap import Container
 
@@ -68,8 +67,8 @@ class _StampedWorker(Worker):
         super().__init__(
             container.settings,
             container.issuance,
+            container.redelivery(),
             container.definition_cache,
-            AnnouncedOffsets(container.mongo),
         )
         self.stamps: dict[str, tuple[float, float, float]] = {}
         self._publishing = 0.0

@@ -24,7 +24,6 @@ from bench.common import (
     scenario_settings,
 )
 from consumers.loop import Batch, Worker
-from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.coupon_repo import to_doc
 from phoenix_coupons.adapters.kafka import issued_record, make_producer
 from phoenix_coupons.adapters.mongo import Mongo
@@ -84,8 +83,8 @@ class TimedWorker(Worker):
         super().__init__(
             container.settings,
             container.issuance,
+            container.redelivery(),
             container.definition_cache,
-            AnnouncedOffsets(container.mongo),
         )
         self.progress = progress
 
@@ -160,11 +159,14 @@ def _template(settings: Settings) -> tuple[dict[str, object], bytes, list[tuple[
         user_id="user-0000001",
         code_space="B:10",
         trigger_event_id=str(uuid.uuid4()),
+    )
+    record = issued_record(coupon, settings.topic_coupons_issued)
+    doc = to_doc(coupon)
+    doc.update(  # as the template always had: its size is the baseline's
         publish_owner=f"worker:bench:{uuid.uuid4().hex[:8]}",
         publish_lease=int(issued_at.timestamp() * 1000),
     )
-    record = issued_record(coupon, settings.topic_coupons_issued)
-    return to_doc(coupon), record.value, record.headers
+    return doc, record.value, record.headers
 
 
 async def raw_pipeline(servers: Servers, inputs: Inputs, indexed: bool = False) -> Run:

@@ -9,39 +9,46 @@ class for that code (aio-libs/aiokafka#1186: it surfaces as an untyped KafkaErro
 Heartbeat v1, which carries no instance id, so its replaced member mostly sees
 UNKNOWN_MEMBER_ID and rejoins, replacing the other process in turn: the two would take the
 membership from each other at every heartbeat, for ever (the embedded noida-db answers the
-same way). So the worker looks, when its membership is lost, at who holds it now.
+same way). So the worker looks, when its membership is lost, at who holds it now
+(`Fencing`).
 
-The aiokafka internals this needs (member id, coordinator, instance id) are read here only."""
+The aiokafka internals this needs (the coordinator's state, the code's class, leaving on
+stop) are reached through phoenix_coupons/adapters/aiokafka_compat.py only."""
 
 import os
 import secrets
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import BrokerResponseError, kafka_errors
 
+from phoenix_coupons.adapters.aiokafka_compat import (
+    FencedInstanceIdError,
+    group_state,
+    leave_group_on_stop,
+)
 from phoenix_coupons.domain.errors import PhoenixError
 from phoenix_coupons.settings import Settings
 
+__all__ = [
+    "FencedInstanceIdError",
+    "Fencing",
+    "Membership",
+    "WorkerFenced",
+    "group_members",
+    "is_fenced_instance",
+    "joined",
+    "leave_on_stop",
+    "membership_lost",
+]
+
+log = structlog.get_logger(__name__)
+
 CLIENT_PREFIX = "phoenix-coupons-"
-
-
-class FencedInstanceIdError(BrokerResponseError):  # type: ignore[misc]
-    errno = 82
-    message = "FENCED_INSTANCE_ID"
-    description = (
-        "The broker rejected this static consumer since another consumer with the same "
-        "group.instance.id has registered with a different member.id."
-    )
-
-
-# aiokafka maps unknown codes to UnknownError, losing which one it was; a later aiokafka that
-# maps 82 keeps its own class.
-kafka_errors.setdefault(FencedInstanceIdError.errno, FencedInstanceIdError)
 
 
 class WorkerFenced(PhoenixError):
@@ -119,28 +126,81 @@ def membership_lost(consumer: AIOKafkaConsumer) -> bool:
     """aiokafka forgot its member id: the coordinator no longer knew it (UNKNOWN_MEMBER_ID:
     session expired, or replaced by a static member of the same id), or a commit met
     ILLEGAL_GENERATION; it rejoins after the revocation."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    return coordinator is not None and not coordinator.member_id
+    state = group_state(consumer)
+    return state is not None and not state.member_id
 
 
 def joined(consumer: AIOKafkaConsumer) -> bool:
     """A member of the group whose coordinator is reachable: aiokafka forgets the coordinator
     when a heartbeat or commit cannot reach it."""
-    coordinator = getattr(consumer, "_coordinator", None)
+    state = group_state(consumer)
     return (
-        coordinator is not None
-        and bool(coordinator.member_id)
-        and coordinator.generation > 0
-        and coordinator.coordinator_id is not None
+        state is not None
+        and bool(state.member_id)
+        and state.generation > 0
+        and state.coordinator_id is not None
     )
 
 
 def leave_on_stop(consumer: AIOKafkaConsumer) -> None:
-    """aiokafka sends no LeaveGroup for a static member, so the partitions of a worker that
-    stops would wait for its session to expire before moving. A stopping static worker leaves
-    as a dynamic one would: they move at once (the next owner starts at the offsets committed
-    on revocation). Also used by a fenced worker, so that its last rejoin does not take the
-    membership from the process that fenced it."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is not None and getattr(coordinator, "_group_instance_id", None) is not None:
-        coordinator._group_instance_id = None
+    """A stopping static worker leaves as a dynamic one does, so that its partitions move at
+    once rather than after its session expired (the next owner starts at the offsets
+    committed on revocation). Also used by a fenced worker, so that its last rejoin does not
+    take the membership from the process that fenced it."""
+    leave_group_on_stop(consumer)
+
+
+class Fencing:
+    """Whether another process took this static worker's membership. Fencing is final: the
+    worker stops (`on_fenced`) and `run` raises `fenced`."""
+
+    def __init__(
+        self,
+        membership: Membership,
+        bootstrap: str,
+        group: str,
+        on_fenced: Callable[[], None],
+    ) -> None:
+        self.membership = membership
+        self._bootstrap = bootstrap
+        self._group = group
+        self._on_fenced = on_fenced
+        self.fenced: WorkerFenced | None = None
+        self.was_member = False  # joined once: a member id forgotten later is a loss
+
+    def fence(self, holder: str | None = None, cause: BaseException | None = None) -> None:
+        """`holder`: the client id of the process that took the membership, if known."""
+        if self.fenced is None:
+            message = self.membership.fenced_message(holder)
+            self.fenced = WorkerFenced(message)
+            log.error(
+                "worker_fenced",
+                error=message,
+                cause=repr(cause) if cause else None,
+                worker_id=self.membership.worker_id,
+                client_id=self.membership.client_id,
+            )
+        self._on_fenced()
+
+    async def check_lost(self, consumer: AIOKafkaConsumer) -> None:
+        """On a revocation: a static membership lost to another process of this worker id
+        fences this one. aiokafka rejoins next, as a dynamic member then, which takes
+        nothing from the process holding the id; the worker then stops and leaves."""
+        if not self.membership.static or self.fenced is not None:
+            return
+        if not (self.was_member and membership_lost(consumer)):
+            return
+        holder = await self._holder_elsewhere()
+        if holder is not None:
+            self.fence(holder)
+            leave_on_stop(consumer)
+
+    async def _holder_elsewhere(self) -> str | None:
+        """Another process of this worker id among the group's members, asked when the
+        membership was lost (it is nobody's while this worker rejoins, unless taken)."""
+        try:
+            members = await group_members(self._bootstrap, self._group)
+        except Exception as exc:  # can't tell: rejoin, as before
+            log.warning("group_members_unknown", error=repr(exc))
+            return None
+        return self.membership.held_elsewhere(members)

@@ -65,6 +65,11 @@ class Readiness:
     def ready(self) -> bool:
         return not self.reasons()
 
+    def recovered(self, what: str) -> None:
+        """What was failing (`failing` starting with `what`) works again."""
+        if self.failing is not None and self.failing.startswith(what):
+            self.failing = None
+
     def watch(self) -> None:
         """Ping MongoDB in the background; the gauge reads `ready` when scraped."""
         metrics.READY.set_function(lambda: 1.0 if self.ready else 0.0)

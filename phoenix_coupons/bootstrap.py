@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from phoenix_coupons.adapters import fetch_backoff
+from phoenix_coupons.adapters.aiokafka_compat import install_fetch_pause
 from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.api_key_repo import MongoApiKeyRepo
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
@@ -30,6 +30,7 @@ from phoenix_coupons.services.coupon_queries import CouponQueries
 from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.generation import GenerationService
 from phoenix_coupons.services.issuance import IssuanceService
+from phoenix_coupons.services.redelivery import Redelivery
 from phoenix_coupons.services.redemptions import RedemptionService
 from phoenix_coupons.services.rewards import RewardService
 from phoenix_coupons.services.secrets_box import SecretBox
@@ -178,10 +179,14 @@ class Container:
         return Worker(
             self.settings,
             self.issuance,
+            self.redelivery(),
             self.definition_cache,
-            AnnouncedOffsets(self.mongo),
             self.mongo.ping,
         )
+
+    def redelivery(self) -> Redelivery:
+        """A worker's own: it holds the marks of the partitions the worker consumes."""
+        return Redelivery(AnnouncedOffsets(self.mongo), MongoCouponRepo(self.mongo))
 
     async def start_storage(self) -> None:
         await self.mongo.ensure_indexes()
@@ -192,7 +197,7 @@ class Container:
         (a warning if it fails). The worker needs them: it ensures them itself, within
         `kafka_topics_deadline_seconds`, and fails without them (`topics=False` skips the
         short try for a process that runs only the worker)."""
-        fetch_backoff.install(self.settings.kafka_empty_fetch_backoff_ms)
+        install_fetch_pause(self.settings.kafka_empty_fetch_backoff_ms)
         await self.start_storage()
         if topics and self.settings.kafka_create_topics:
             short = min(API_TOPICS_DEADLINE_S, self.settings.kafka_topics_deadline_seconds)

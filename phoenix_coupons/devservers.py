@@ -100,7 +100,7 @@ class EmbeddedServers:
             )
             self.env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
             # noida-db answers an empty fetch at once (Kafka holds it): without a pause, idle
-            # consumers spin (phoenix_coupons/adapters/fetch_backoff.py).
+            # consumers spin (phoenix_coupons/adapters/aiokafka_compat.py).
             self.env.setdefault(
                 FETCH_BACKOFF_ENV, os.environ.get(FETCH_BACKOFF_ENV, EMBEDDED_FETCH_BACKOFF_MS)
             )

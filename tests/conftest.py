@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from phoenix_coupons.adapters import fetch_backoff
+from phoenix_coupons.adapters.aiokafka_compat import install_fetch_pause
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.devservers import FETCH_BACKOFF_ENV
@@ -72,7 +72,7 @@ def settings(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     run = uuid.uuid4().hex[:8]
     # The test's own consumers pause after empty fetches too, as the service's do.
     backoff = int(server_env.get(FETCH_BACKOFF_ENV) or 0)
-    fetch_backoff.install(backoff)
+    install_fetch_pause(backoff)
     return Settings(
         kafka_empty_fetch_backoff_ms=backoff,
         kafka_bootstrap_servers=server_env["KAFKA_BOOTSTRAP_SERVERS"],

@@ -1,8 +1,13 @@
 """Coupons in MongoDB. The unique index on (tenant_id, code_norm) is the final word on code
 uniqueness; `_id`, derived from the issue key (`issue_keys.coupon_id`), makes issuance
-idempotent."""
+idempotent.
 
-from collections.abc import Iterable, Sequence
+A coupon's document holds more than the domain's `Coupon`: the inbound record that issued it
+(`trigger_record`, "topic:partition:offset", read by the worker's redelivery rules) and its
+outbox state (`publish_pending`, `publish_owner`, `publish_lease`: the row is its own outbox
+entry, drained by adapters/outbox_relay.py)."""
+
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 
@@ -13,22 +18,35 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
 from phoenix_coupons.adapters.nx27017_compat import aware
 from phoenix_coupons.domain import issue_keys
+from phoenix_coupons.domain.delivery import EventRef, RecordId
 from phoenix_coupons.domain.errors import DuplicateCodes
-from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.models import Coupon, CouponSource
+from phoenix_coupons.services.ports import StoredCoupon
 
 IN_CHUNK = 1000  # keep `$in` lists and batches a reasonable size
 ORDER = [("issued_at", -1), ("_id", 1)]  # lists: newest first (indexes in mongo_schema.py)
 
 _FIELDS = {f.name for f in fields(Coupon)}
 _STORED = tuple(f.name for f in fields(Coupon) if f.name != "id")
+# Whether a new coupon waits for the outbox relay, by source: bulk coupons do; event coupons
+# are announced by the worker itself before it commits the inbound offsets (and again on a
+# redelivery); a definition's shared code belongs to no user and is never announced.
+PENDING_AT_INSERT: dict[CouponSource, bool] = {"bulk": True, "event": False, "definition": False}
 
 
-def to_doc(coupon: Coupon) -> Doc:
+def to_doc(coupon: Coupon, record: RecordId | None = None) -> Doc:
+    """`record`: the inbound record whose batch stores an event coupon."""
     # Every field is a scalar: a shallow copy (dataclasses.asdict deep-copies each value, and
     # cost the worker ~80 us per coupon).
     doc: Doc = {"_id": coupon.id}
     for name in _STORED:
         doc[name] = getattr(coupon, name)
+    doc["trigger_record"] = (
+        None if record is None else f"{record.topic}:{record.partition}:{record.offset}"
+    )
+    doc["publish_pending"] = PENDING_AT_INSERT[coupon.source]
+    doc["publish_owner"] = None
+    doc["publish_lease"] = None
     return doc
 
 
@@ -36,6 +54,14 @@ def from_doc(doc: Doc) -> Coupon:
     data = {k: v for k, v in doc.items() if k in _FIELDS}
     data["revoked_at"] = aware(data.get("revoked_at"))
     return Coupon(id=doc["_id"], **data)
+
+
+def stored_from_doc(doc: Doc) -> StoredCoupon:
+    record = doc.get("trigger_record")
+    if not record:
+        return StoredCoupon(from_doc(doc), None)
+    topic, partition, offset = record.rsplit(":", 2)
+    return StoredCoupon(from_doc(doc), RecordId(topic, int(partition), int(offset)))
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -61,14 +87,19 @@ class MongoCouponRepo:
     async def count_in_space(self, tenant_id: str, code_space: str) -> int:
         return await self._col.count_documents({"tenant_id": tenant_id, "code_space": code_space})
 
-    async def insert_unordered(self, coupons: Sequence[Coupon]) -> list[int]:
+    async def insert_unordered(
+        self, coupons: Sequence[Coupon], records: Mapping[str, RecordId] | None = None
+    ) -> list[int]:
         """Insert what can be inserted; return the positions refused as duplicates. Raises
-        when the write concern was not met (`raise_unacknowledged`): nothing counts as stored."""
+        when the write concern was not met (`raise_unacknowledged`): nothing counts as stored.
+        `records`: event coupons' inbound records, by issue key."""
         failed: list[int] = []
+        origin = (records or {}).get
         for start in range(0, len(coupons), IN_CHUNK):
             batch = coupons[start : start + IN_CHUNK]
             try:
-                await self._col.insert_many([to_doc(c) for c in batch], ordered=False)
+                docs = [to_doc(c, origin(c.issue_key)) for c in batch]
+                await self._col.insert_many(docs, ordered=False)
             except BulkWriteError as exc:
                 failed += [start + i for i in duplicates_only(exc)]
         return failed
@@ -94,30 +125,38 @@ class MongoCouponRepo:
             raise DuplicateCodes(str(exc)) from exc
 
     async def by_issue_keys(self, keys: Sequence[str]) -> dict[str, Coupon]:
-        found: dict[str, Coupon] = {}
+        return {
+            key: stored.coupon for key, stored in (await self.stored_by_issue_keys(keys)).items()
+        }
+
+    async def stored_by_issue_keys(self, keys: Sequence[str]) -> dict[str, StoredCoupon]:
+        found: dict[str, StoredCoupon] = {}
         for chunk in _chunks(keys):
             ids = [issue_keys.coupon_id(key) for key in chunk]
             async for doc in self._col.find({"_id": {"$in": ids}}):
-                found[doc["issue_key"]] = from_doc(doc)
+                found[doc["issue_key"]] = stored_from_doc(doc)
         return found
 
-    async def for_trigger_events(self, origins: Sequence[tuple[str, str, str]]) -> list[Coupon]:
-        """Coupons issued for these inbound events, each named (tenant, user, event id). Served
-        by the (tenant, user) index the wallet uses; the event id is filtered on."""
-        found: list[Coupon] = []
-        for start in range(0, len(origins), IN_CHUNK):
-            chunk = origins[start : start + IN_CHUNK]
+    async def for_trigger_events(self, events: Sequence[EventRef]) -> list[StoredCoupon]:
+        """Coupons issued for these inbound events. Served by the (tenant, user) index the
+        wallet uses; the event id is filtered on."""
+        found: list[StoredCoupon] = []
+        for start in range(0, len(events), IN_CHUNK):
+            chunk = events[start : start + IN_CHUNK]
             wanted = set(chunk)
             query = {
-                "tenant_id": {"$in": sorted({t for t, _, _ in chunk})},
-                "user_id": {"$in": sorted({u for _, u, _ in chunk})},
-                "trigger_event_id": {"$in": sorted({e for _, _, e in chunk})},
+                "tenant_id": {"$in": sorted({e.tenant_id for e in chunk})},
+                "user_id": {"$in": sorted({e.user_id for e in chunk})},
+                "trigger_event_id": {"$in": sorted({e.event_id for e in chunk})},
             }
             async for doc in self._col.find(query):
-                coupon = from_doc(doc)
-                origin = (coupon.tenant_id, coupon.user_id or "", coupon.trigger_event_id or "")
+                stored = stored_from_doc(doc)
+                coupon = stored.coupon
+                origin = EventRef(
+                    coupon.tenant_id, coupon.user_id or "", coupon.trigger_event_id or ""
+                )
                 if origin in wanted:
-                    found.append(coupon)
+                    found.append(stored)
         return found
 
     async def by_code(self, tenant_id: str, code_norm: str) -> Coupon | None:

@@ -3,8 +3,8 @@ uniqueness ignoring case, collision retry and a capacity check that fails fast."
 
 import os
 import string
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple, Protocol
 
 from phoenix_coupons.domain.errors import CodeSpaceExhausted, FieldError
 
@@ -15,6 +15,21 @@ LOWER_EXTENSION = "abcdefghjkmnpqrstuvwxyz"
 # A request may fill at most this share of a code space: beyond it collisions make random
 # generation slow and a later request could not find free codes at all.
 MAX_FILL = 0.5
+# Draws allowed per code wanted (plus a floor) before a draw gives up on distinct codes.
+DRAWS_PER_CODE, DRAWS_FLOOR = 20, 100
+
+
+class CodeSpec(NamedTuple):  # a tuple: built per coupon drawn, in the worker's hot path
+    """The random codes of a definition: `prefix` + `length` characters of the alphabet."""
+
+    prefix: str
+    length: int
+    case_sensitive: bool
+
+    @property
+    def space(self) -> str:
+        """The code space's name, stored on each coupon (counted for the capacity check)."""
+        return f"{normalize(self.prefix)}:{self.length}"
 
 
 class RandomSource(Protocol):
@@ -91,6 +106,25 @@ class CodeGenerator:
     def one(self, prefix: str, length: int, case_sensitive: bool) -> str:
         code = prefix + "".join(self._rng.choices(alphabet(case_sensitive), k=length))
         return code if case_sensitive else code.upper()
+
+    def draw(self, specs: Sequence[CodeSpec]) -> list[str | None]:
+        """A code per spec, distinct ignoring case. Draws that keep colliding stop after
+        `DRAWS_PER_CODE` per code: the codes still missing are None."""
+        budget = len(specs) * DRAWS_PER_CODE + DRAWS_FLOOR
+        seen: set[str] = set()
+        out: list[str | None] = []
+        for spec in specs:
+            code = None
+            while budget > 0:
+                budget -= 1
+                drawn = self.one(spec.prefix, spec.length, spec.case_sensitive)
+                key = normalize(drawn)
+                if key not in seen:
+                    seen.add(key)
+                    code = drawn
+                    break
+            out.append(code)
+        return out
 
     def unique(
         self,

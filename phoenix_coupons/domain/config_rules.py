@@ -5,6 +5,7 @@ import re
 import uuid
 from typing import Any
 
+from phoenix_coupons.domain.codes import CodeSpec
 from phoenix_coupons.domain.errors import FieldError, ValidationFailed
 from schemas.bounds import CODE_LENGTH_MAX, CODE_LENGTH_MIN, CODE_MAX_LENGTH, CODE_PATTERN
 from schemas.coupons import CouponConfig
@@ -23,6 +24,16 @@ TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {
     "leaderboard_rank": ("leaderboard_id", "rank_threshold"),
 }
 THRESHOLDS = ("milestone_threshold", "rank_threshold")
+
+
+def code_length(config: CouponConfig) -> int:
+    """The length of a random code: the config's, else the default."""
+    return config.code_length if config.code_length is not None else DEFAULT_CODE_LENGTH
+
+
+def code_spec(config: CouponConfig) -> CodeSpec:
+    """What a random-format definition's codes look like."""
+    return CodeSpec(config.code_prefix or "", code_length(config), config.case_sensitive)
 
 
 def with_defaults(config: CouponConfig) -> CouponConfig:
@@ -55,7 +66,7 @@ def config_errors(config: CouponConfig) -> list[FieldError]:
         bad("reward_item_id", "must be a valid UUID")
 
     if config.code_format == "random":
-        length = config.code_length if config.code_length is not None else DEFAULT_CODE_LENGTH
+        length = code_length(config)
         if not MIN_CODE_LENGTH <= length <= MAX_CODE_LENGTH:
             bad("code_length", f"must be between {MIN_CODE_LENGTH} and {MAX_CODE_LENGTH}")
             length = 0  # already reported: do not blame the prefix for it too

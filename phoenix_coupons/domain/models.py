@@ -1,6 +1,6 @@
 """Records the services work with that are not wire contracts themselves."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -41,13 +41,5 @@ class Coupon:
     starts_at: datetime | None = None
     expires_at: datetime | None = None
     trigger_event_id: str | None = None
-    # The inbound record that issued it ("topic:partition:offset"): a redelivery of that very
-    # record announces the coupon again while pending; a later duplicate of the event does not.
-    trigger_record: str | None = None
     status: Literal["active", "revoked"] = "active"
     revoked_at: datetime | None = None
-    # Outbox state: the coupon row is its own outbox entry (see README, "No lost events").
-    # A publisher claims pending rows with a lease (epoch ms) before sending them.
-    publish_pending: bool = field(default=True)
-    publish_owner: str | None = None
-    publish_lease: int | None = None

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.config_rules import merge_patch, validated
+from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.errors import (
     Conflict,
     DuplicateCodes,
@@ -201,17 +202,5 @@ class DefinitionService:
         code = defn.config.custom_code
         if defn.config.code_format != "custom" or code is None:
             return None
-        key = issue_keys.shared(defn.id)
-        return Coupon(
-            id=issue_keys.coupon_id(key),
-            tenant_id=defn.tenant_id,
-            definition_id=defn.id,
-            reward_item_id=defn.config.reward_item_id,
-            code=code,
-            code_norm=codes.normalize(code),
-            kind="shared",
-            source="definition",
-            issue_key=key,
-            issued_at=defn.updated_at,
-            publish_pending=False,
-        )
+        factory = CouponFactory.of(defn, "definition")
+        return factory.coupon(issue_keys.shared(defn.id), code, defn.updated_at)

@@ -5,6 +5,7 @@ from collections.abc import Callable, Sequence
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.config_rules import code_reason
+from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.errors import (
     CodeSpaceExhausted,
     Conflict,
@@ -14,6 +15,7 @@ from phoenix_coupons.domain.errors import (
 )
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.definitions import definition_not_found
+from phoenix_coupons.services.drawing import draw_and_insert
 from phoenix_coupons.services.idempotency import key_reused, request_hash
 from phoenix_coupons.services.ports import (
     CouponRepo,
@@ -22,10 +24,6 @@ from phoenix_coupons.services.ports import (
     IdFactory,
 )
 from schemas.coupons import CouponDefinition, GeneratedCoupon, GenerateRequest, GenerateResponse
-
-# Rounds of redrawing codes that collided with codes stored meanwhile; with the capacity
-# check keeping spaces at most half full, more than a few rounds means something is wrong.
-MAX_DRAW_ROUNDS = 8
 
 
 class GenerationService:
@@ -124,30 +122,14 @@ class GenerationService:
 
     def _coupon(
         self,
-        defn: CouponDefinition,
+        make: CouponFactory,
         user_id: str,
         code: str,
         position: int,
         idem: str | None,
-        code_space: str | None,
     ) -> Coupon:
-        key = issue_keys.bulk(defn.id, idem, position, self._new_id())
-        return Coupon(
-            id=issue_keys.coupon_id(key),
-            tenant_id=defn.tenant_id,
-            definition_id=defn.id,
-            reward_item_id=defn.config.reward_item_id,
-            code=code,
-            code_norm=codes.normalize(code),
-            kind="issued",
-            source="bulk",
-            issue_key=key,
-            issued_at=self._clock(),
-            user_id=user_id,
-            code_space=code_space,
-            starts_at=defn.config.starts_at,
-            expires_at=defn.config.expires_at,
-        )
+        key = issue_keys.bulk(make.definition_id, idem, position, self._new_id())
+        return make.coupon(key, code, self._clock(), user_id)
 
     async def _already_issued(
         self, defn: CouponDefinition, count: int, idem: str | None
@@ -162,31 +144,25 @@ class GenerationService:
     async def _random(
         self, defn: CouponDefinition, user_ids: Sequence[str], idem: str | None
     ) -> list[Coupon]:
-        config = defn.config
-        length = config.code_length or 8
-        prefix = config.code_prefix or ""
-        space = f"{codes.normalize(prefix)}:{length}"
+        make = CouponFactory.of(defn, "bulk")
+        spec = make.spec
+        assert spec is not None  # a random-format definition
         done = await self._already_issued(defn, len(user_ids), idem)
         todo = [i for i in range(len(user_ids)) if i not in done]
-        existing = await self._coupons.count_in_space(defn.tenant_id, space)
-        codes.check_capacity(length, existing, len(todo))
-        for _ in range(MAX_DRAW_ROUNDS):
-            if not todo:
-                break
-            drawn = self._codegen.unique(len(todo), prefix, length, config.case_sensitive)
-            batch = [
-                self._coupon(defn, user_ids[i], code, i, idem, space)
-                for i, code in zip(todo, drawn, strict=True)
-            ]
-            refused = set(await self._coupons.insert_unordered(batch))
-            for j, coupon in enumerate(batch):
-                if j not in refused:
-                    done[todo[j]] = coupon
-            if refused and idem is not None:
-                # A refused keyed position may be another attempt's coupon, not a collision.
-                done.update(await self._already_issued(defn, len(user_ids), idem))
-            todo = [i for i in todo if i not in done]
-        if todo:
+        existing = await self._coupons.count_in_space(defn.tenant_id, spec.space)
+        codes.check_capacity(spec.length, existing, len(todo))
+        drawn = await draw_and_insert(
+            todo,
+            self._codegen,
+            lambda _: spec,
+            lambda i, code: self._coupon(make, user_ids[i], code, i, idem),
+            self._coupons.insert_unordered,
+            # A refused keyed position may be another attempt's coupon, not a collision.
+            self._coupons.by_issue_keys if idem is not None else None,
+        )
+        done.update({i: coupon for i, coupon in drawn.placed})
+        done.update({i: coupon for i, coupon in drawn.found})
+        if drawn.left:
             raise CodeSpaceExhausted(
                 message="could not find free codes after several rounds; use a longer code_length",
                 details=[FieldError("user_ids", "too many collisions drawing codes")],
@@ -217,7 +193,8 @@ class GenerationService:
             for c in codes.duplicates_ignoring_case(custom)
         ]
         todo = [i for i in range(len(user_ids)) if i not in done]
-        batch = [self._coupon(defn, user_ids[i], custom[i], i, idem, None) for i in todo]
+        make = CouponFactory.of(defn, "bulk")
+        batch = [self._coupon(make, user_ids[i], custom[i], i, idem) for i in todo]
         conflicts += await self._taken_conflicts(defn.tenant_id, batch)
         if conflicts:
             raise _codes_conflict(conflicts)

@@ -1,63 +1,60 @@
-"""Issuing coupons for a batch of inbound events: match against the in-memory definitions,
-draw codes, store with one bulk write, and hand back what is to be announced.
-
-Whether a stored coupon is announced again depends on the record that delivers its event:
-the worker tells, per event, whether the record's offset was committed before (a replay:
-announced then) and whether an earlier attempt may have stored coupons for it without
-announcing them (a redelivery after a crash). No per-coupon "announced" write is needed.
-"""
+"""Issuing coupons for a batch of inbound events, in two steps: `plan` matches the events
+against the in-memory definitions and names the coupons wanted (pure), `store` draws their
+codes and stores them with unordered bulk inserts. Which records are replays, which coupons
+an earlier attempt stored and what is announced (again) is the redelivery's
+(services/redelivery.py); the worker raises its inflight mark between the two steps."""
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple
 
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
-from phoenix_coupons.domain.config_rules import DEFAULT_CODE_LENGTH
+from phoenix_coupons.domain.coupon_factory import CouponFactory
+from phoenix_coupons.domain.delivery import RecordId
 from phoenix_coupons.domain.matching import DefinitionIndex, Event
 from phoenix_coupons.domain.models import Coupon
-from phoenix_coupons.services.ports import CouponRepo
+from phoenix_coupons.services.drawing import Found, Placed, draw_and_insert
+from phoenix_coupons.services.ports import CouponRepo, StoredCoupon
 from schemas.coupons import CouponDefinition
 
-MAX_DRAW_ROUNDS = 8
+# The dead letter of an event whose coupon found no free code (kind, message).
+NO_FREE_CODE = ("code_space_exhausted", "no free code left in the definition's code space")
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """How an event reached the worker. `record`: "topic:partition:offset", kept with the
-    coupons it issues. `announced`: the offset was committed before, so whatever this record
-    issued was announced then (a replay). `lookup`: an attempt that died before committing
-    may have stored coupons for it: look them up, even those of definitions that no longer
-    match."""
+class Wanted(NamedTuple):  # a tuple: one per match, in the worker's hot path
+    """A coupon a matched event asks for; `pos`: the event's position in the batch."""
 
-    record: str
-    announced: bool = False
-    lookup: bool = False
-
-
-class Deliveries(Protocol):
-    """The deliveries of a batch's events, by position. Built on demand: most events match
-    nothing, and then their delivery is never asked for."""
-
-    def __getitem__(self, pos: int) -> Delivery: ...
-
-    def lookups(self) -> Sequence[int]:
-        """The positions whose delivery has `lookup` set."""
-        ...
+    pos: int
+    key: str
+    definition: CouponDefinition
+    event: Event
 
 
 @dataclass
-class BatchOutcome:
-    """`announce`: coupons to publish, in event order (new ones and those an earlier attempt
-    stored for the same record). `matched`: matches per event position. `failed`: positions
-    that could not get a code (code space full) and go to the dead-letter topic."""
+class IssuePlan:
+    """`wanted`: one per issue key, asked by its first position. `asked`: every position
+    asking for each issue key (a batch may hold the same event more than once, in several
+    records). `matched`: matches per event position. `at`: the time matched against, and
+    the coupons' issue time."""
 
-    announce: list[Coupon] = field(default_factory=list)
-    issued: int = 0
+    at: datetime
+    wanted: list[Wanted] = field(default_factory=list)
+    asked: dict[str, list[int]] = field(default_factory=dict)
     matched: dict[int, int] = field(default_factory=dict)
-    failed: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class StoreOutcome:
+    """`placed`: coupons stored now. `found`: coupons wanted that were stored before under
+    the same issue key (by another record or attempt). `failed`: positions left without a
+    free code (their records go to the dead-letter topic, `NO_FREE_CODE`)."""
+
+    placed: list[Placed[Wanted]] = field(default_factory=list)
+    found: list[Found[Wanted, StoredCoupon]] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
 
 
 class IssuanceService:
@@ -73,145 +70,58 @@ class IssuanceService:
         self._codegen = codegen
         self._clock = clock
 
-    async def issue(
-        self,
-        events: Sequence[Event],
-        deliveries: Deliveries,
-        before_store: Callable[[], Awaitable[None]] | None = None,
-    ) -> BatchOutcome:
-        """`before_store`: awaited once before any coupon is stored (the worker raises its
-        inflight marks there)."""
-        outcome = BatchOutcome()
+    def plan(self, events: Sequence[Event], skip: Collection[str] = ()) -> IssuePlan:
+        """`skip`: issue keys known to be stored (an earlier attempt's): not wanted again."""
+        plan = IssuePlan(self._clock())
         if not events:
-            return outcome
-        now = self._clock()
-        index = self._index()
-        seen: set[str] = set()
-        prior = await self._prior(events, deliveries, seen)
-        wanted: list[tuple[int, Coupon, CouponDefinition]] = []
-        # Every position asking for a key: a batch may hold the same event more than once.
+            return plan
+        seen = set(skip)
         asked: dict[str, list[int]] = defaultdict(list)
-        for pos, found in index.match_all(events, now).items():
+        for pos, found in self._index().match_all(events, plan.at).items():
             event = events[pos]
-            outcome.matched[pos] = len(found)
+            plan.matched[pos] = len(found)
             for match in found:
                 key = issue_keys.event(match.definition.id, event.user_id, match.occurrence)
                 asked[key].append(pos)
-                if key in seen:
-                    continue
-                seen.add(key)
-                coupon = self._coupon(match.definition, event, key, now)
-                coupon.trigger_record = deliveries[pos].record
-                wanted.append((pos, coupon, match.definition))
-        if wanted and before_store is not None:
-            await before_store()
-        placed = await self._store(wanted, deliveries, asked, outcome)
-        chosen = sorted([*prior, *placed], key=lambda pc: pc[0])
-        outcome.announce = [coupon for _, coupon in chosen]
-        return outcome
+                if key not in seen:
+                    seen.add(key)
+                    plan.wanted.append(Wanted(pos, key, match.definition, event))
+        plan.asked = asked
+        return plan
 
-    async def _prior(
-        self, events: Sequence[Event], deliveries: Deliveries, seen: set[str]
-    ) -> list[tuple[int, Coupon]]:
-        """Coupons an earlier attempt stored for the events to look up: those of the same
-        record are announced again; any found is not issued again."""
-        look = deliveries.lookups()
-        if not look:
-            return []
-        by_event: dict[tuple[str, str, str], list[int]] = defaultdict(list)
-        for i in look:
-            by_event[(events[i].tenant_id, events[i].user_id, events[i].event_id)].append(i)
-        prior: list[tuple[int, Coupon]] = []
-        for coupon in await self._coupons.for_trigger_events(list(by_event)):
-            origin = (coupon.tenant_id, coupon.user_id or "", coupon.trigger_event_id or "")
-            positions = by_event.get(origin)
-            if not positions:
-                continue
-            seen.add(coupon.issue_key)
-            pos = _reannounce_at(coupon, deliveries, positions)
-            if pos is not None:
-                prior.append((pos, coupon))
-        return prior
+    async def store(self, plan: IssuePlan, records: Mapping[str, RecordId]) -> StoreOutcome:
+        """Stores the plan's coupons. `records`: the inbound record each issue key's coupon
+        is stored for (kept with it for redeliveries)."""
+        if not plan.wanted:
+            return StoreOutcome()
 
-    def _coupon(self, defn: CouponDefinition, event: Event, key: str, now: datetime) -> Coupon:
-        cfg = defn.config
-        length = cfg.code_length or DEFAULT_CODE_LENGTH
-        prefix = cfg.code_prefix or ""
-        return Coupon(
-            id=issue_keys.coupon_id(key),
-            tenant_id=defn.tenant_id,
-            definition_id=defn.id,
-            reward_item_id=cfg.reward_item_id,
-            code="",
-            code_norm="",
-            kind="issued",
-            source="event",
-            issue_key=key,
-            issued_at=now,
-            user_id=event.user_id,
-            code_space=f"{codes.normalize(prefix)}:{length}",
-            starts_at=cfg.starts_at,
-            expires_at=cfg.expires_at,
-            trigger_event_id=event.event_id,
-            # Announced by the worker itself, before it commits the offsets (and again on a
-            # redelivery): the outbox relay is for bulk coupons.
-            publish_pending=False,
+        factories: dict[str, CouponFactory] = {}
+
+        def factory(wanted: Wanted) -> CouponFactory:  # once per definition
+            found = factories.get(wanted.definition.id)
+            if found is None:
+                found = factories[wanted.definition.id] = CouponFactory.of(
+                    wanted.definition, "event"
+                )
+            return found
+
+        def spec(wanted: Wanted) -> codes.CodeSpec:
+            drawn = factory(wanted).spec
+            assert drawn is not None  # auto-generation needs random codes (config_rules.py)
+            return drawn
+
+        def build(wanted: Wanted, code: str) -> Coupon:
+            made = factory(wanted)
+            return made.coupon(
+                wanted.key, code, plan.at, wanted.event.user_id, wanted.event.event_id
+            )
+
+        drawn = await draw_and_insert(
+            plan.wanted,
+            self._codegen,
+            spec,
+            build,
+            lambda coupons: self._coupons.insert_unordered(coupons, records),
+            self._coupons.stored_by_issue_keys,
         )
-
-    async def _store(
-        self,
-        wanted: list[tuple[int, Coupon, CouponDefinition]],
-        deliveries: Deliveries,
-        asked: dict[str, list[int]],
-        outcome: BatchOutcome,
-    ) -> list[tuple[int, Coupon]]:
-        placed: list[tuple[int, Coupon]] = []
-        todo = wanted
-        for _ in range(MAX_DRAW_ROUNDS):
-            if not todo:
-                break
-            drawn: set[str] = set()
-            for _pos, coupon, defn in todo:
-                cfg = defn.config
-                while True:
-                    code = self._codegen.one(
-                        cfg.code_prefix or "",
-                        cfg.code_length or DEFAULT_CODE_LENGTH,
-                        cfg.case_sensitive,
-                    )
-                    if codes.normalize(code) not in drawn:
-                        break
-                coupon.code, coupon.code_norm = code, codes.normalize(code)
-                drawn.add(coupon.code_norm)
-            refused = set(await self._coupons.insert_unordered([c for _, c, _ in todo]))
-            placed += [(pos, c) for j, (pos, c, _) in enumerate(todo) if j not in refused]
-            outcome.issued += len(todo) - len(refused)
-            if not refused:
-                return placed
-            retry = [todo[j] for j in sorted(refused)]
-            # A refused coupon whose issue key exists was issued before: announced again only
-            # when its own record comes again uncommitted. The others collided on a code and
-            # are drawn again.
-            existing = await self._coupons.by_issue_keys([c.issue_key for _, c, _ in retry])
-            for _pos, coupon, _defn in retry:
-                stored = existing.get(coupon.issue_key)
-                if stored is None:
-                    continue
-                at = _reannounce_at(stored, deliveries, asked[coupon.issue_key])
-                if at is not None:
-                    placed.append((at, stored))
-            todo = [t for t in retry if t[1].issue_key not in existing]
-        for pos, _coupon, _defn in todo:
-            outcome.failed[pos] = "code_space_exhausted"
-        return placed
-
-
-def _reannounce_at(coupon: Coupon, deliveries: Deliveries, positions: Sequence[int]) -> int | None:
-    """The position of the record that stored `coupon` in an attempt that never committed
-    it (its announcement may be lost), or None: the same event in another record, or a
-    replay, was announced."""
-    for pos in positions:
-        delivery = deliveries[pos]
-        if not delivery.announced and coupon.trigger_record == delivery.record:
-            return pos
-    return None
+        return StoreOutcome(drawn.placed, drawn.found, [w.pos for w in drawn.left])

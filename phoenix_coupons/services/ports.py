@@ -1,16 +1,27 @@
 """What the services need from storage and messaging; adapters implement these."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.redemption import Redemption
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
 
 IdFactory = Callable[[], str]
+
+
+@dataclass(frozen=True)
+class StoredCoupon:
+    """A coupon as stored, with the inbound record whose batch stored it (event coupons;
+    None for the others). The record is storage's, not the coupon's: only the worker's
+    redelivery rules read it."""
+
+    coupon: Coupon
+    record: RecordId | None
 
 
 @dataclass(frozen=True)
@@ -59,9 +70,16 @@ class DefinitionRepo(Protocol):
 class CouponRepo(Protocol):
     async def taken(self, tenant_id: str, code_norms: Sequence[str]) -> set[str]: ...
     async def count_in_space(self, tenant_id: str, code_space: str) -> int: ...
-    async def insert_unordered(self, coupons: Sequence[Coupon]) -> list[int]: ...
+    async def insert_unordered(
+        self, coupons: Sequence[Coupon], records: Mapping[str, RecordId] | None = None
+    ) -> list[int]:
+        """Inserts what it can; returns the positions refused as duplicates (code or issue
+        key). `records`: event coupons' inbound records, by issue key."""
+        ...
+
     async def insert_atomic(self, coupons: Sequence[Coupon]) -> None: ...
     async def by_issue_keys(self, keys: Sequence[str]) -> dict[str, Coupon]: ...
+    async def stored_by_issue_keys(self, keys: Sequence[str]) -> dict[str, StoredCoupon]: ...
     async def by_code(self, tenant_id: str, code_norm: str) -> Coupon | None: ...
     async def definition_codes(
         self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
@@ -76,7 +94,27 @@ class CouponRepo(Protocol):
         ...
 
     async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None: ...
-    async def for_trigger_events(self, origins: Sequence[tuple[str, str, str]]) -> list[Coupon]: ...
+    async def for_trigger_events(self, events: Sequence[EventRef]) -> list[StoredCoupon]:
+        """The coupons issued for these inbound events."""
+        ...
+
+
+class AnnouncedMarks(Protocol):
+    """The marks of each inbound partition (domain/delivery.py `Marks`), shared by every
+    consumer group and worker."""
+
+    async def load(self, partitions: Sequence[Partition]) -> dict[Partition, Marks]:
+        """Marks() for a partition never seen."""
+        ...
+
+    async def advance(self, offsets: Mapping[Partition, int]) -> None:
+        """Raise each partition's announced mark to at least the given next offset."""
+        ...
+
+    async def mark_inflight(self, offsets: Mapping[Partition, int]) -> None:
+        """Raise each partition's inflight mark, before coupons of records below it are
+        stored."""
+        ...
 
 
 class IdempotencyRepo(Protocol):

@@ -26,7 +26,6 @@ def coupon(tenant: str, key: str, code: str) -> Coupon:
         issue_key=key,
         issued_at=utc_now(),
         user_id="user-1",
-        publish_pending=False,
     )
 
 

@@ -1,4 +1,6 @@
-"""The pause after an empty fetch (adapters/fetch_backoff.py), on the session's Kafka: an idle
+"""The aiokafka workarounds (adapters/aiokafka_compat.py) on the session's Kafka.
+
+A static worker leaves its group when it stops. The pause after an empty fetch: an idle
 consumer's fetches are bounded by the pause, and a record sent to an idle consumer still
 arrives. Counts are upper bounds over the time that actually passed: a slow machine only
 lowers them."""
@@ -14,8 +16,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.consumer.fetcher import Fetcher
 
-from phoenix_coupons.adapters import fetch_backoff
+from phoenix_coupons.adapters.aiokafka_compat import fetch_pause_installed, install_fetch_pause
 from phoenix_coupons.settings import Settings
+from tests.integration.worker_groups import (
+    create_inbound,
+    group_members,
+    group_settings,
+    worker_pool,
+)
+from tests.support import wait_until
 
 PAUSE_MS = 20
 IDLE_S = 1.0
@@ -24,8 +33,8 @@ IDLE_S = 1.0
 @pytest.fixture
 def counted_fetches(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[list[int]]:
     """Install the pause, then count the fetch requests sent under it."""
-    fetch_backoff.install(PAUSE_MS)
-    assert fetch_backoff.installed()
+    install_fetch_pause(PAUSE_MS)
+    assert fetch_pause_installed()
     calls = [0]
     installed = Fetcher._proc_fetch_request
 
@@ -36,7 +45,7 @@ def counted_fetches(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iter
     monkeypatch.setattr(Fetcher, "_proc_fetch_request", counting)
     yield calls
     monkeypatch.undo()
-    fetch_backoff.install(settings.kafka_empty_fetch_backoff_ms)
+    install_fetch_pause(settings.kafka_empty_fetch_backoff_ms)
 
 
 async def test_an_idle_consumer_fetches_at_most_once_per_pause(
@@ -91,6 +100,24 @@ async def _read(consumer: AIOKafkaConsumer, count: int) -> list[Any]:
 
 
 def test_a_pause_of_zero_is_off(settings: Settings) -> None:
-    fetch_backoff.install(0)
-    assert not fetch_backoff.installed()
-    fetch_backoff.install(settings.kafka_empty_fetch_backoff_ms)
+    install_fetch_pause(0)
+    assert not fetch_pause_installed()
+    install_fetch_pause(settings.kafka_empty_fetch_backoff_ms)
+
+
+async def test_a_static_worker_that_stops_leaves_its_group_at_once(settings: Settings) -> None:
+    """The leave on stop: its partitions move at once, not after its session (6 s here)
+    expired. What Kafka's Java client does on close(LEAVE_GROUP)."""
+    own = group_settings(settings, worker_id="leaving-1")
+    await create_inbound(own)
+    async with worker_pool() as pool:
+        running = await pool.start(own)
+        await wait_until(lambda: _members(own, 1), deadline_s=30, step_s=0.2)
+        stopped = time.monotonic()
+        await pool.stop(running)
+        await wait_until(lambda: _members(own, 0), deadline_s=30, step_s=0.1)
+        assert time.monotonic() - stopped < own.kafka_session_timeout_ms / 1000
+
+
+async def _members(settings: Settings, count: int) -> bool:
+    return len(await group_members(settings)) == count

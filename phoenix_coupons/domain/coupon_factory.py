@@ -1,0 +1,73 @@
+"""The one construction of a coupon from its definition, whatever issues it: an event (the
+worker), a bulk call (generation) or the definition itself (its shared custom code). What a
+coupon takes from its definition is worked out once per definition (`CouponFactory.of`);
+each coupon then adds its issue key, code, time and owner."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from phoenix_coupons.domain import codes, issue_keys
+from phoenix_coupons.domain.config_rules import code_spec
+from phoenix_coupons.domain.models import Coupon, CouponSource
+from schemas.coupons import CouponDefinition
+
+
+@dataclass(frozen=True, slots=True)
+class CouponFactory:
+    """`spec`: the definition's random codes (None for a custom code); `code_space` names
+    their space on each coupon (the capacity check counts them). A definition's shared code
+    (`source="definition"`) belongs to no user and carries no validity window: its row
+    outlives changes of the definition's window, which redemption reads from the
+    definition."""
+
+    source: CouponSource
+    tenant_id: str
+    definition_id: str
+    reward_item_id: str
+    spec: codes.CodeSpec | None
+    code_space: str | None
+    starts_at: datetime | None
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, defn: CouponDefinition, source: CouponSource) -> "CouponFactory":
+        cfg = defn.config
+        spec = code_spec(cfg) if cfg.code_format == "random" else None
+        windowed = source != "definition"
+        return cls(
+            source,
+            defn.tenant_id,
+            defn.id,
+            cfg.reward_item_id,
+            spec,
+            spec.space if spec is not None else None,
+            cfg.starts_at if windowed else None,
+            cfg.expires_at if windowed else None,
+        )
+
+    def coupon(
+        self,
+        key: str,
+        code: str,
+        issued_at: datetime,
+        user_id: str | None = None,
+        trigger_event_id: str | None = None,
+    ) -> Coupon:
+        """`key`: the issue key (the coupon's id derives from it)."""
+        return Coupon(
+            id=issue_keys.coupon_id(key),
+            tenant_id=self.tenant_id,
+            definition_id=self.definition_id,
+            reward_item_id=self.reward_item_id,
+            code=code,
+            code_norm=codes.normalize(code),
+            kind="shared" if self.source == "definition" else "issued",
+            source=self.source,
+            issue_key=key,
+            issued_at=issued_at,
+            user_id=user_id,
+            code_space=self.code_space,
+            starts_at=self.starts_at,
+            expires_at=self.expires_at,
+            trigger_event_id=trigger_event_id,
+        )

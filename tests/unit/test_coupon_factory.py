@@ -1,0 +1,119 @@
+"""The one construction of a coupon (domain/coupon_factory.py) for each source, and what its
+stored document adds (adapters/coupon_repo.py): the outbox state, set by source in one
+place, and the inbound record of an event coupon, read back for the redelivery rules."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from phoenix_coupons.adapters.coupon_repo import PENDING_AT_INSERT, stored_from_doc, to_doc
+from phoenix_coupons.domain import issue_keys
+from phoenix_coupons.domain.coupon_factory import new_coupon
+from phoenix_coupons.domain.delivery import RecordId
+from phoenix_coupons.domain.models import Coupon
+from schemas.coupons import CouponDefinition
+
+AT = datetime(2030, 6, 1, tzinfo=UTC)
+WINDOW = {"starts_at": AT - timedelta(days=1), "expires_at": AT + timedelta(days=30)}
+
+
+def definition(**config: object) -> CouponDefinition:
+    base: dict[str, object] = {
+        "reward_item_id": "reward-1",
+        "code_format": "random",
+        "code_prefix": "ac-",
+        "code_length": 10,
+        "usage_limit": {"limit_type": "unlimited"},
+        **WINDOW,
+    }
+    return CouponDefinition.model_validate(
+        {
+            "id": "def-1",
+            "tenant_id": "t-1",
+            "name": "n",
+            "description": None,
+            "config": {**base, **config},
+            "status": "active",
+            "created_at": AT,
+            "updated_at": AT,
+        }
+    )
+
+
+def test_an_event_coupon_is_the_user_s_with_the_definition_s_window_and_code_space() -> None:
+    coupon = new_coupon(
+        definition(),
+        key="evt:k",
+        code="ac-ABCDEFGHJK",
+        source="event",
+        issued_at=AT,
+        user_id="u-1",
+        trigger_event_id="e-1",
+    )
+    assert coupon == Coupon(
+        id=issue_keys.coupon_id("evt:k"),
+        tenant_id="t-1",
+        definition_id="def-1",
+        reward_item_id="reward-1",
+        code="ac-ABCDEFGHJK",
+        code_norm="AC-ABCDEFGHJK",
+        kind="issued",
+        source="event",
+        issue_key="evt:k",
+        issued_at=AT,
+        user_id="u-1",
+        code_space="AC-:10",
+        trigger_event_id="e-1",
+        **WINDOW,  # type: ignore[arg-type]
+    )
+
+
+def test_the_default_code_length_names_the_code_space() -> None:
+    coupon = new_coupon(
+        definition(code_length=None), key="k", code="ac-X", source="bulk", issued_at=AT
+    )
+    assert coupon.code_space == "AC-:8"
+
+
+def test_a_custom_code_has_no_code_space() -> None:
+    defn = definition(code_format="custom", code_prefix=None, code_length=None)
+    coupon = new_coupon(defn, key="k", code="Gift-1", source="bulk", issued_at=AT, user_id="u")
+    assert (coupon.code_space, coupon.code_norm, coupon.kind) == (None, "GIFT-1", "issued")
+    assert coupon.expires_at == WINDOW["expires_at"]
+
+
+def test_the_shared_code_belongs_to_no_user_and_carries_no_window() -> None:
+    defn = definition(code_format="custom", code_prefix=None, code_length=None)
+    shared = new_coupon(
+        defn, key=issue_keys.shared("def-1"), code="NEWYEAR", source="definition", issued_at=AT
+    )
+    assert (shared.kind, shared.user_id, shared.starts_at, shared.expires_at) == (
+        "shared",
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "pending"), [("bulk", True), ("event", False), ("definition", False)]
+)
+def test_only_bulk_coupons_wait_for_the_outbox_relay(source: str, pending: bool) -> None:
+    coupon = new_coupon(definition(), key="k", code="ac-A", source=source, issued_at=AT)  # type: ignore[arg-type]
+    doc = to_doc(coupon)
+    assert (doc["publish_pending"], doc["publish_owner"], doc["publish_lease"]) == (
+        pending,
+        None,
+        None,
+    )
+    assert set(PENDING_AT_INSERT) == {"bulk", "event", "definition"}
+
+
+def test_an_event_coupon_s_record_is_kept_in_its_document_and_read_back() -> None:
+    coupon = new_coupon(definition(), key="k", code="ac-A", source="event", issued_at=AT)
+    record = RecordId("phoenix.achievements", 3, 41)
+    doc = to_doc(coupon, record)
+    assert doc["trigger_record"] == "phoenix.achievements:3:41"
+    assert stored_from_doc(doc).record == record
+    assert stored_from_doc(doc).coupon == coupon
+    assert stored_from_doc(to_doc(coupon)).record is None
