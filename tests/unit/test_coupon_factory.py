@@ -8,9 +8,9 @@ import pytest
 
 from phoenix_coupons.adapters.coupon_repo import PENDING_AT_INSERT, stored_from_doc, to_doc
 from phoenix_coupons.domain import issue_keys
-from phoenix_coupons.domain.coupon_factory import new_coupon
+from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.delivery import RecordId
-from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.models import Coupon, CouponSource
 from schemas.coupons import CouponDefinition
 
 AT = datetime(2030, 6, 1, tzinfo=UTC)
@@ -38,6 +38,19 @@ def definition(**config: object) -> CouponDefinition:
             "updated_at": AT,
         }
     )
+
+
+def new_coupon(
+    defn: CouponDefinition,
+    *,
+    key: str,
+    code: str,
+    source: CouponSource,
+    issued_at: datetime,
+    user_id: str | None = None,
+    trigger_event_id: str | None = None,
+) -> Coupon:
+    return CouponFactory.of(defn, source).coupon(key, code, issued_at, user_id, trigger_event_id)
 
 
 def test_an_event_coupon_is_the_user_s_with_the_definition_s_window_and_code_space() -> None:
