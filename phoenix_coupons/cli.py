@@ -12,7 +12,7 @@ from pymongo.errors import PyMongoError
 
 from phoenix_coupons.adapters.mongo import unavailable
 from phoenix_coupons.bootstrap import api_key_service, connect_mongo
-from phoenix_coupons.domain.errors import ConfigurationError, PhoenixError
+from phoenix_coupons.domain.errors import ConfigurationError, PhoenixError, ValidationFailed
 from phoenix_coupons.logging import configure_logging
 from phoenix_coupons.runtime import tune_gc
 from phoenix_coupons.settings import Settings, load_services_env
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_worker(settings, args.host, args.port))
         configure_logging(settings.log_level, sys.stderr)
         return asyncio.run(_api_key(settings, args, given.mongodb_uri is not None))
-    except (ConfigurationError, ValueError) as exc:
+    except (ConfigurationError, ValidationFailed, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except MongoUnreachable as exc:

@@ -21,7 +21,7 @@ from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import LOOKUP_FAILURES
 from phoenix_coupons.adapters.nx27017_compat import epoch_ms
 from phoenix_coupons.domain.clock import Clock
-from phoenix_coupons.domain.errors import TooManyFailedLookups
+from phoenix_coupons.domain.errors import Contended, TooManyFailedLookups
 
 
 class MongoCounters(Storage):
@@ -61,7 +61,7 @@ class MongoCounters(Storage):
                 return amount
             except DuplicateKeyError:
                 continue
-        raise RuntimeError(f"could not count a hit on {key}")
+        raise Contended(f"could not count a hit on {key}")
 
     async def _live(self, key: str) -> Doc | None:
         doc = await self._col.find_one({"_id": key})

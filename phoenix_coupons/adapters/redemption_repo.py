@@ -14,7 +14,7 @@ from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.nx27017_compat import aware
 from phoenix_coupons.adapters.outbox_failures import Unsendable
 from phoenix_coupons.adapters.outbox_relay import OutboxSource, outbox_entry
-from phoenix_coupons.domain.errors import SlotTaken
+from phoenix_coupons.domain.errors import Contended, SlotTaken
 from phoenix_coupons.domain.events import coupon_redeemed, redemption_rolled_back
 from phoenix_coupons.domain.redemption import Redemption
 from schemas.redemptions import Coupon as CouponSnapshot
@@ -82,7 +82,7 @@ class MongoRedemptionRepo:
                 return int(doc["next"]) if doc else 1
             except DuplicateKeyError:
                 continue
-        raise RuntimeError(f"could not allocate a slot hint for {group}")
+        raise Contended(f"could not allocate a slot hint for {group}")
 
     async def insert(self, redemption: Redemption, slot: str, slot_no: int | None) -> None:
         """Raises SlotTaken when the slot (or the id) is taken."""

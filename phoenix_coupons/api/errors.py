@@ -13,6 +13,7 @@ from phoenix_coupons.adapters.mongo import unavailable
 from phoenix_coupons.api.redemption_metrics import LOOKUPS_REFUSED
 from phoenix_coupons.domain.errors import (
     Conflict,
+    Contended,
     DomainError,
     Forbidden,
     NotFound,
@@ -136,6 +137,16 @@ def install_error_handlers(app: FastAPI) -> None:
             "service_unavailable",
             "the database did not answer in time; retry later (with the same "
             "Idempotency-Key, if any)",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    @app.exception_handler(Contended)
+    async def _contended(_: Request, exc: Contended) -> JSONResponse:
+        log.warning("storage_contended", error=exc.message)
+        return error_response(
+            503,
+            "service_unavailable",
+            "too many concurrent writers; retry later (with the same Idempotency-Key, if any)",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 

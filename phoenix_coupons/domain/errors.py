@@ -17,7 +17,8 @@ PhoenixError                     code, message
 │   └── TooManyFailedLookups     429; retry_after
 ├── StorageRefusal               a write the database refused; the services decide what next
 │   ├── SlotTaken
-│   └── DuplicateCodes
+│   ├── DuplicateCodes
+│   └── Contended                a write lost its race more often than it retries (503)
 ├── ConfigurationError           a setting missing or wrong at start-up
 ├── IndexConflict                adapters/mongo_schema.py
 ├── IndexesNotConverged          adapters/mongo.py
@@ -152,3 +153,10 @@ class DuplicateCodes(StorageRefusal):
 
 class ConfigurationError(PhoenixError):
     code = "configuration_error"
+
+
+class Contended(StorageRefusal):
+    """Concurrent writers kept winning the same document's race (an upsert, a counter) past
+    the retries: transient, so the API answers 503 with Retry-After, not a 500."""
+
+    code = "contended"

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import jwt
 
 from phoenix_coupons.domain.clock import Clock
-from phoenix_coupons.domain.errors import Unauthenticated
+from phoenix_coupons.domain.errors import FieldError, Unauthenticated, ValidationFailed
 from phoenix_coupons.domain.models import ApiKey
 from phoenix_coupons.domain.scopes import parse_scopes
 from phoenix_coupons.services.ports import ApiKeyRepo
@@ -103,11 +103,18 @@ class ApiKeyService:
         accept (an empty one once made an all-tenant key)."""
         name = name.strip()
         if not name:
-            raise ValueError("--name: give the key a name")
+            raise ValidationFailed(
+                "--name: give the key a name", details=[FieldError("name", "is empty")]
+            )
         if len(name) > NAME_MAX_LENGTH:
-            raise ValueError(f"--name: at most {NAME_MAX_LENGTH} characters")
+            raise ValidationFailed(
+                f"--name: at most {NAME_MAX_LENGTH} characters",
+                details=[FieldError("name", f"at most {NAME_MAX_LENGTH} characters")],
+            )
         if tenant_id is not None and (reason := tenant_id_reason(tenant_id)):
-            raise ValueError(f"--tenant {tenant_id!r}: {reason}")
+            raise ValidationFailed(
+                f"--tenant {tenant_id!r}: {reason}", details=[FieldError("tenant_id", reason)]
+            )
         plaintext = new_plaintext_key()
         key = ApiKey(
             id=str(uuid.uuid4()),

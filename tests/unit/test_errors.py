@@ -141,3 +141,43 @@ class _Gone(NotFound):
 )
 def test_the_status_follows_the_class(error: DomainError, status: int) -> None:
     assert status_of(error) == status
+
+
+async def test_a_contended_write_answers_503_with_retry_after_not_500() -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from phoenix_coupons.api.errors import install_error_handlers
+    from phoenix_coupons.domain.errors import Contended
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/busy")
+    async def busy() -> None:
+        raise Contended("could not count a hit on k")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/busy")
+    assert response.status_code == 503
+    assert response.json()["error"] == "service_unavailable"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_an_api_key_s_bad_name_or_tenant_names_the_field() -> None:
+    from datetime import UTC, datetime
+
+    from phoenix_coupons.services.api_keys import ApiKeyService
+    from phoenix_coupons.services.secrets_box import SecretBox
+
+    service = ApiKeyService(
+        None,  # type: ignore[arg-type]  # refused before any storage
+        SecretBox("0123456789abcdef-secret"),
+        lambda: datetime(2030, 1, 1, tzinfo=UTC),
+        3600,
+    )
+    for name, tenant, field in (("  ", None, "name"), ("n", "", "tenant_id")):
+        with pytest.raises(ValidationFailed) as caught:
+            await service.create(name, "coupons:read", tenant)
+        assert [d.field for d in caught.value.details] == [field]
