@@ -13,6 +13,7 @@ from phoenix_coupons.domain.errors import Unauthenticated
 from phoenix_coupons.domain.models import ApiKey
 from phoenix_coupons.services.api_keys import JWT_LEEWAY_S, ApiKeyService
 from phoenix_coupons.services.secrets_box import SecretBox
+from tests.fakes import FakeApiKeyRepo, FakeClock
 
 NOW = datetime(2021, 6, 1, 12, 0, tzinfo=UTC)  # far from the wall clock on purpose
 T = int(NOW.timestamp())
@@ -20,31 +21,11 @@ MAX_S = 24 * 3600
 YEAR_S = 365 * 24 * 3600
 
 
-class KeysInMemory:
-    """The ApiKeyRepo port, in memory: the service's claim checks need no store."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, ApiKey] = {}
-
-    async def insert(self, key: ApiKey) -> None:
-        self.keys[key.id] = key
-
-    async def by_hash(self, key_hash: str) -> ApiKey | None:
-        return next((k for k in self.keys.values() if k.key_hash == key_hash), None)
-
-    async def get(self, key_id: str) -> ApiKey | None:
-        return self.keys.get(key_id)
-
-    async def all(self) -> list[ApiKey]:
-        return list(self.keys.values())
-
-    async def revoke(self, key_id: str, at: datetime) -> bool:
-        return False
-
-
 @pytest.fixture
 async def issued() -> tuple[ApiKeyService, ApiKey, str]:
-    service = ApiKeyService(KeysInMemory(), SecretBox("unit-test-secret-key"), lambda: NOW, MAX_S)
+    service = ApiKeyService(
+        FakeApiKeyRepo(), SecretBox("unit-test-secret-key"), FakeClock(NOW), MAX_S
+    )
     key, plaintext = await service.create("unit", "coupons:read", "acme")
     return service, key, plaintext
 

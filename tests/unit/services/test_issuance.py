@@ -2,17 +2,15 @@
 the coupons wanted, one per issue key) and the store (codes drawn, coupons built by the
 domain's factory, each with the record it is stored for)."""
 
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.codes import CodeGenerator
 from phoenix_coupons.domain.delivery import RecordId
 from phoenix_coupons.domain.inbound import AchievementCompleted, AchievementData
 from phoenix_coupons.domain.matching import DefinitionIndex
-from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.services.drawing import MAX_DRAW_ROUNDS
 from phoenix_coupons.services.issuance import IssuanceService
 from phoenix_coupons.services.ports import StoredCoupon
+from tests.fakes import FakeClock, FakeCouponRepo, coupon
 from tests.unit.test_codes import ScriptedRandom
 from tests.unit.test_matching import NOW, TENANT, definition
 
@@ -27,32 +25,14 @@ def event(event_id: str, user: str = "u-1", achievement: str = "ach-1") -> Achie
     )
 
 
-class Coupons:
-    """The coupon storage's calls issuance makes, in memory: `taken` issue keys refuse."""
-
-    def __init__(self, taken: Mapping[str, StoredCoupon] | None = None) -> None:
-        self.taken = dict(taken or {})
-        self.inserted: list[tuple[Coupon, RecordId | None]] = []
-
-    async def insert_unordered(
-        self, coupons: Sequence[Coupon], records: Mapping[str, RecordId] | None = None
-    ) -> list[int]:
-        refused = [i for i, c in enumerate(coupons) if c.issue_key in self.taken]
-        self.inserted += [
-            (c, (records or {}).get(c.issue_key)) for i, c in enumerate(coupons) if i not in refused
-        ]
-        return refused
-
-    async def stored_by_issue_keys(self, keys: Sequence[str]) -> dict[str, StoredCoupon]:
-        return {k: self.taken[k] for k in keys if k in self.taken}
-
-
-def service(coupons: Coupons | None = None, *draws: str) -> IssuanceService:
+def service(coupons: FakeCouponRepo | None = None, *draws: str) -> IssuanceService:
     index = DefinitionIndex(
         [definition(id="def-1"), definition(id="def-2"), definition(id="def-3", enabled=False)]
     )
     rng = ScriptedRandom(*draws) if draws else None
-    return IssuanceService(coupons or Coupons(), lambda: index, CodeGenerator(rng), lambda: NOW)  # type: ignore[arg-type]
+    return IssuanceService(
+        coupons or FakeCouponRepo(), lambda: index, CodeGenerator(rng), FakeClock(NOW)
+    )
 
 
 def test_each_match_wants_one_coupon_per_issue_key() -> None:
@@ -90,15 +70,16 @@ def test_no_events_no_plan() -> None:
 
 
 async def test_store_builds_event_coupons_with_their_records() -> None:
-    coupons = Coupons()
+    coupons = FakeCouponRepo()
     issuance = service(coupons, "ABCDEFGH", "JKMNPQRS")
     plan = issuance.plan([event("e-1")])
     records = {w.key: RecordId("ach", 0, 7) for w in plan.wanted}
     outcome = await issuance.store(plan, records)
     assert [p.item.definition.id for p in outcome.placed] == ["def-1", "def-2"]
     assert (outcome.found, outcome.failed) == ([], [])
-    first, record = coupons.inserted[0]
-    assert record == RecordId("ach", 0, 7)
+    stored = coupons.rows[outcome.placed[0].coupon.id]
+    first = stored.coupon
+    assert stored.record == RecordId("ach", 0, 7)
     assert (first.code, first.source, first.kind) == ("WINABCDEFGH", "event", "issued")
     assert (first.user_id, first.trigger_event_id, first.issued_at) == ("u-1", "e-1", NOW)
     assert first.id == issue_keys.coupon_id(first.issue_key)
@@ -107,8 +88,9 @@ async def test_store_builds_event_coupons_with_their_records() -> None:
 
 async def test_a_wanted_coupon_stored_before_is_handed_back_found() -> None:
     key = issue_keys.event("def-1", "u-1", "ach-1")
-    before = StoredCoupon(Coupon(**_fields(key)), RecordId("ach", 0, 3))  # type: ignore[arg-type]
-    coupons = Coupons({key: before})
+    before = StoredCoupon(coupon(key, "WINOLD", TENANT), RecordId("ach", 0, 3))
+    coupons = FakeCouponRepo()
+    coupons.add(before.coupon, record=before.record)
     issuance = service(coupons, "ABCDEFGH", "JKMNPQRS")
     plan = issuance.plan([event("e-1")])
     outcome = await issuance.store(plan, {})
@@ -116,16 +98,21 @@ async def test_a_wanted_coupon_stored_before_is_handed_back_found() -> None:
     assert [p.item.definition.id for p in outcome.placed] == ["def-2"]
 
 
-def _fields(key: str) -> dict[str, object]:
-    return {
-        "id": issue_keys.coupon_id(key),
-        "tenant_id": TENANT,
-        "definition_id": "def-1",
-        "reward_item_id": "reward-1",
-        "code": "WINOLD",
-        "code_norm": "WINOLD",
-        "kind": "issued",
-        "source": "event",
-        "issue_key": key,
-        "issued_at": datetime(2030, 1, 1, tzinfo=UTC),
-    }
+async def test_a_code_taken_in_the_tenant_is_drawn_again_another_tenant_s_is_not() -> None:
+    coupons = FakeCouponRepo()
+    coupons.add(coupon("mine", "WINABCDEFGH", TENANT))
+    coupons.add(coupon("theirs", "WINJKMNPQRS", "tenant-2"))
+    issuance = service(coupons, "ABCDEFGH", "JKMNPQRS", "TUVWXYZ2")
+    outcome = await issuance.store(issuance.plan([event("e-1")]), {})
+    assert sorted(p.coupon.code for p in outcome.placed) == ["WINJKMNPQRS", "WINTUVWXYZ2"]
+    assert coupons.attempts == [["WINABCDEFGH", "WINJKMNPQRS"], ["WINTUVWXYZ2"]]
+
+
+async def test_an_event_left_without_a_free_code_is_reported_failed() -> None:
+    coupons = FakeCouponRepo()
+    coupons.add(coupon("mine", "WINABCDEFGH", TENANT))
+    # def-1 draws the taken code every round; def-2 gets its code in the first.
+    issuance = service(coupons, "ABCDEFGH", "JKMNPQRS", *["ABCDEFGH"] * (MAX_DRAW_ROUNDS - 1))
+    outcome = await issuance.store(issuance.plan([event("e-1")]), {})
+    assert [p.item.definition.id for p in outcome.placed] == ["def-2"]
+    assert outcome.failed == [0]

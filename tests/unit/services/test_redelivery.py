@@ -6,13 +6,17 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from aiokafka.structs import TopicPartition
 from structlog.testing import capture_logs
 
+from consumers.pipeline import Decoded, Pipeline
+from phoenix_coupons.domain.codes import CodeGenerator
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.inbound import AchievementCompleted, AchievementData
+from phoenix_coupons.domain.matching import DefinitionIndex
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.drawing import Found, Placed
-from phoenix_coupons.services.issuance import StoreOutcome, Wanted
+from phoenix_coupons.services.issuance import IssuanceService, StoreOutcome, Wanted
 from phoenix_coupons.services.ports import StoredCoupon
 from phoenix_coupons.services.redelivery import (
     Announcement,
@@ -23,6 +27,9 @@ from phoenix_coupons.services.redelivery import (
     earlier_found,
     reannounce_at,
 )
+from tests.fakes import FakeCouponRepo, FakeMarks, Fakes
+from tests.fakes import coupon as stored_coupon
+from tests.unit.test_codes import ScriptedRandom
 from tests.unit.test_matching import definition
 
 AT = datetime(2030, 6, 1, tzinfo=UTC)
@@ -40,20 +47,7 @@ def recs(*offsets: int, partition: int = 0) -> list[Rec]:
 
 
 def coupon(key: str, event_id: str = "e-1", user: str = "u-1") -> Coupon:
-    return Coupon(
-        id=f"id-{key}",
-        tenant_id="t-1",
-        definition_id="def-1",
-        reward_item_id="r-1",
-        code=f"C-{key}",
-        code_norm=f"C-{key}",
-        kind="issued",
-        source="event",
-        issue_key=key,
-        issued_at=AT,
-        user_id=user,
-        trigger_event_id=event_id,
-    )
+    return stored_coupon(key, f"C-{key}", user_id=user, trigger_event_id=event_id)
 
 
 def event(event_id: str = "e-1", user: str = "u-1") -> AchievementCompleted:
@@ -157,40 +151,12 @@ def test_announcements_in_event_order_new_ones_and_those_stored_by_their_own_rec
 # --- the marks ------------------------------------------------------------------------------
 
 
-class Marked:
-    """The marks' storage, in memory."""
-
-    def __init__(self, **stored: Marks) -> None:
-        self.stored = {Partition("ach", int(p[1:])): m for p, m in stored.items()}
-        self.loads: list[list[Partition]] = []
-        self.inflight: list[dict[Partition, int]] = []
-        self.advanced: list[dict[Partition, int]] = []
-        self.fail_advance = False
-
-    async def load(self, partitions: Sequence[Partition]) -> dict[Partition, Marks]:
-        self.loads.append(list(partitions))
-        return {tp: self.stored.get(tp, Marks()) for tp in partitions}
-
-    async def advance(self, offsets: Mapping[Partition, int]) -> None:
-        if self.fail_advance:
-            raise ConnectionError("mongodb away")
-        self.advanced.append(dict(offsets))
-
-    async def mark_inflight(self, offsets: Mapping[Partition, int]) -> None:
-        self.inflight.append(dict(offsets))
-
-
-class NoCoupons:
-    async def for_trigger_events(self, events: Sequence[EventRef]) -> list[StoredCoupon]:
-        return []
-
-
-def redelivery(marks: Marked) -> Redelivery:
-    return Redelivery(marks, NoCoupons())  # type: ignore[arg-type]
+def redelivery(marks: FakeMarks, coupons: FakeCouponRepo | None = None) -> Redelivery:
+    return Redelivery(marks, coupons or FakeCouponRepo())
 
 
 async def test_marks_are_read_once_then_advanced_by_the_worker_s_own_commits() -> None:
-    marks = Marked(p0=Marks(10, 12))
+    marks = FakeMarks({P0: Marks(10, 12)})
     rules = redelivery(marks)
     first = await rules.deliveries([P0], recs(10, 11), retry=False)
     assert first.lookups() == [0, 1]
@@ -202,7 +168,7 @@ async def test_marks_are_read_once_then_advanced_by_the_worker_s_own_commits() -
 
 
 async def test_a_batch_that_announced_nothing_moves_only_the_marks_in_memory() -> None:
-    marks = Marked()
+    marks = FakeMarks()
     rules = redelivery(marks)
     await rules.deliveries([P0], recs(0), retry=False)
     await rules.advance({P0: 5}, announced=False)
@@ -211,7 +177,7 @@ async def test_a_batch_that_announced_nothing_moves_only_the_marks_in_memory() -
 
 
 async def test_reassigned_partitions_read_their_marks_again() -> None:
-    marks = Marked()
+    marks = FakeMarks()
     rules = redelivery(marks)
     await rules.deliveries([P0], recs(0), retry=False)
     marks.stored[P0] = Marks(7, 9)  # another worker moved them meanwhile
@@ -221,8 +187,8 @@ async def test_reassigned_partitions_read_their_marks_again() -> None:
 
 
 async def test_marks_not_saved_are_logged_and_the_batch_goes_on() -> None:
-    marks = Marked()
-    marks.fail_advance = True
+    marks = FakeMarks()
+    marks.fail_advance = ConnectionError("mongodb away")
     rules = redelivery(marks)
     with capture_logs() as logs:
         await rules.advance({P0: 3}, announced=True)
@@ -230,6 +196,64 @@ async def test_marks_not_saved_are_logged_and_the_batch_goes_on() -> None:
 
 
 async def test_nothing_to_look_up_asks_storage_for_nothing() -> None:
-    rules = Redelivery(Marked(), None)  # type: ignore[arg-type]
+    coupons = FakeCouponRepo()
+    coupons.add(coupon("k-1"), record=RecordId("ach", 0, 0))
+    rules = redelivery(FakeMarks(), coupons)
     deliveries = await rules.deliveries([P0], recs(0, 1), retry=False)
     assert await rules.earlier([event(), event("e-2")], deliveries) == Earlier()
+
+
+# --- a batch again, through issuance and the marks (consumers/pipeline.py's order) ---------
+
+
+def pipeline(fk: Fakes, *draws: str) -> Pipeline:
+    index = DefinitionIndex([definition(id=d, tenant_id="t-1") for d in ("def-1", "def-2")])
+    issuance = IssuanceService(
+        fk.coupons, lambda: index, CodeGenerator(ScriptedRandom(*draws)), fk.clock
+    )
+    return Pipeline(issuance, Redelivery(fk.marks, fk.coupons))  # a new worker's own marks
+
+
+def batch(*events: AchievementCompleted, first: int = 0) -> Decoded:
+    sources = recs(*range(first, first + len(events)))
+    return Decoded(
+        sources,  # type: ignore[arg-type]  # records as far as the rules look at them
+        list(events),
+        list(events),
+        sources,  # type: ignore[arg-type]
+        [],
+        {TopicPartition("ach", 0): first + len(events)},
+    )
+
+
+async def test_a_batch_stored_by_an_attempt_that_died_is_announced_again_not_issued_again() -> None:
+    fk = Fakes()
+    first = await pipeline(fk, "ABCDEFGH", "JKMNPQRS").run(batch(event()), retry=False)
+    assert first.issued == 2
+    assert fk.marks.stored[P0] == Marks(announced=0, inflight=1)  # raised before the store
+    # The worker dies before committing; another one gets the record again.
+    again = await pipeline(fk).run(batch(event()), retry=False)
+    assert again.issued == 0
+    assert [a.coupon for a in again.announce] == [a.coupon for a in first.announce]
+    assert len(fk.coupons.rows) == 2
+
+
+async def test_a_batch_committed_and_announced_is_a_replay_that_announces_nothing() -> None:
+    fk = Fakes()
+    rules = Redelivery(fk.marks, fk.coupons)
+    await pipeline(fk, "ABCDEFGH", "JKMNPQRS").run(batch(event()), retry=False)
+    await rules.advance({P0: 1}, announced=True)
+    # Below the announced mark nothing is looked up: codes are drawn, the issue keys refuse.
+    replay = await pipeline(fk, "TUVWXYZ2", "23456789").run(batch(event()), retry=False)
+    assert (replay.issued, replay.announce) == (0, [])
+    assert len(fk.coupons.rows) == 2
+
+
+async def test_the_same_event_in_a_later_record_is_not_announced_twice() -> None:
+    fk = Fakes()
+    rules = Redelivery(fk.marks, fk.coupons)
+    await pipeline(fk, "ABCDEFGH", "JKMNPQRS").run(batch(event()), retry=False)
+    await rules.advance({P0: 1}, announced=True)
+    duplicate = await pipeline(fk, "TUVWXYZ2", "23456789").run(batch(event(), first=1), retry=False)
+    assert (duplicate.issued, duplicate.announce) == (0, [])
+    assert duplicate.matched == {0: 2}

@@ -1,0 +1,558 @@
+"""In-memory fakes of the ports in phoenix_coupons/services/ports.py, for the services' unit
+tests (tests/unit/services/). Each keeps the contract of its MongoDB adapter, not only its
+signature: the unique indexes refuse (a coupon's id from its issue key, a tenant's
+normalized codes, a redemption's slot), lists come newest first, a claim of an
+Idempotency-Key tells what an earlier request left. The adapters' own behaviour is tested
+against the real wire servers (tests/integration); these only stand in for them.
+
+Values are copied in and out, as a database would: a service that changes what it got back
+changes nothing stored. A few call logs (`attempts`, `loads`, ...) let a test see what a
+service asked for; they are not part of any port."""
+
+import itertools
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
+
+from phoenix_coupons.domain import issue_keys
+from phoenix_coupons.domain.codes import normalize
+from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
+from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFailedLookups
+from phoenix_coupons.domain.models import ApiKey, Coupon
+from phoenix_coupons.domain.redemption import Redemption
+from phoenix_coupons.services.ports import Claim, StoredCoupon
+from schemas.coupons import CouponDefinition
+from schemas.rewards import RewardItem
+
+M = TypeVar("M", bound=BaseModel)
+
+EPOCH = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def _copy(model: M) -> M:
+    return model.model_copy(deep=True)
+
+
+def _page(items: Sequence[Any], limit: int, offset: int) -> list[Any]:
+    return list(items[offset : offset + limit])
+
+
+def _newest_first(items: Iterable[Any], at: str, key: str) -> list[Any]:
+    """The adapters' ORDER: `at` descending, then `key` ascending."""
+    by_key = sorted(items, key=lambda x: getattr(x, key))
+    return sorted(by_key, key=lambda x: getattr(x, at), reverse=True)
+
+
+# --- time and ids ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A `Clock` that stands still until told to move."""
+
+    def __init__(self, now: datetime = EPOCH) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+class SequentialIds:
+    """An `IdFactory` of predictable UUIDs: 00000000-0000-0000-0000-000000000001, ..."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count(1)
+
+    def __call__(self) -> str:
+        return str(uuid.UUID(int=next(self._next)))
+
+
+def coupon(key: str, code: str, tenant: str = "t-1", **fields: Any) -> Coupon:
+    """A coupon for a test's given state: an event coupon of def-1 unless `fields` say
+    otherwise; its id derived from `key`, as every issued coupon's is."""
+    made = Coupon(
+        id=issue_keys.coupon_id(key),
+        tenant_id=tenant,
+        definition_id="def-1",
+        reward_item_id="reward-1",
+        code=code,
+        code_norm=normalize(code),
+        kind="issued",
+        source="event",
+        issue_key=key,
+        issued_at=EPOCH,
+    )
+    return replace(made, **fields)
+
+
+# --- coupons --------------------------------------------------------------------------------
+
+
+class FakeCouponRepo:
+    """Coupons by id (derived from the issue key, so a second coupon for a key is refused, as
+    the `_id` index does) and by (tenant, normalized code) (the unique code index), each with
+    the inbound record that stored it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, StoredCoupon] = {}
+        self._codes: dict[tuple[str, str], str] = {}  # (tenant, code_norm) -> coupon id
+        self.attempts: list[list[str]] = []  # codes of each insert_unordered call
+
+    def add(self, *coupons: Coupon, record: RecordId | None = None) -> None:
+        """Store coupons directly (a test's given state); refuses duplicates as inserts do."""
+        for coupon in coupons:
+            if self._refuses(coupon):
+                raise DuplicateCodes(f"duplicate coupon {coupon.id} / {coupon.code_norm}")
+            self._put(coupon, record)
+
+    def _refuses(self, coupon: Coupon) -> bool:
+        return coupon.id in self.rows or (coupon.tenant_id, coupon.code_norm) in self._codes
+
+    def _put(self, coupon: Coupon, record: RecordId | None) -> None:
+        self.rows[coupon.id] = StoredCoupon(replace(coupon), record)
+        self._codes[(coupon.tenant_id, coupon.code_norm)] = coupon.id
+
+    def _all(self) -> list[Coupon]:
+        return [replace(s.coupon) for s in self.rows.values()]
+
+    async def taken(self, tenant_id: str, code_norms: Sequence[str]) -> set[str]:
+        return {c for c in code_norms if (tenant_id, c) in self._codes}
+
+    async def count_in_space(self, tenant_id: str, code_space: str) -> int:
+        return sum(
+            1 for c in self._all() if c.tenant_id == tenant_id and c.code_space == code_space
+        )
+
+    async def insert_unordered(
+        self, coupons: Sequence[Coupon], records: Mapping[str, RecordId] | None = None
+    ) -> list[int]:
+        """Unordered: each coupon on its own; a later one in the batch is refused by an
+        earlier one, as MongoDB's unordered insert_many does."""
+        self.attempts.append([c.code for c in coupons])
+        refused: list[int] = []
+        for i, coupon in enumerate(coupons):
+            if self._refuses(coupon):
+                refused.append(i)
+            else:
+                self._put(coupon, (records or {}).get(coupon.issue_key))
+        return refused
+
+    async def insert_atomic(self, coupons: Sequence[Coupon]) -> None:
+        """All or nothing: DuplicateCodes (nothing stored) when any coupon is refused,
+        by the stored ones or by another of the batch."""
+        ids = {c.id for c in coupons}
+        codes = {(c.tenant_id, c.code_norm) for c in coupons}
+        if len(ids) < len(coupons) or len(codes) < len(coupons):
+            raise DuplicateCodes("duplicate key within the batch")
+        if any(self._refuses(c) for c in coupons):
+            raise DuplicateCodes("duplicate key")
+        for coupon in coupons:
+            self._put(coupon, None)
+
+    async def by_issue_keys(self, keys: Sequence[str]) -> dict[str, Coupon]:
+        return {k: s.coupon for k, s in (await self.stored_by_issue_keys(keys)).items()}
+
+    async def stored_by_issue_keys(self, keys: Sequence[str]) -> dict[str, StoredCoupon]:
+        found: dict[str, StoredCoupon] = {}
+        for key in keys:
+            stored = self.rows.get(issue_keys.coupon_id(key))
+            if stored is not None:
+                found[stored.coupon.issue_key] = StoredCoupon(replace(stored.coupon), stored.record)
+        return found
+
+    async def by_code(self, tenant_id: str, code_norm: str) -> Coupon | None:
+        coupon_id = self._codes.get((tenant_id, code_norm))
+        return None if coupon_id is None else replace(self.rows[coupon_id].coupon)
+
+    async def definition_codes(
+        self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
+    ) -> tuple[list[Coupon], int]:
+        found = [
+            c
+            for c in self._all()
+            if c.tenant_id == tenant_id
+            and c.definition_id == definition_id
+            and (user_id is None or c.user_id == user_id)
+        ]
+        return _page(_newest_first(found, "issued_at", "id"), limit, offset), len(found)
+
+    async def wallet(
+        self, tenant_id: str, user_id: str, limit: int, offset: int
+    ) -> tuple[list[Coupon], int]:
+        found = [c for c in self._all() if c.tenant_id == tenant_id and c.user_id == user_id]
+        return _page(_newest_first(found, "issued_at", "id"), limit, offset), len(found)
+
+    async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None:
+        """The first revocation stands: revoking again answers the coupon as it is."""
+        coupon_id = self._codes.get((tenant_id, code_norm))
+        if coupon_id is None:
+            return None
+        stored = self.rows[coupon_id]
+        if stored.coupon.status == "active":
+            revoked = replace(stored.coupon, status="revoked", revoked_at=at)
+            self.rows[coupon_id] = StoredCoupon(revoked, stored.record)
+        return replace(self.rows[coupon_id].coupon)
+
+    async def for_trigger_events(self, events: Sequence[EventRef]) -> list[StoredCoupon]:
+        wanted = set(events)
+        return [
+            StoredCoupon(replace(s.coupon), s.record)
+            for s in self.rows.values()
+            if EventRef(s.coupon.tenant_id, s.coupon.user_id or "", s.coupon.trigger_event_id or "")
+            in wanted
+        ]
+
+    def delete_by_issue_key(self, issue_key: str) -> StoredCoupon | None:
+        """What the definition repository does to swap a shared code (not a port method)."""
+        stored = self.rows.pop(issue_keys.coupon_id(issue_key), None)
+        if stored is not None:
+            del self._codes[(stored.coupon.tenant_id, stored.coupon.code_norm)]
+        return stored
+
+
+# --- definitions and rewards ----------------------------------------------------------------
+
+
+class FakeDefinitionRepo:
+    """Definitions; a custom-format definition's shared code is a coupon row in `coupons`,
+    written with the definition or not at all (the adapter's transaction)."""
+
+    def __init__(self, coupons: FakeCouponRepo) -> None:
+        self.rows: dict[str, CouponDefinition] = {}
+        self._coupons = coupons
+
+    def add(self, *definitions: CouponDefinition) -> None:
+        for defn in definitions:
+            self.rows[defn.id] = _copy(defn)
+
+    def _find(self, tenant_id: str, definition_id: str) -> CouponDefinition | None:
+        defn = self.rows.get(definition_id)
+        return defn if defn is not None and defn.tenant_id == tenant_id else None
+
+    async def insert(self, defn: CouponDefinition, shared: Coupon | None) -> None:
+        """DuplicateCodes when the shared code is taken; then nothing is stored."""
+        if shared is not None:
+            await self._coupons.insert_atomic([shared])
+        self.rows[defn.id] = _copy(defn)
+
+    async def replace(
+        self, defn: CouponDefinition, shared: Coupon | None, shared_changed: bool
+    ) -> CouponDefinition | None:
+        """None when missing or archived meanwhile; the shared code row swapped with it."""
+        current = self._find(defn.tenant_id, defn.id)
+        if current is None or current.status == "archived":
+            return None
+        if shared_changed:
+            old = self._coupons.delete_by_issue_key(issue_keys.shared(defn.id))
+            try:
+                if shared is not None:
+                    await self._coupons.insert_atomic([shared])
+            except DuplicateCodes:  # the transaction aborts: the old row comes back
+                if old is not None:
+                    self._coupons.add(old.coupon, record=old.record)
+                raise
+        stored = _copy(defn).model_copy(update={"created_at": current.created_at})
+        self.rows[defn.id] = stored
+        return _copy(stored)
+
+    async def get(self, tenant_id: str, definition_id: str) -> CouponDefinition | None:
+        defn = self._find(tenant_id, definition_id)
+        return None if defn is None else _copy(defn)
+
+    async def page(
+        self, tenant_id: str | None, statuses: Sequence[str], limit: int, offset: int
+    ) -> tuple[list[CouponDefinition], int]:
+        found = [
+            _copy(d)
+            for d in self.rows.values()
+            if d.status in statuses and (tenant_id is None or d.tenant_id == tenant_id)
+        ]
+        return _page(_newest_first(found, "created_at", "id"), limit, offset), len(found)
+
+    async def set_status(
+        self, tenant_id: str, definition_id: str, status: str, at: datetime
+    ) -> CouponDefinition | None:
+        """None when missing or archived: an archived definition never changes."""
+        current = self._find(tenant_id, definition_id)
+        if current is None or current.status == "archived":
+            return None
+        self.rows[definition_id] = current.model_copy(update={"status": status, "updated_at": at})
+        return _copy(self.rows[definition_id])
+
+    async def references_reward(self, tenant_id: str, reward_item_id: str) -> list[str]:
+        return [
+            d.id
+            for d in self.rows.values()
+            if d.tenant_id == tenant_id
+            and d.config.reward_item_id == reward_item_id
+            and d.status != "archived"
+        ]
+
+
+class FakeRewardRepo:
+    def __init__(self) -> None:
+        self.rows: dict[str, RewardItem] = {}
+
+    def _find(self, tenant_id: str, item_id: str) -> RewardItem | None:
+        item = self.rows.get(item_id)
+        return item if item is not None and item.tenant_id == tenant_id else None
+
+    async def insert(self, item: RewardItem) -> None:
+        assert item.item_id not in self.rows, "the _id index refuses a second item"
+        self.rows[item.item_id] = _copy(item)
+
+    async def get(self, tenant_id: str, item_id: str) -> RewardItem | None:
+        item = self._find(tenant_id, item_id)
+        return None if item is None else _copy(item)
+
+    async def page(self, tenant_id: str, limit: int, offset: int) -> tuple[list[RewardItem], int]:
+        found = [_copy(r) for r in self.rows.values() if r.tenant_id == tenant_id]
+        return _page(_newest_first(found, "created_at", "item_id"), limit, offset), len(found)
+
+    async def update(
+        self, tenant_id: str, item_id: str, fields: dict[str, Any], at: datetime
+    ) -> RewardItem | None:
+        item = self._find(tenant_id, item_id)
+        if item is None:
+            return None
+        self.rows[item_id] = item.model_copy(update={**fields, "updated_at": at}, deep=True)
+        return _copy(self.rows[item_id])
+
+    async def delete(self, tenant_id: str, item_id: str) -> bool:
+        if self._find(tenant_id, item_id) is None:
+            return False
+        del self.rows[item_id]
+        return True
+
+
+class FakeApiKeyRepo:
+    def __init__(self) -> None:
+        self.rows: dict[str, ApiKey] = {}
+
+    async def insert(self, key: ApiKey) -> None:
+        assert key.id not in self.rows, "the _id index refuses a second key"
+        assert all(k.key_hash != key.key_hash for k in self.rows.values()), "key_hash is unique"
+        self.rows[key.id] = key
+
+    async def by_hash(self, key_hash: str) -> ApiKey | None:
+        return next((k for k in self.rows.values() if k.key_hash == key_hash), None)
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        return self.rows.get(key_id)
+
+    async def all(self) -> list[ApiKey]:
+        """Oldest first (the adapter sorts by created_at ascending)."""
+        return sorted(self.rows.values(), key=lambda k: k.created_at)
+
+    async def revoke(self, key_id: str, at: datetime) -> bool:
+        """Once: False when missing or revoked already."""
+        key = self.rows.get(key_id)
+        if key is None or key.revoked_at is not None:
+            return False
+        self.rows[key_id] = replace(key, revoked_at=at)
+        return True
+
+
+# --- keyed requests, redemptions, look-ups --------------------------------------------------
+
+
+@dataclass
+class _Claimed:
+    request_hash: str
+    created_at: datetime
+    lease_until: datetime
+    state: str = "pending"
+    response: dict[str, Any] | None = None
+
+
+class FakeIdempotencyRepo:
+    """Claims as the adapter's: a key is acquired once; later claims replay its response
+    (same body, done), see it in progress (pending, lease running) or a mismatch (another
+    body); an expired record or a pending one whose lease ran out is taken over."""
+
+    def __init__(self, ttl_seconds: int = 86_400, lease_seconds: float = 120.0) -> None:
+        self.rows: dict[str, _Claimed] = {}
+        self._ttl = timedelta(seconds=ttl_seconds)
+        self._lease = timedelta(seconds=lease_seconds)
+
+    async def claim(self, key: str, request_hash: str, now: datetime) -> Claim:
+        held = self.rows.get(key)
+        if held is None or held.created_at <= now - self._ttl:
+            self.rows[key] = _Claimed(request_hash, now, now + self._lease)
+            return Claim("acquired")
+        if held.request_hash != request_hash:
+            return Claim("mismatch")
+        if held.state == "done":
+            return Claim("replay", held.response)
+        if held.lease_until > now:
+            return Claim("in_progress")
+        held.lease_until = now + self._lease
+        return Claim("acquired")
+
+    async def complete(self, key: str, response: dict[str, Any]) -> None:
+        held = self.rows.get(key)
+        if held is not None:
+            held.state, held.response = "done", dict(response)
+
+    async def release(self, key: str) -> None:
+        held = self.rows.get(key)
+        if held is not None and held.state == "pending":
+            del self.rows[key]
+
+
+@dataclass
+class _Held:
+    redemption: Redemption
+    slot: str
+    slot_no: int | None
+
+
+class FakeRedemptionRepo:
+    """Redemptions, each holding a slot: the unique slot index (and the id) refuse a second
+    holder with SlotTaken."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, _Held] = {}
+        self._hints: dict[str, int] = {}
+
+    async def next_slot_hint(self, group: str) -> int:
+        self._hints[group] = self._hints.get(group, 0) + 1
+        return self._hints[group]
+
+    async def insert(self, redemption: Redemption, slot: str, slot_no: int | None) -> None:
+        if redemption.id in self.rows or any(h.slot == slot for h in self.rows.values()):
+            raise SlotTaken(f"slot {slot} or redemption {redemption.id} is taken")
+        self.rows[redemption.id] = _Held(redemption, slot, slot_no)
+
+    async def get(self, tenant_id: str, redemption_id: str) -> Redemption | None:
+        held = self.rows.get(redemption_id)
+        return held.redemption if held and held.redemption.tenant_id == tenant_id else None
+
+    def _active(self, group: str) -> list[_Held]:
+        return [
+            h
+            for h in self.rows.values()
+            if h.redemption.group == group and h.redemption.state == "redeemed"
+        ]
+
+    async def active_count(self, group: str) -> int:
+        return len(self._active(group))
+
+    async def used_slots(self, group: str) -> set[int]:
+        return {h.slot_no for h in self._active(group) if h.slot_no is not None}
+
+    async def active_counts(self, groups: Sequence[str]) -> dict[str, int]:
+        counts = {g: len(self._active(g)) for g in groups}
+        return {g: n for g, n in counts.items() if n}  # an aggregation has no empty groups
+
+    async def roll_back(
+        self, tenant_id: str, redemption_id: str, free_slot: str, at: datetime
+    ) -> Redemption | None:
+        held = self.rows.get(redemption_id)
+        if held is None or held.redemption.tenant_id != tenant_id:
+            return None
+        if held.redemption.state != "redeemed":
+            return None
+        rolled = replace(held.redemption, state="rolled_back", rolled_back_at=at)
+        self.rows[redemption_id] = _Held(rolled, free_slot, None)
+        return rolled
+
+    async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[Redemption]:
+        found = [h.redemption for h in self.rows.values() if h.redemption.coupon.id == coupon_id]
+        return sorted(found, key=lambda r: r.redeemed_at, reverse=True)[:limit]
+
+
+class FakeLookupLimiter:
+    """At most `limit` failed look-ups per (API key, tenant); no window ends (a test that
+    wants one over builds a new limiter)."""
+
+    def __init__(self, limit: int = 30, retry_after: int = 60) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        self.failures: dict[tuple[str, str], int] = {}
+
+    async def check(self, key_id: str, tenant_id: str) -> None:
+        if self.failures.get((key_id, tenant_id), 0) >= self.limit:
+            raise TooManyFailedLookups(
+                message="too many look-ups of unknown codes", retry_after=self.retry_after
+            )
+
+    async def failed(self, key_id: str, tenant_id: str) -> None:
+        self.failures[(key_id, tenant_id)] = self.failures.get((key_id, tenant_id), 0) + 1
+
+
+# --- the worker's marks ---------------------------------------------------------------------
+
+
+class FakeMarks:
+    """The partitions' marks, raised as `$max` raises them: never lowered."""
+
+    def __init__(self, stored: Mapping[Partition, Marks] | None = None) -> None:
+        self.stored: dict[Partition, Marks] = dict(stored or {})
+        self.loads: list[list[Partition]] = []
+        self.advanced: list[dict[Partition, int]] = []
+        self.inflight: list[dict[Partition, int]] = []
+        self.fail_advance: Exception | None = None
+
+    async def load(self, partitions: Sequence[Partition]) -> dict[Partition, Marks]:
+        self.loads.append(list(partitions))
+        return {tp: self.stored.get(tp, Marks()) for tp in partitions}
+
+    async def advance(self, offsets: Mapping[Partition, int]) -> None:
+        if self.fail_advance is not None:
+            raise self.fail_advance
+        self.advanced.append(dict(offsets))
+        for tp, offset in offsets.items():
+            mark = self.stored.get(tp, Marks())
+            self.stored[tp] = Marks(max(mark.announced, offset), mark.inflight)
+
+    async def mark_inflight(self, offsets: Mapping[Partition, int]) -> None:
+        self.inflight.append(dict(offsets))
+        for tp, offset in offsets.items():
+            mark = self.stored.get(tp, Marks())
+            self.stored[tp] = Marks(mark.announced, max(mark.inflight, offset))
+
+
+# --- all of them ----------------------------------------------------------------------------
+
+
+@dataclass
+class Fakes:
+    """One world of fakes, wired as bootstrap.py wires the adapters."""
+
+    clock: FakeClock = field(default_factory=FakeClock)
+    ids: SequentialIds = field(default_factory=SequentialIds)
+    coupons: FakeCouponRepo = field(default_factory=FakeCouponRepo)
+    rewards: FakeRewardRepo = field(default_factory=FakeRewardRepo)
+    redemptions: FakeRedemptionRepo = field(default_factory=FakeRedemptionRepo)
+    idempotency: FakeIdempotencyRepo = field(default_factory=FakeIdempotencyRepo)
+    lookups: FakeLookupLimiter = field(default_factory=FakeLookupLimiter)
+    marks: FakeMarks = field(default_factory=FakeMarks)
+    api_keys: FakeApiKeyRepo = field(default_factory=FakeApiKeyRepo)
+    definitions: FakeDefinitionRepo = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.definitions = FakeDefinitionRepo(self.coupons)
+
+
+if TYPE_CHECKING:  # mypy checks each fake against its port
+    from phoenix_coupons.domain.clock import Clock
+    from phoenix_coupons.services import ports
+
+    _clock: Clock = FakeClock()
+    _ids: ports.IdFactory = SequentialIds()
+    _coupons: ports.CouponRepo = FakeCouponRepo()
+    _definitions: ports.DefinitionRepo = FakeDefinitionRepo(FakeCouponRepo())
+    _rewards: ports.RewardRepo = FakeRewardRepo()
+    _keys: ports.ApiKeyRepo = FakeApiKeyRepo()
+    _idempotency: ports.IdempotencyRepo = FakeIdempotencyRepo()
+    _redemptions: ports.RedemptionRepo = FakeRedemptionRepo()
+    _lookups: ports.LookupLimiter = FakeLookupLimiter()
+    _marks: ports.AnnouncedMarks = FakeMarks()
