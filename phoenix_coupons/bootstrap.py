@@ -17,6 +17,7 @@ from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
 from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
 from phoenix_coupons.adapters.kafka import TopicsUnavailable, ensure_topics, make_producer
 from phoenix_coupons.adapters.lookup_limiter import MongoLookupLimiter
+from phoenix_coupons.adapters.migrations import require_migrated
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.outbox_relay import OutboxRelay
 from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
@@ -189,6 +190,9 @@ class Container:
         return Redelivery(AnnouncedOffsets(self.mongo), MongoCouponRepo(self.mongo))
 
     async def start_storage(self) -> None:
+        """Refuses data in an earlier layout (`phoenix-coupons migrate` first), then brings
+        the indexes to what is declared."""
+        await require_migrated(self.mongo.db)
         await self.mongo.ensure_indexes()
 
     async def start(self, topics: bool = True) -> None:

@@ -1,4 +1,4 @@
-"""`phoenix-coupons`: run the service and manage API keys."""
+"""`phoenix-coupons`: run the service, migrate its data and manage API keys."""
 
 import argparse
 import asyncio
@@ -10,6 +10,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
+from phoenix_coupons.adapters.migrations import require_migrated
 from phoenix_coupons.adapters.mongo import unavailable
 from phoenix_coupons.bootstrap import api_key_service, connect_mongo
 from phoenix_coupons.domain.errors import ConfigurationError, PhoenixError, ValidationFailed
@@ -29,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
         cmd.add_argument("--port", type=int, help="port (default: PHOENIX_API_PORT)")
+    migrate = sub.add_parser(
+        "migrate", help="bring data stored by an earlier version to this version's layout"
+    )
+    migrate.add_argument(
+        "--recount", action="store_true", help="also compute every kept count again"
+    )
     keys = sub.add_parser("api-key", help="manage admin API keys").add_subparsers(
         dest="key_command", required=True
     )
@@ -95,6 +102,7 @@ async def _api_key(settings: Settings, args: argparse.Namespace, uri_from_env: b
         # A quick look first: a stopped `make run` leaves nothing listening, and PyMongo would
         # wait its whole server selection time before saying so.
         await mongo.ping(settings.mongodb_ping_timeout_ms / 1000)
+        await require_migrated(mongo.db)
         await mongo.ensure_indexes()
         service = api_key_service(settings, mongo)
         if args.key_command == "create":
@@ -133,6 +141,30 @@ async def _api_key(settings: Settings, args: argparse.Namespace, uri_from_env: b
         raise _mongo_error(settings, uri_from_env, exc) from exc
     finally:
         await mongo.close()
+
+
+async def _migrate(settings: Settings, recount: bool, uri_from_env: bool) -> int:
+    """Every step not done yet, then the indexes; prints what each step did."""
+    from phoenix_coupons.adapters.migrations import migrate
+
+    mongo = connect_mongo(settings)
+    try:
+        await mongo.ping(settings.mongodb_ping_timeout_ms / 1000)
+        report = await migrate(mongo.db, recount=recount)
+        await mongo.ensure_indexes()
+    except PyMongoError as exc:
+        raise _mongo_error(settings, uri_from_env, exc) from exc
+    finally:
+        await mongo.close()
+    _print(
+        {
+            "steps": [
+                {"name": s.name, "state": s.state, "migrated": s.migrated} for s in report.steps
+            ],
+            "recounted": report.recounted,
+        }
+    )
+    return 0
 
 
 async def _worker(settings: Settings, host: str | None, port: int | None) -> int:
@@ -185,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(settings.log_level)
             return asyncio.run(_worker(settings, args.host, args.port))
         configure_logging(settings.log_level, sys.stderr)
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings, args.recount, given.mongodb_uri is not None))
         return asyncio.run(_api_key(settings, args, given.mongodb_uri is not None))
     except (ConfigurationError, ValidationFailed, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

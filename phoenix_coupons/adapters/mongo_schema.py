@@ -122,6 +122,10 @@ REDEMPTIONS = Collection(
 )
 
 USAGE_HINTS = Collection("usage_hints")
+# Kept counts, read and written by `_id` (counters.py).
+COUNTERS = Collection("counters")
+# `phoenix-coupons migrate`: each step's progress, by step name (migrations/).
+MIGRATIONS = Collection("migrations")
 ANNOUNCED_OFFSETS = Collection("announced_offsets")
 # Failed code look-ups per API key, tenant and window (lookup_limiter.py): read and written by
 # `_id`; windows that are over go with the TTL monitor.
@@ -148,6 +152,8 @@ def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
         COUPONS,
         REDEMPTIONS,
         USAGE_HINTS,
+        COUNTERS,
+        MIGRATIONS,
         ANNOUNCED_OFFSETS,
         LOOKUP_FAILURES,
         OUTBOX_DEAD,
