@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from phoenix_coupons.adapters import migrations
-from phoenix_coupons.adapters.migrations import Db, Progress, Step, batches, migrate, pending
+from phoenix_coupons.adapters.migrations import (
+    Db,
+    Progress,
+    Step,
+    batches,
+    migrate,
+    pending,
+    registry,
+)
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.domain.errors import ConfigurationError
 from phoenix_coupons.settings import Settings
@@ -77,7 +85,7 @@ async def test_the_service_refuses_to_start_on_data_in_the_old_layout(
     db: Db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     step = doubling_step()
-    monkeypatch.setattr(migrations, "STEPS", [step])
+    monkeypatch.setattr(registry, "STEPS", [step])
     await db.items.insert_one({"_id": "old", "v": 1})
     with pytest.raises(ConfigurationError, match=r"phoenix-coupons migrate.*0001_double"):
         await migrations.require_migrated(db)

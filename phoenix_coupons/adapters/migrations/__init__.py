@@ -1,6 +1,6 @@
 """`phoenix-coupons migrate`: bring data stored by an earlier version to the current layout.
 
-Each step (a module of this package, listed in `STEPS` in order) is idempotent and
+Each step (a module of this package, listed in order in `registry.py`) is idempotent and
 resumable. It walks its collection in `_id` order in batches (`batches`) and records after
 each batch the last `_id` it finished in `migrations` (`_id` = the step's name): a step cut
 short resumes after its last batch, a finished step is skipped, and running one again from
@@ -11,8 +11,9 @@ whose data is already in the new layout, marks it done without walking anything.
 refuses to start while a needed step is not done (`require_migrated`): the new indexes
 would otherwise stand beside data they do not cover.
 
-`RECOUNTS` compute the kept counts (adapters/counters.py) again from what is stored:
-`phoenix-coupons migrate --recount`, after a crash may have cut a write from its count.
+The recounts (`registry.RECOUNTS`) compute the kept counts (adapters/counters.py) again
+from what is stored: `phoenix-coupons migrate --recount`, after a crash may have cut a write
+from its count.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -117,9 +118,11 @@ async def batches(
         await progress.advance(batch[-1]["_id"], len(batch))
 
 
-# The steps in order and the recounts; each module appends nothing itself (one list, here).
-STEPS: list[Step] = []
-RECOUNTS: list[Step] = []
+def _registered() -> tuple[list[Step], list[Step]]:
+    # The registry imports the step modules, which import this module.
+    from phoenix_coupons.adapters.migrations import registry
+
+    return registry.STEPS, registry.RECOUNTS
 
 
 async def _progress(db: Db, name: str) -> Progress:
@@ -135,7 +138,8 @@ async def migrate(
 ) -> MigrationReport:
     """Run every step not done yet, in order; with `recount`, every recount after them."""
     report = MigrationReport()
-    for step in STEPS if steps is None else steps:
+    registered, recounts = _registered()
+    for step in registered if steps is None else steps:
         progress = await _progress(db, step.name)
         if progress.done:
             report.steps.append(StepReport(step.name, "done before", progress.migrated))
@@ -150,7 +154,7 @@ async def migrate(
         log.info("migration_step_done", step=step.name, migrated=progress.migrated)
         report.steps.append(StepReport(step.name, "done", progress.migrated))
     if recount:
-        for count in RECOUNTS:
+        for count in recounts:
             await count.run(db, Progress(count.name, db[MIGRATIONS.name]))
             report.recounted.append(count.name)
     return report
@@ -159,7 +163,7 @@ async def migrate(
 async def pending(db: Db, steps: Sequence[Step] | None = None) -> list[str]:
     """The steps this database still needs (marking those it does not need done)."""
     left: list[str] = []
-    for step in STEPS if steps is None else steps:
+    for step in _registered()[0] if steps is None else steps:
         progress = await _progress(db, step.name)
         if progress.done:
             continue

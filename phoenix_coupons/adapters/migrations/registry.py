@@ -1,0 +1,7 @@
+"""The migration steps in the order they run, and the recounts (`migrate --recount`). A new
+step is a module of this package whose `STEP` is appended here, after the others."""
+
+from phoenix_coupons.adapters.migrations import Step
+
+STEPS: list[Step] = []
+RECOUNTS: list[Step] = []
