@@ -337,8 +337,8 @@ class FakeApiKeyRepo:
         self.rows: dict[str, ApiKey] = {}
 
     async def insert(self, key: ApiKey) -> None:
-        assert key.id not in self.rows, "the _id index refuses a second key"
-        assert all(k.key_hash != key.key_hash for k in self.rows.values()), "key_hash is unique"
+        assert key.id not in self.rows, "ids are uuid4s: never drawn twice"
+        assert all(k.key_hash != key.key_hash for k in self.rows.values()), "_id is the hash"
         self.rows[key.id] = key
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:

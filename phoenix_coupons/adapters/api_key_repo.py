@@ -1,4 +1,7 @@
-"""API keys in MongoDB: a hash for `X-API-Key` look-up, the secret encrypted for JWTs."""
+"""API keys in MongoDB, keyed by the key's hash: the `X-API-Key` look-up is one read by
+`_id`, and "one key per hash" holds on a sharded cluster (`_id` is the shard key). The key's
+public id (JWT `sub_id`, `api-key revoke ID`) is the single-field index `key_id`; the secret is
+stored encrypted, for JWTs."""
 
 from dataclasses import asdict
 from datetime import datetime
@@ -8,13 +11,20 @@ from phoenix_coupons.adapters.nx27017_compat import aware
 from phoenix_coupons.domain.models import ApiKey
 
 
+def to_doc(key: ApiKey) -> Doc:
+    doc = asdict(key)
+    doc["_id"], doc["key_id"] = doc.pop("key_hash"), doc.pop("id")
+    doc["scopes"] = list(key.scopes)
+    return doc
+
+
 def _from_doc(doc: Doc) -> ApiKey:
     return ApiKey(
-        id=doc["_id"],
+        id=doc["key_id"],
         name=doc["name"],
         scopes=tuple(doc["scopes"]),
         tenant_id=doc.get("tenant_id"),
-        key_hash=doc["key_hash"],
+        key_hash=doc["_id"],
         secret_enc=doc["secret_enc"],
         created_at=doc["created_at"],
         revoked_at=aware(doc.get("revoked_at")),
@@ -26,24 +36,26 @@ class MongoApiKeyRepo:
         self._col = mongo.api_keys
 
     async def insert(self, key: ApiKey) -> None:
-        doc = asdict(key)
-        doc["_id"] = doc.pop("id")
-        doc["scopes"] = list(key.scopes)
-        await self._col.insert_one(doc)
+        await self._col.insert_one(to_doc(key))
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:
-        doc = await self._col.find_one({"key_hash": key_hash})
+        doc = await self._col.find_one({"_id": key_hash})
         return _from_doc(doc) if doc else None
 
     async def get(self, key_id: str) -> ApiKey | None:
-        doc = await self._col.find_one({"_id": key_id})
+        doc = await self._col.find_one({"key_id": key_id})
         return _from_doc(doc) if doc else None
 
     async def all(self) -> list[ApiKey]:
         return [_from_doc(d) async for d in self._col.find({}).sort("created_at", 1)]
 
     async def revoke(self, key_id: str, at: datetime) -> bool:
+        # Found by id, written by `_id`: a single-document update on a sharded cluster names
+        # its shard key (the `revoked_at` condition keeps it once only).
+        key = await self.get(key_id)
+        if key is None:
+            return False
         result = await self._col.update_one(
-            {"_id": key_id, "revoked_at": None}, {"$set": {"revoked_at": at}}
+            {"_id": key.key_hash, "revoked_at": None}, {"$set": {"revoked_at": at}}
         )
         return result.modified_count == 1

@@ -51,6 +51,9 @@ class Index:
     expire_after_seconds: int | None = None
 
 
+HASHED_ID: Keys = (("_id", "hashed"),)
+
+
 @dataclass(frozen=True)
 class Collection:
     name: str
@@ -58,9 +61,21 @@ class Collection:
     # Key patterns of indexes older versions kept: dropped where found, matched by key (servers
     # name indexes their own way). A declared index is never dropped.
     retired: tuple[Keys, ...] = ()
+    # Its shard key on a sharded cluster (`shard_plan.py` prints the `sh.shardCollection`
+    # commands; docs/scaling.md says why each). A cluster enforces a unique index only when it
+    # starts with the shard key, and `_id` uniqueness across shards only when `_id` is it.
+    shard_key: Keys = HASHED_ID
+    # Whether the service relies on `_id` being unique across the collection (a duplicate
+    # insert means "taken", upserts by `_id`): then `_id` must lead the shard key. True unless
+    # a collection says otherwise, so a new one sharded on another key must decide.
+    id_unique: bool = True
 
 
-API_KEYS = Collection("api_keys", (Index((("key_hash", ASC),), unique=True),))
+# `_id` = the key's hash (the `X-API-Key` look-up); `key_id`, the key's public id (JWT
+# `sub_id`, `api-key revoke ID`), is a uuid4: unique by construction, so its index need not
+# be (a sharded cluster could not enforce it). Small: one document per key. (Not `id`:
+# nx-27017 0.8.1 answers ok to an index on a field named `id` and builds none.)
+API_KEYS = Collection("api_keys", (Index((("key_id", ASC),)),), retired=((("key_hash", ASC),),))
 
 REWARDS = Collection(
     "reward_items",

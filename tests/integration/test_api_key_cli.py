@@ -106,11 +106,11 @@ async def test_create_prints_id_and_plaintext_once(
     assert again["tenant_id"] is None
 
     # At rest: a hash for look-up and the secret encrypted with PHOENIX_SECRET_KEY, no plaintext.
-    doc = await container.mongo.api_keys.find_one({"_id": created["id"]})
+    doc = await container.mongo.api_keys.find_one({"key_id": created["id"]})
     assert doc is not None
     assert created["key"] not in json.dumps(doc, default=str)
     assert created["key"][3:] not in json.dumps(doc, default=str)
-    assert doc["key_hash"] == key_hash(created["key"])
+    assert doc["_id"] == key_hash(created["key"])  # keyed by its hash
     assert doc["secret_enc"].startswith("v1:")
     assert SecretBox(TEST_SECRET).decrypt(doc["secret_enc"]) == created["key"]
     assert doc["tenant_id"] == tenant and doc.get("revoked_at") is None
@@ -251,7 +251,7 @@ async def test_services_env_in_data_dir_reaches_the_same_database(
     )
     env = base_env(settings, data_dir)
     created = (await cli(env, "create", "--name", "via-env", "--scopes", "coupons:read")).json()
-    assert await container.mongo.api_keys.count_documents({"_id": created["id"]}) == 1
+    assert await container.mongo.api_keys.count_documents({"key_id": created["id"]}) == 1
     response = await client.get("/v1/coupons?limit=1", headers=api_key(created))
     assert response.status_code == 200, response.text
     assert created["id"] in {k["id"] for k in (await cli(env, "list")).json()}

@@ -1,0 +1,99 @@
+"""Step 0300 on the session's MongoDB: API keys stored by id (with a unique `key_hash`
+index) move to `_id` = their hash, through a crash between a batch's inserts and its deletes,
+and a second run changes nothing; the repository then finds, authenticates and revokes them."""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from phoenix_coupons.adapters.api_key_repo import MongoApiKeyRepo
+from phoenix_coupons.adapters.migrations import api_keys_by_hash, migrate, pending
+from phoenix_coupons.adapters.mongo import Doc, Mongo
+from phoenix_coupons.adapters.mongo_schema import keys_of
+from phoenix_coupons.settings import Settings
+
+STEP = api_keys_by_hash.STEP
+AT = datetime(2025, 3, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
+    name = f"migrate_keys_{uuid.uuid4().hex[:8]}"
+    mongo = Mongo(settings.mongodb_uri or "", name, 3600)
+    yield mongo
+    await mongo.client.drop_database(name)
+    await mongo.close()
+
+
+def old_key(n: int) -> Doc:
+    """A key as the earlier version stored it."""
+    return {
+        "_id": f"00000000-0000-4000-8000-{n:012d}",
+        "name": f"key {n}",
+        "scopes": ["coupons:read"],
+        "tenant_id": "acme" if n % 2 else None,
+        "key_hash": f"{n:064x}",
+        "secret_enc": f"v1:secret{n}",
+        "created_at": AT.replace(minute=n),
+        "revoked_at": AT if n == 3 else None,
+    }
+
+
+class Crash(Exception):
+    pass
+
+
+async def test_keys_move_to_their_hash_through_a_crash_and_a_second_run(
+    mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    col = mongo.api_keys
+    await col.create_index("key_hash", unique=True)
+    await col.insert_many([old_key(n) for n in range(8)])
+    assert await pending(mongo.db, [STEP]) == [STEP.name]
+
+    # Cut in the second batch, between its inserts and its deletes.
+    monkeypatch.setattr(api_keys_by_hash, "size", 3)
+    delete_old = api_keys_by_hash.delete_old
+    calls = [0]
+
+    async def crashing(c: object, docs: list[Doc]) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise Crash
+        await delete_old(col, docs)
+
+    monkeypatch.setattr(api_keys_by_hash, "delete_old", crashing)
+    with pytest.raises(Crash):
+        await migrate(mongo.db, [STEP])
+    assert await col.count_documents({"key_id": {"$exists": True}}) == 6  # batches 1 and 2
+    assert await col.count_documents({"key_id": {"$exists": False}}) == 5  # batches 2 and 3
+
+    report = await migrate(mongo.db, [STEP])
+    assert [(s.state, s.migrated) for s in report.steps] == [("done", 8)]
+    docs = [d async for d in col.find().sort("key_id", 1)]
+    assert docs == [
+        {
+            k: v
+            for k, v in {**old, "_id": old["key_hash"], "key_id": old["_id"]}.items()
+            if k != "key_hash"
+        }
+        for old in (old_key(n) for n in range(8))
+    ]
+    again = await migrate(mongo.db, [STEP])
+    assert [s.state for s in again.steps] == ["done before"]
+    await mongo.db.migrations.delete_many({})  # even from the start: nothing left to move
+    assert await pending(mongo.db, [STEP]) == []
+
+    await mongo.ensure_indexes()
+    indexes = [keys_of(i) for i in (await col.index_information()).values()]
+    assert (("key_id", 1),) in indexes and (("key_hash", 1),) not in indexes
+    repo = MongoApiKeyRepo(mongo)
+    found = await repo.by_hash(f"{5:064x}")
+    assert found is not None and found.id == old_key(5)["_id"] and found.tenant_id == "acme"
+    assert await repo.get(old_key(5)["_id"]) == found
+    assert (await repo.get(old_key(3)["_id"]) or found).revoked_at == AT
+    assert await repo.revoke(found.id, AT) is True
+    assert await repo.revoke(found.id, AT) is False
+    assert [k.id for k in await repo.all()] == [old_key(n)["_id"] for n in range(8)]
