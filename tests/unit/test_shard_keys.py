@@ -20,11 +20,11 @@ from phoenix_coupons.adapters.shard_plan import starts_with, violations
 
 DECLARED = collections(3600)
 
-# Today's uniqueness rules that are not an `_id`, each replaced on another helper's branch of
-# issue 10: strict, so the merge that removes them makes these pass and the marks must go.
+# Uniqueness rules that are not an `_id` yet, each replaced by a collection keyed by it on a
+# branch not merged here: strict, so the merge that removes them fails these until the marks go.
 REPLACED_ON_MERGE = {
-    COUPONS.name: "helper A: the codes registry replaces the (tenant_id, code_norm) unique index",
-    REDEMPTIONS.name: "helper B: redemption_slots replaces the unique `slot` index",
+    COUPONS.name: "the codes registry replaces the (tenant_id, code_norm) unique index",
+    REDEMPTIONS.name: "redemption_slots replaces the unique `slot` index",
 }
 
 
