@@ -42,11 +42,14 @@ class Run:
 
 
 async def cli(env: dict[str, str], *args: str) -> Run:
+    return await phoenix_coupons(env, "api-key", *args)
+
+
+async def phoenix_coupons(env: dict[str, str], *args: str) -> Run:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "phoenix_coupons",
-        "api-key",
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -5,6 +5,7 @@ and a second run changes nothing; the repository then finds, authenticates and r
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from phoenix_coupons.adapters.migrations import api_keys_by_hash, migrate, pendi
 from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import keys_of
 from phoenix_coupons.settings import Settings
+from tests.integration.test_api_key_cli import base_env, phoenix_coupons
 
 STEP = api_keys_by_hash.STEP
 AT = datetime(2025, 3, 1, 12, tzinfo=UTC)
@@ -97,3 +99,32 @@ async def test_keys_move_to_their_hash_through_a_crash_and_a_second_run(
     assert await repo.revoke(found.id, AT) is True
     assert await repo.revoke(found.id, AT) is False
     assert [k.id for k in await repo.all()] == [old_key(n)["_id"] for n in range(8)]
+
+
+async def test_the_operator_migrates_before_the_service_uses_old_keys(
+    mongo: Mongo, settings: Settings, tmp_path: Path
+) -> None:
+    """The upgrade order of docs/operations.md: the new version refuses the old layout,
+    `phoenix-coupons migrate` moves it, a second run does nothing, the keys then work."""
+    await mongo.api_keys.create_index("key_hash", unique=True)
+    await mongo.api_keys.insert_many([old_key(n) for n in range(3)])
+    assert settings.mongodb_uri
+    env = {
+        **base_env(settings, tmp_path),
+        "MONGODB_URI": settings.mongodb_uri,
+        "PHOENIX_MONGODB_DATABASE": mongo.db.name,
+    }
+
+    refused = await phoenix_coupons(env, "api-key", "list")
+    assert refused.code == 2
+    assert "run `phoenix-coupons migrate`" in refused.err and STEP.name in refused.err
+
+    report = (await phoenix_coupons(env, "migrate")).json()
+    assert report["steps"] == [{"name": STEP.name, "state": "done", "migrated": 3}]
+    again = (await phoenix_coupons(env, "migrate", "--recount")).json()
+    assert again["steps"] == [{"name": STEP.name, "state": "done before", "migrated": 3}]
+
+    listed = (await phoenix_coupons(env, "api-key", "list")).json()
+    assert [k["id"] for k in listed] == [old_key(n)["_id"] for n in range(3)]
+    revoked = (await phoenix_coupons(env, "api-key", "revoke", old_key(1)["_id"])).json()
+    assert revoked == {"id": old_key(1)["_id"], "revoked": True}
