@@ -52,7 +52,7 @@ def test_every_collection_declares_a_shard_key_and_the_names_are_distinct() -> N
 
 
 @pytest.mark.parametrize(
-    "name", ["api_keys", "coupons", "counters", "idempotency_keys", "migrations", "usage_hints"]
+    "name", ["api_keys", "coupons", "counters", "idempotency_keys", "migrations"]
 )
 def test_collections_keyed_by_id_are_sharded_on_it(name: str) -> None:
     (collection,) = [c for c in DECLARED if c.name == name]
