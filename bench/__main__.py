@@ -30,7 +30,7 @@ from bench import scale_report
 from bench.common import BenchError, Servers, now, produce_inputs, scenario_settings
 from bench.latency import STAGES, LatencyRun, latency_run, percentile
 from bench.redemption import redemption_runs
-from bench.scale import scale_run
+from bench.scale import Plan, scale_run
 from bench.scale_report import ScaleFigures
 from bench.throughput import Run, raw_consume, raw_pipeline, worker_run
 from phoenix_coupons.adapters.aiokafka_compat import install_fetch_pause
@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         help="coupons stored at each step of the scale scenario (comma-separated, growing)",
     )
     p.add_argument("--scale-reps", type=int, default=9, help="timed calls per operation and size")
+    p.add_argument(
+        "--scale-budget",
+        type=float,
+        default=20.0,
+        help="seconds per operation and size after which fewer calls are made (3 at least)",
+    )
     p.add_argument("--relay-windows", type=int, default=3, help="relay idle CPU windows a size")
     p.add_argument("--relay-seconds", type=float, default=3.0, help="seconds of each window")
     p.add_argument(
@@ -276,9 +282,10 @@ async def scenario_d(servers: Servers, args: argparse.Namespace, log: Path) -> l
 async def scenario_scale(servers: Servers, args: argparse.Namespace) -> ScaleFigures:
     sizes = ", ".join(f"{s:,}" for s in args.sizes)
     say(f"\n(scale) the hot paths with {sizes} coupons stored")
-    return await scale_run(
-        servers, args.sizes, args.scale_reps, args.relay_windows, args.relay_seconds, say
+    plan = Plan(
+        args.sizes, args.scale_reps, args.scale_budget, args.relay_windows, args.relay_seconds
     )
+    return await scale_run(servers, plan, say)
 
 
 def _table(rows: list[Row]) -> list[str]:

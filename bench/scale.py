@@ -55,6 +55,7 @@ CALLER = "bench-scale"
 # The relay sweeps every second while idle (the default is 5 s): a window of a few seconds
 # then holds several idle passes, whose cost is what grew with the store.
 RELAY_POLL_S = 1.0
+MIN_REPS = 3
 SETTLE_S = 3.0  # for the relay to publish what the last calls left pending
 
 Item = tuple[CouponFactory, str, str]  # factory, issue key, user id
@@ -78,6 +79,7 @@ class Store:
     rewards: dict[str, str]  # tenant -> reward item id
     redeem_definition: CouponDefinition
     generate_definition: str
+    server: int | None  # the MongoDB server's process (None: not ours to see)
     codegen: CodeGenerator = field(default_factory=CodeGenerator)
     filled: int = 0  # fill coupons stored so far (their number keys their issue keys)
     stored: int = 0  # every coupon stored so far
@@ -138,7 +140,7 @@ async def _definition(
     )
 
 
-async def _open_store(container: Container) -> Store:
+async def _open_store(container: Container, server: int | None) -> Store:
     rewards: dict[str, str] = {}
     fill: list[CouponFactory] = []
     for tenant in TENANTS:
@@ -152,7 +154,8 @@ async def _open_store(container: Container) -> Store:
     redeem = await _definition(container, TENANT, rewards[TENANT], "redeem")
     generate = await _definition(container, TENANT, rewards[TENANT], "generate")
     # The worker's own repository (the container keeps its repositories to its services).
-    return Store(container, MongoCouponRepo(container.mongo), fill, rewards, redeem, generate.id)
+    repo = MongoCouponRepo(container.mongo)
+    return Store(container, repo, fill, rewards, redeem, generate.id, server)
 
 
 async def _store_probes(store: Store, size: int, redeems: int) -> Probes:
@@ -175,14 +178,22 @@ async def _store_probes(store: Store, size: int, redeems: int) -> Probes:
     return Probes(page.id, wallet, requests[0], requests[1:])
 
 
-async def _timed(reps: int, call: Callable[[int], Awaitable[None]]) -> list[float]:
-    """`reps` + 1 sequential calls; the first (a warm-up) is not kept. Milliseconds."""
+async def _timed(
+    reps: int, budget_s: float, warm_up: bool, call: Callable[[int], Awaitable[None]]
+) -> list[float]:
+    """Sequential calls, milliseconds: `reps` of them, or fewer (`MIN_REPS` at least) once
+    `budget_s` is spent (slow calls at large sizes). A warm-up call first, not kept."""
+    if warm_up:
+        await call(reps)
     samples: list[float] = []
-    for i in range(reps + 1):
-        started = now()
+    started = now()
+    for i in range(reps):
+        if len(samples) >= MIN_REPS and now() - started > budget_s:
+            break
+        t = now()
         await call(i)
-        samples.append((now() - started) * 1000)
-    return samples[1:]
+        samples.append((now() - t) * 1000)
+    return samples
 
 
 def _listener_pid(port: int) -> int | None:
@@ -220,14 +231,25 @@ def _cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _relay_idle(windows: int, seconds: float, server: int | None) -> list[float]:
-    """CPU ms per second of this process and the MongoDB server, the relay running and
-    nothing pending, over `windows` windows of `seconds`."""
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure at each size."""
+
+    sizes: list[int]
+    reps: int = 9  # timed calls per operation and size
+    budget_s: float = 20.0  # per operation and size: fewer calls (MIN_REPS at least) after
+    relay_windows: int = 3
+    relay_seconds: float = 3.0
+
+
+async def _idle_cpu(plan: Plan, server: int | None) -> list[float]:
+    """CPU ms per second of this process and the MongoDB server while nothing is pending,
+    over `relay_windows` windows of `relay_seconds`."""
     await asyncio.sleep(SETTLE_S)
     samples = []
-    for _ in range(windows):
+    for _ in range(plan.relay_windows):
         ours, theirs, started = _cpu_seconds(None), server and _cpu_seconds(server), now()
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(plan.relay_seconds)
         used = _cpu_seconds(None) - ours
         if server is not None:
             used += _cpu_seconds(server) - (theirs or 0.0)
@@ -236,7 +258,7 @@ async def _relay_idle(windows: int, seconds: float, server: int | None) -> list[
 
 
 async def _measure(
-    store: Store, figures: ScaleFigures, size: int, reps: int, probes: Probes
+    store: Store, figures: ScaleFigures, plan: Plan, size: int, probes: Probes
 ) -> None:
     c = store.container
 
@@ -278,17 +300,16 @@ async def _measure(
         ("generate", generate),
         ("redeem", redeem),
     ):
-        figures.add(op, size, await _timed(reps, call))
+        warm_up = size == plan.sizes[0]  # the first calls of a path set up its clients
+        figures.add(op, size, await _timed(plan.reps, plan.budget_s, warm_up, call))
+    # The relay running, then stopped: the difference is the relay's own.
+    figures.add("relay_idle", size, await _idle_cpu(plan, store.server))
+    await store.container.relay.stop()
+    figures.add("idle_without_relay", size, await _idle_cpu(plan, store.server))
+    store.container.relay.start()
 
 
-async def scale_run(
-    servers: Servers,
-    sizes: list[int],
-    reps: int,
-    relay_windows: int,
-    relay_seconds: float,
-    say: Callable[[str], None],
-) -> ScaleFigures:
+async def scale_run(servers: Servers, plan: Plan, say: Callable[[str], None]) -> ScaleFigures:
     settings = scenario_settings(servers, "scale").model_copy(
         update={"outbox_poll_seconds": RELAY_POLL_S}
     )
@@ -296,27 +317,31 @@ async def scale_run(
     server = _listener_pid(port) if port is not None else None
     say(
         f"  MongoDB server process: {server or 'not found (its CPU is not counted)'}; "
-        f"{reps} timed calls per operation and size (+1 warm-up), relay: "
-        f"{relay_windows} windows of {relay_seconds:.0f} s, polling every {RELAY_POLL_S:.0f} s"
+        f"{plan.reps} timed calls per operation and size ({MIN_REPS} at least, fewer once "
+        f"{plan.budget_s:.0f} s are spent; a warm-up call at {plan.sizes[0]:,}), idle CPU: "
+        f"{plan.relay_windows} windows of {plan.relay_seconds:.0f} s, the relay polling every "
+        f"{RELAY_POLL_S:.0f} s"
     )
     container = Container(settings)
     await container.start()
-    figures = ScaleFigures(sizes=sizes)
+    figures = ScaleFigures(sizes=plan.sizes)
     try:
-        store = await _open_store(container)
-        for size in sizes:
+        store = await _open_store(container, server)
+        for size in plan.sizes:
             if size < store.stored:
                 raise BenchError(f"sizes must grow: {size} after {store.stored} stored")
             seconds = await store.fill_to(size)
-            probes = await _store_probes(store, size, reps + 1)
+            probes = await _store_probes(store, size, plan.reps + 1)
             figures.stored[size] = store.stored
             say(f"  at {size:,}: {store.stored:,} coupons stored (fill {seconds:.1f} s, not timed)")
             started = now()
-            await _measure(store, figures, size, reps, probes)
-            figures.add("relay_idle", size, await _relay_idle(relay_windows, relay_seconds, server))
+            await _measure(store, figures, plan, size, probes)
             say(
-                "    "
-                + ", ".join(f"{op} {figures.p50(op, size):.1f}" for op in figures.samples)
+                "    p50 "
+                + ", ".join(
+                    f"{op} {figures.p50(op, size):.1f} (x{len(by_size[size])})"
+                    for op, by_size in figures.samples.items()
+                )
                 + f" ({now() - started:.0f} s)"
             )
     finally:

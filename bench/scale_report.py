@@ -17,7 +17,10 @@ OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("definition_page", "page of a 100-code definition", "ms"),
     ("wallet_page", "page of a 1-coupon wallet", "ms"),
     ("relay_idle", "relay idle, CPU ms per s", "ms/s"),
+    ("idle_without_relay", "    reference: relay stopped", "ms/s"),
 )
+# Rows shown for reference, without a target.
+REFERENCES = {"idle_without_relay"}
 
 
 @dataclass
@@ -79,13 +82,14 @@ def cells(figures: ScaleFigures, target: float = TARGET_RATIO) -> list[list[str]
         if op not in figures.samples:
             continue
         ratios = [figures.ratio(op, s) for s in larger]
+        reference = op in REFERENCES
         rows.append(
             [
                 label if unit == "ms/s" else f"{label} ({unit})",
                 *[_num(figures.p50(op, s)) for s in figures.sizes],
                 *[f"{r:.2f}" if r == r else "-" for r in ratios],
-                f"<= {target}",
-                verdict(ratios, target),
+                "(none)" if reference else f"<= {target}",
+                "" if reference else verdict(ratios, target),
             ]
         )
     return rows
