@@ -53,3 +53,12 @@ def test_the_markdown_table_holds_the_same_cells() -> None:
         == "| redeem (code stored last) (ms) | 11.0 | 12.0 | 30.0 | 1.09 | 2.73 | <= 1.5 | MISSED |"
     )
     assert len(md) == 3
+
+
+def test_a_reference_row_has_no_target() -> None:
+    f = figures()
+    f.add("idle_without_relay", 0, [2.0])
+    f.add("idle_without_relay", 10_000, [2.0])
+    f.add("idle_without_relay", 100_000, [3.0])
+    (row,) = [line for line in markdown(f) if "relay stopped" in line]
+    assert row.endswith("| 1.00 | 1.50 | (none) |  |")
