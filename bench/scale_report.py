@@ -123,5 +123,5 @@ def markdown(figures: ScaleFigures, target: float = TARGET_RATIO) -> list[str]:
     return [
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
-        *["| " + " | ".join(row) + " |" for row in body],
+        *["| " + " | ".join([row[0].strip(), *row[1:]]) + " |" for row in body],
     ]
