@@ -47,8 +47,13 @@ schemas: install
 docs: install
 	$(PY) -m phoenix_coupons.docgen
 
+# All scenarios (BENCHMARKS.md); `make bench BENCH=scale` (or BENCH="a d") runs only those,
+# BENCH_ARGS passes options (`make bench BENCH=scale BENCH_ARGS="--scale-reps 5"`).
+BENCH ?=
+BENCH_ARGS ?=
 bench: install
-	$(PY) -m phoenix_coupons.devservers --temp -- $(PY) -m bench
+	$(PY) -m phoenix_coupons.devservers --temp -- $(PY) -m bench \
+		$(foreach s,$(BENCH),--only $(s)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -7,7 +7,9 @@
 (c) end-to-end latency at 200 events/s, event produced -> `coupon.issued` consumed
     (target p99 <= 100 ms);
 (d) redemption over HTTP at a fixed concurrency vs as many raw conditional
-    find_one_and_update calls (reported: redeems/s, p99).
+    find_one_and_update calls (reported: redeems/s, p99);
+(scale) the hot paths' p50 with 0, 10,000 and 100,000 coupons stored, each against its
+    value at 0 (target <= 1.5; bench/scale.py).
 Throughput runs alternate baseline and worker so that noise hits both; the medians are
 compared. Exit status 1 only when a run fails (a missed target prints MISSED).
 """
@@ -24,9 +26,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench import scale_report
 from bench.common import BenchError, Servers, now, produce_inputs, scenario_settings
 from bench.latency import STAGES, LatencyRun, latency_run, percentile
 from bench.redemption import redemption_runs
+from bench.scale import Plan, scale_run
+from bench.scale_report import ScaleFigures
 from bench.throughput import Run, raw_consume, raw_pipeline, worker_run
 from phoenix_coupons.adapters.aiokafka_compat import install_fetch_pause
 from phoenix_coupons.logging import configure_logging
@@ -36,6 +41,14 @@ from phoenix_coupons.settings import Settings
 TARGET_NONMATCHING = 0.8
 TARGET_MATCHING = 0.7
 TARGET_P99_MS = 100.0
+SCENARIOS = ("a", "b", "c", "d", "scale")
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    if len(sizes) < 2 or sizes != sorted(set(sizes)) or sizes[0] < 0:
+        raise argparse.ArgumentTypeError("two or more growing sizes, e.g. 0,10000,100000")
+    return sizes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +61,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200.0, help="events/s of scenario (c)")
     p.add_argument("--redeems", type=int, default=2_000, help="calls of scenario (d)")
     p.add_argument("--concurrency", type=int, default=32, help="calls in flight in (d)")
-    p.add_argument("--only", choices=["a", "b", "c", "d"], action="append", help="run only these")
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=[0, 10_000, 100_000],
+        help="coupons stored at each step of the scale scenario (comma-separated, growing)",
+    )
+    p.add_argument("--scale-reps", type=int, default=9, help="timed calls per operation and size")
+    p.add_argument(
+        "--scale-budget",
+        type=float,
+        default=20.0,
+        help="seconds per operation and size after which fewer calls are made (3 at least)",
+    )
+    p.add_argument("--relay-windows", type=int, default=3, help="relay idle CPU windows a size")
+    p.add_argument("--relay-seconds", type=float, default=3.0, help="seconds of each window")
+    p.add_argument(
+        "--only", choices=[*SCENARIOS], action="append", help="run only these (repeatable)"
+    )
     return p
 
 
@@ -249,6 +279,15 @@ async def scenario_d(servers: Servers, args: argparse.Namespace, log: Path) -> l
     ]
 
 
+async def scenario_scale(servers: Servers, args: argparse.Namespace) -> ScaleFigures:
+    sizes = ", ".join(f"{s:,}" for s in args.sizes)
+    say(f"\n(scale) the hot paths with {sizes} coupons stored")
+    plan = Plan(
+        args.sizes, args.scale_reps, args.scale_budget, args.relay_windows, args.relay_seconds
+    )
+    return await scale_run(servers, plan, say)
+
+
 def _table(rows: list[Row]) -> list[str]:
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     right = {2, 3, 4}
@@ -276,19 +315,25 @@ async def main(args: argparse.Namespace, log_file: Path) -> int:
     say(f"  load average  {_load()} (at start)")
     say(f"  worker logs   {log_file}")
     started = time.monotonic()
-    only = set(args.only or ["a", "b", "c", "d"])
+    only = set(args.only or SCENARIOS)
     rows: list[Row] = []
     for key, scenario in (("a", scenario_a), ("b", scenario_b), ("c", scenario_c)):
         if key in only:
             rows += await scenario(servers, args)
     if "d" in only:
         rows += await scenario_d(servers, args, log_file)
-    say(
-        f"\nResults: {args.events:,} events per throughput scenario, medians of the runs "
-        "(throughput: worker events/s over baseline events/s)"
-    )
-    for text in _table(rows):
-        say(text)
+    figures = await scenario_scale(servers, args) if "scale" in only else None
+    if rows:
+        say(
+            f"\nResults: {args.events:,} events per throughput scenario, medians of the runs "
+            "(throughput: worker events/s over baseline events/s)"
+        )
+        for text in _table(rows):
+            say(text)
+    if figures is not None:
+        say("\n(scale) p50 at each store size, and its ratio to the smallest")
+        for text in [*scale_report.table(figures), "", *scale_report.markdown(figures)]:
+            say(text)
     say(f"total {time.monotonic() - started:.0f} s; load average {_load()} (at end)")
     return 0
 
