@@ -49,6 +49,16 @@ def event_record(event: OutboundEvent, topic: str) -> OutboundRecord:
     )
 
 
+def stored_record(topic: str, key: object, value: object, headers: object) -> OutboundRecord:
+    """A record laid out before and stored (an outbox entry's parts), on `topic`. TypeError
+    when what was stored is not a record's parts."""
+    if not isinstance(value, bytes) or not (key is None or isinstance(key, bytes)):
+        raise TypeError(f"key and value must be bytes, not {type(key)}, {type(value)}")
+    if not isinstance(headers, list):
+        raise TypeError(f"headers must be a list, not {type(headers)}")
+    return OutboundRecord(topic, key, value, [(str(k), bytes(v)) for k, v in headers])
+
+
 def issued_record(coupon: Coupon, topic: str) -> OutboundRecord:
     """The `coupon.issued` record of a coupon."""
     return event_record(coupon_issued(coupon), topic)
