@@ -2,7 +2,7 @@
 event's id), deleted by the relay once sent (outbox_relay.py), so the collection holds
 pending records only and its queries stay small whatever the size of what they announce.
 
-An entry holds the record's bytes (key, value, headers), its `source` (the event type: the
+An entry holds the record laid out (key, value, headers; as text), its `source` (the event type: the
 relay's topic and metrics label), `created_at` (when the event occurred: the send order),
 `state` ("prepared", then "ready" once its subject is stored), `after` (an entry that must be
 gone first) and `subject` (`{collection, _id, code?, state?}`: what the sweep checks before
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from pymongo.errors import BulkWriteError
 
-from phoenix_coupons.adapters.kafka import event_record
+from phoenix_coupons.adapters.kafka import event_record, stored_parts
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
 from phoenix_coupons.adapters.mongo_schema import OUTBOX
 from phoenix_coupons.domain.outbox import OutboxEntry
@@ -25,7 +25,7 @@ SWEEP_BATCH = 1000
 
 
 def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
-    record = event_record(entry.event, "")  # the topic is the relay's, by source
+    key, value, headers = stored_parts(event_record(entry.event, ""))  # topic: the relay's
     subject: Doc = {"collection": COLLECTIONS[entry.subject.kind], "_id": entry.subject.id}
     if entry.subject.code is not None:
         subject["code"] = entry.subject.code
@@ -35,9 +35,9 @@ def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
         "_id": entry.id,
         "source": entry.event.event_type,
         "tenant_id": entry.event.tenant_id,
-        "key": record.key,
-        "value": record.value,
-        "headers": [[name, value] for name, value in record.headers],
+        "key": key,
+        "value": value,
+        "headers": headers,
         "created_at": entry.event.occurred_at,
         "state": state,
         "after": entry.after,

@@ -140,11 +140,17 @@ class GenerationService:
     async def _already_issued(
         self, defn: CouponDefinition, count: int, idem: str | None
     ) -> dict[int, Coupon]:
-        """Coupons a keyed call stored before it crashed, by position."""
+        """Coupons a keyed call stored before it crashed, by position, announced."""
         if idem is None:
             return {}
         keys = [issue_keys.bulk(defn.id, idem, i, "") for i in range(count)]
         found = await self._coupons.by_issue_keys(keys)
+        # Their entries may still be prepared (it crashed before readying them): ready now,
+        # not after the sweep's grace. One sent already goes again (consumers dedupe).
+        entries = [issued(c) for c in found.values()]
+        if entries:
+            await self._outbox.prepare(entries)
+            await self._outbox.ready([e.id for e in entries])
         return {i: found[k] for i, k in enumerate(keys) if k in found}
 
     async def _random(
