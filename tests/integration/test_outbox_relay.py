@@ -26,7 +26,7 @@ from phoenix_coupons.adapters.kafka import make_producer
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.mongo_schema import OUTBOX
 from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
-from phoenix_coupons.adapters.outbox import MongoOutbox
+from phoenix_coupons.adapters.outbox import MongoOutbox, sweep_outbox
 from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
 from phoenix_coupons.adapters.outbox_relay import (
     DEAD_COLLECTION,
@@ -533,3 +533,19 @@ async def test_the_backlog_gauges_tell_the_oldest_pending_row_and_how_many(
     assert outbox.sample("phoenix_outbox_backlog", **of_issued) == 0
     assert outbox.sample("phoenix_outbox_oldest_pending_seconds", **of_issued) == 0
     assert outbox.sample("phoenix_outbox_published_total", **of_issued) == 7
+
+
+async def test_the_sweep_readies_prepared_entries_whose_coupon_came_and_drops_the_others(
+    outbox: Outbox,
+) -> None:
+    """A writer that crashed between prepare and ready (or before its insert): past the
+    grace, the entry is readied if its coupon is stored with that code, dropped if not."""
+    came, never, other_code = new_coupons(3)
+    box = MongoOutbox(outbox.mongo)
+    await box.prepare([issued(c) for c in (came, never, other_code)])
+    await MongoCouponRepo(outbox.mongo).insert_unordered([came, replace(other_code, code="X1")])
+    now, grace = utc_now(), timedelta(minutes=2)
+    assert await sweep_outbox(outbox.mongo, now, grace) == 0, "within the grace: left alone"
+    assert await sweep_outbox(outbox.mongo, now + timedelta(minutes=3), grace) == 3
+    left = await outbox.entries.find().to_list()
+    assert [(d["_id"], d["state"]) for d in left] == [(issued(came).id, "ready")]

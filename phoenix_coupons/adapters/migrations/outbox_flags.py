@@ -39,4 +39,3 @@ async def move_flags(
         await insert_ready(db, [e for doc in batch for e in entries(doc)])
         fields = {f"{p}_{f}": "" for p in prefixes for f in ("pending", "owner", "lease")}
         await col.update_many({"_id": {"$in": [d["_id"] for d in batch]}}, {"$unset": fields})
-
