@@ -19,10 +19,11 @@ from phoenix_coupons.adapters.kafka import TopicsUnavailable, ensure_topics, mak
 from phoenix_coupons.adapters.lookup_limiter import MongoLookupLimiter
 from phoenix_coupons.adapters.migrations import require_migrated
 from phoenix_coupons.adapters.mongo import Mongo
+from phoenix_coupons.adapters.outbox import MongoOutbox
 from phoenix_coupons.adapters.outbox_relay import OutboxRelay
 from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
-from phoenix_coupons.adapters.redemption_repo import outbox_sources as redemption_outbox
 from phoenix_coupons.adapters.reward_repo import MongoRewardRepo
+from phoenix_coupons.adapters.sweeper import Sweeper
 from phoenix_coupons.domain.clock import Clock, utc_now
 from phoenix_coupons.domain.codes import CodeGenerator, RandomSource
 from phoenix_coupons.domain.errors import ConfigurationError
@@ -113,6 +114,7 @@ class Container:
     mongo: Mongo = field(init=False)
     lookup_limiter: MongoLookupLimiter = field(init=False)
     relay: OutboxRelay = field(init=False)
+    sweeper: Sweeper = field(init=False)
     api_keys: ApiKeyService = field(init=False)
     rewards: RewardService = field(init=False)
     definitions: DefinitionService = field(init=False)
@@ -131,13 +133,18 @@ class Container:
         self.relay = OutboxRelay(
             self.mongo,
             lambda: make_producer(s.kafka_bootstrap_servers),
-            s.topic_coupons_issued,
+            {
+                "coupon.issued": s.topic_coupons_issued,
+                "coupon.redeemed": s.topic_coupons_redeemed,
+                "coupon.redemption_rolled_back": s.topic_coupons_redeemed,
+            },
             self.clock,
             batch_size=s.outbox_batch_size,
             poll_seconds=s.outbox_poll_seconds,
             lease_seconds=s.outbox_lease_seconds,
-            extra_sources=redemption_outbox(s.topic_coupons_redeemed),
         )
+        self.sweeper = Sweeper(self.mongo, self.clock, s.sweep_seconds, s.sweep_grace_seconds)
+        outbox = MongoOutbox(self.mongo)
         self.api_keys = api_key_service(s, self.mongo, self.clock)
         self.rewards = RewardService(
             rewards, definitions, self.clock, new_id, s.reward_payload_max_bytes
@@ -146,6 +153,7 @@ class Container:
         self.generation = GenerationService(
             definitions,
             coupons,
+            outbox,
             MongoIdempotencyRepo(self.mongo, s.idempotency_ttl_seconds),
             CodeGenerator(self.rng),
             self.clock,
@@ -165,6 +173,7 @@ class Container:
             self.clock,
             self.relay.wake,
             self.lookup_limiter,
+            outbox,
         )
         self.coupon_queries = CouponQueries(
             coupons, definitions, redemptions, self.clock, self.lookup_limiter
@@ -212,7 +221,9 @@ class Container:
             except TopicsUnavailable as exc:
                 log.warning("kafka_topics_not_ensured", error=str(exc))
         self.relay.start()
+        self.sweeper.start()
 
     async def stop(self) -> None:
+        await self.sweeper.stop()
         await self.relay.stop()
         await self.mongo.close()

@@ -221,6 +221,19 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a relay's claim on a batch lasts before another relay may take it.",
     )
+    sweep_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often each process that runs the outbox relay sweeps for writes a "
+        "crash left half done: prepared outbox entries, unconfirmed redemption slots and code "
+        "claims (readied or confirmed when what they wait for is stored, else dropped).",
+    )
+    sweep_grace_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a prepared outbox entry, redemption slot or code claim may wait "
+        "for the write that follows it before a sweep settles it; longer than any request.",
+    )
 
     @field_validator("code_lookup_failure_limit")
     @classmethod

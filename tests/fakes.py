@@ -23,6 +23,7 @@ from phoenix_coupons.domain.codes import normalize
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFailedLookups
 from phoenix_coupons.domain.models import ApiKey, Coupon
+from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
 from phoenix_coupons.services.ports import Claim, StoredCoupon
 from schemas.coupons import CouponDefinition
@@ -469,6 +470,32 @@ class FakeRedemptionRepo:
         return sorted(found, key=lambda r: r.redeemed_at, reverse=True)[:limit]
 
 
+class FakeOutbox:
+    """Entries by id with their state; a prepare replaces only a prepared entry."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, OutboxEntry] = {}
+        self.states: dict[str, str] = {}
+
+    async def prepare(self, entries: Sequence[OutboxEntry]) -> None:
+        for entry in entries:
+            if self.states.get(entry.id, "prepared") == "prepared":
+                self.entries[entry.id], self.states[entry.id] = entry, "prepared"
+
+    async def ready(self, ids: Sequence[str]) -> None:
+        for i in ids:
+            if i in self.states:
+                self.states[i] = "ready"
+
+    async def discard(self, ids: Sequence[str]) -> None:
+        for i in ids:
+            if self.states.get(i) == "prepared":
+                del self.entries[i], self.states[i]
+
+    def in_state(self, state: str) -> list[OutboxEntry]:
+        return [self.entries[i] for i, s in self.states.items() if s == state]
+
+
 class FakeLookupLimiter:
     """At most `limit` failed look-ups per (API key, tenant); no window ends (a test that
     wants one over builds a new limiter)."""
@@ -534,6 +561,7 @@ class Fakes:
     redemptions: FakeRedemptionRepo = field(default_factory=FakeRedemptionRepo)
     idempotency: FakeIdempotencyRepo = field(default_factory=FakeIdempotencyRepo)
     lookups: FakeLookupLimiter = field(default_factory=FakeLookupLimiter)
+    outbox: FakeOutbox = field(default_factory=FakeOutbox)
     marks: FakeMarks = field(default_factory=FakeMarks)
     api_keys: FakeApiKeyRepo = field(default_factory=FakeApiKeyRepo)
     definitions: FakeDefinitionRepo = field(init=False)
@@ -555,4 +583,5 @@ if TYPE_CHECKING:  # mypy checks each fake against its port
     _idempotency: ports.IdempotencyRepo = FakeIdempotencyRepo()
     _redemptions: ports.RedemptionRepo = FakeRedemptionRepo()
     _lookups: ports.LookupLimiter = FakeLookupLimiter()
+    _outbox: ports.Outbox = FakeOutbox()
     _marks: ports.AnnouncedMarks = FakeMarks()

@@ -3,9 +3,8 @@ uniqueness; `_id`, derived from the issue key (`issue_keys.coupon_id`), makes is
 idempotent.
 
 A coupon's document holds more than the domain's `Coupon`: the inbound record that issued it
-(`trigger_record`, "topic:partition:offset", read by the worker's redelivery rules) and its
-outbox state (`publish_pending`, `publish_owner`, `publish_lease`: the row is its own outbox
-entry, drained by adapters/outbox_relay.py)."""
+(`trigger_record`, "topic:partition:offset", read by the worker's redelivery rules). Its
+`coupon.issued` event waits in the outbox (outbox.py), not on the coupon."""
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
@@ -20,7 +19,7 @@ from phoenix_coupons.adapters.nx27017_compat import aware
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.delivery import EventRef, RecordId
 from phoenix_coupons.domain.errors import DuplicateCodes
-from phoenix_coupons.domain.models import Coupon, CouponSource
+from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.ports import StoredCoupon
 
 IN_CHUNK = 1000  # keep `$in` lists and batches a reasonable size
@@ -28,10 +27,6 @@ ORDER = [("issued_at", -1), ("_id", 1)]  # lists: newest first (indexes in mongo
 
 _FIELDS = {f.name for f in fields(Coupon)}
 _STORED = tuple(f.name for f in fields(Coupon) if f.name != "id")
-# Whether a new coupon waits for the outbox relay, by source: bulk coupons do; event coupons
-# are announced by the worker itself before it commits the inbound offsets (and again on a
-# redelivery); a definition's shared code belongs to no user and is never announced.
-PENDING_AT_INSERT: dict[CouponSource, bool] = {"bulk": True, "event": False, "definition": False}
 
 
 def to_doc(coupon: Coupon, record: RecordId | None = None) -> Doc:
@@ -44,9 +39,6 @@ def to_doc(coupon: Coupon, record: RecordId | None = None) -> Doc:
     doc["trigger_record"] = (
         None if record is None else f"{record.topic}:{record.partition}:{record.offset}"
     )
-    doc["publish_pending"] = PENDING_AT_INSERT[coupon.source]
-    doc["publish_owner"] = None
-    doc["publish_lease"] = None
     return doc
 
 

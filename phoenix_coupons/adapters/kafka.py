@@ -49,6 +49,29 @@ def event_record(event: OutboundEvent, topic: str) -> OutboundRecord:
     )
 
 
+def stored_parts(record: OutboundRecord) -> tuple[str | None, str, list[list[str]]]:
+    """A record's key, value and headers as text, to store (an outbox entry): our records are
+    UTF-8 JSON and ids, and text replaces where bytes would not (nx-27017 0.8.1 refuses a
+    replacement holding bytes)."""
+    key = None if record.key is None else record.key.decode()
+    return key, record.value.decode(), [[k, v.decode()] for k, v in record.headers]
+
+
+def stored_record(topic: str, key: object, value: object, headers: object) -> OutboundRecord:
+    """A record stored by `stored_parts`, on `topic`. TypeError when what was stored is not
+    a record's parts."""
+    if not isinstance(value, str) or not (key is None or isinstance(key, str)):
+        raise TypeError(f"key and value must be text, not {type(key)}, {type(value)}")
+    if not isinstance(headers, list):
+        raise TypeError(f"headers must be a list, not {type(headers)}")
+    return OutboundRecord(
+        topic,
+        None if key is None else key.encode(),
+        value.encode(),
+        [(str(k), str(v).encode()) for k, v in headers],
+    )
+
+
 def issued_record(coupon: Coupon, topic: str) -> OutboundRecord:
     """The `coupon.issued` record of a coupon."""
     return event_record(coupon_issued(coupon), topic)

@@ -106,7 +106,6 @@ COUPONS = Collection(
         # Codes are unique within a tenant ignoring case: code_norm is the upper case form.
         Index((("tenant_id", ASC), ("code_norm", ASC)), unique=True),
         Index((("tenant_id", ASC), ("code_space", ASC))),
-        Index((("publish_pending", ASC), ("issued_at", ASC))),
         # A definition's codes, newest first.
         Index((("tenant_id", ASC), ("definition_id", ASC), ("issued_at", DESC), ("_id", ASC))),
         # A user's wallet, newest first. Also a definition's codes of one user (a user holds
@@ -121,20 +120,32 @@ COUPONS = Collection(
         # Prefixes of the two above, which serve their queries.
         (("definition_id", ASC), ("user_id", ASC)),
         (("tenant_id", ASC), ("user_id", ASC)),
+        # The coupon was its own outbox entry: events wait in `outbox` now.
+        (("publish_pending", ASC), ("issued_at", ASC)),
     ),
 )
 
 REDEMPTIONS = Collection(
     "redemptions",
-    (
-        # One active redemption per slot of a usage group: limits are exact.
-        Index((("slot", ASC),), unique=True),
-        Index((("group", ASC), ("state", ASC))),
-        Index((("coupon_id", ASC), ("redeemed_at", DESC))),
-        Index((("publish_pending", ASC), ("redeemed_at", ASC))),
-        Index((("rollback_publish_pending", ASC), ("redeemed_at", ASC))),
+    (Index((("coupon_id", ASC), ("redeemed_at", DESC))),),
+    retired=(
+        # Slots are documents of their own (`redemption_slots`), counted in `counters`.
+        (("slot", ASC),),
+        (("group", ASC), ("state", ASC)),
+        # The redemption was its own outbox entry: events wait in `outbox` now.
+        (("publish_pending", ASC), ("redeemed_at", ASC)),
+        (("rollback_publish_pending", ASC), ("redeemed_at", ASC)),
     ),
 )
+# One document per held slot of a usage group (`_id` = the slot): at most one redemption per
+# slot, so limits are exact. `group`: a group's held slots (used when its hint is past the
+# limit); `unconfirmed`: slots whose redemption may never have come (the sweep's).
+REDEMPTION_SLOTS = Collection(
+    "redemption_slots", (Index((("group", ASC),)), Index((("unconfirmed", ASC),)))
+)
+# Events waiting to be published (outbox.py): pending records only, deleted once sent, so the
+# collection stays small. `state`: the relay's `ready` query and the sweep's `prepared` one.
+OUTBOX = Collection("outbox", (Index((("state", ASC),)),))
 
 USAGE_HINTS = Collection("usage_hints")
 # Kept counts, read and written by `_id` (counters.py).
@@ -148,7 +159,8 @@ LOOKUP_FAILURES = Collection(
     "lookup_failures", (Index((("expire_at", ASC),), expire_after_seconds=0),)
 )
 # Outbox records that can never be sent, set aside for operators (outbox_relay.py).
-OUTBOX_DEAD = Collection("outbox_dead")
+# `entry_id`: whether an entry that another must follow is dead.
+OUTBOX_DEAD = Collection("outbox_dead", (Index((("entry_id", ASC),)),))
 IDEMPOTENCY = "idempotency_keys"
 
 
@@ -166,6 +178,8 @@ def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
         DEFINITIONS,
         COUPONS,
         REDEMPTIONS,
+        REDEMPTION_SLOTS,
+        OUTBOX,
         USAGE_HINTS,
         COUNTERS,
         MIGRATIONS,

@@ -1,21 +1,25 @@
-"""Publishes issued coupons that are not yet announced: the coupon row is its own outbox
-entry (`publish_pending`). Written in the same single-document insert as the coupon, so no
-coupon exists without its event eventually reaching Kafka, through Kafka outages and crashes.
+"""Publishes the events waiting in the `outbox` collection (outbox.py): the entries writers
+prepared before the documents they announce and readied after them. No document without its
+event reaching Kafka eventually, through Kafka outages and crashes.
 
 Several relays (API replicas, workers) may run: each claims a batch with a lease first, so
-they rarely publish the same coupon twice; when they do (a crash after the send, before the
-mark), consumers drop the repeat by `event_id`.
+they rarely publish the same event twice; when they do (a crash after the send, before the
+delete), consumers drop the repeat by `event_id`. Sent entries are deleted: the collection
+holds pending records only, and a relay's query is over that small collection alone.
 
-Each record gets its own verdict: sent rows are marked announced, rows whose record can never
-be sent (outbox_failures.py) are set aside as dead with their reason (`<prefix>_dead` on the
-row, one document in `outbox_dead`) and never retried, and rows that failed for a passing
-reason stay pending for the retry. So one bad record never holds up the others.
+Each record gets its own verdict: sent entries are deleted, entries whose record can never
+be sent (outbox_failures.py) are set aside as dead with their reason (one document in
+`outbox_dead`, the entry removed) and never retried, and entries that failed for a passing
+reason stay for the retry. So one bad record never holds up the others. An entry with
+`after` waits until that entry is gone (a rollback after its redemption's event), and dies
+with it.
 """
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,10 +30,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from phoenix_coupons.adapters import outbox_metrics
 from phoenix_coupons.adapters.background import cancel_and_wait
-from phoenix_coupons.adapters.coupon_repo import from_doc
-from phoenix_coupons.adapters.kafka import OutboundRecord, issued_record, send
+from phoenix_coupons.adapters.kafka import OutboundRecord, send, stored_record
 from phoenix_coupons.adapters.mongo import Doc, Mongo
-from phoenix_coupons.adapters.mongo_schema import OUTBOX_DEAD
+from phoenix_coupons.adapters.mongo_schema import OUTBOX, OUTBOX_DEAD
 from phoenix_coupons.adapters.nx27017_compat import (
     aware,
     epoch_ms,
@@ -37,6 +40,7 @@ from phoenix_coupons.adapters.nx27017_compat import (
     replace_by_id,
     update_many_or,
 )
+from phoenix_coupons.adapters.outbox import READY
 from phoenix_coupons.adapters.outbox_failures import Unsendable, dead_reason
 from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
 from phoenix_coupons.domain.clock import Clock
@@ -48,48 +52,25 @@ DEAD_COLLECTION = OUTBOX_DEAD.name
 ERROR_CHARS = 500
 
 
-def outbox_entry(prefix: str, pending: bool = True) -> Doc:
-    """The fields that make a row an entry of the outbox `prefix` (the only place that sets
-    them outside the relay): pending or not, and claimed by no relay."""
-    pending_f, lease_f, owner_f = _outbox_fields(prefix)
-    return {pending_f: pending, lease_f: None, owner_f: None}
+# Only a rollback follows another entry today: its redemption's event.
+AFTER_DEAD = "redeem_dead"
 
 
-def _outbox_fields(prefix: str) -> tuple[str, str, str]:
-    return f"{prefix}_pending", f"{prefix}_lease", f"{prefix}_owner"
-
-
-@dataclass(frozen=True)
-class OutboxSource:
-    """Rows of `collection` whose `<prefix>_pending` is true are announced with `render`;
-    `<prefix>_lease` / `<prefix>_owner` hold the claim of the relay sending them."""
-
-    name: str
-    collection: str
-    prefix: str
-    order_by: str
-    render: Callable[[Doc], OutboundRecord]
-    # Extra conditions a row must meet before it is announced (e.g. an earlier event first).
-    requires: Doc | None = None
-    # The field whose age `phoenix_outbox_oldest_pending_seconds` reports (default order_by).
-    since: str | None = None
-
-    @property
-    def fields(self) -> tuple[str, str, str]:
-        return _outbox_fields(self.prefix)
-
-    @property
-    def dead_field(self) -> str:
-        return f"{self.prefix}_dead"
+def outbound(doc: Doc, topics: Mapping[str, str]) -> OutboundRecord:
+    """An entry's record, as its writer laid it out, on its source's topic."""
+    topic = topics.get(doc.get("source", ""))
+    if topic is None:
+        raise TypeError(f"no topic for source {doc.get('source')!r}")
+    return stored_record(topic, doc.get("key"), doc.get("value"), doc.get("headers"))
 
 
 @dataclass
 class Delivery:
-    """What became of a claimed batch: sent, dead, or left pending for the retry."""
+    """What became of a claimed batch: sent, dead, or left for the retry."""
 
     sent: list[Doc] = field(default_factory=list)
     dead: list[tuple[Doc, BaseException]] = field(default_factory=list)
-    transient: BaseException | None = None  # the first passing failure: its rows stay pending
+    transient: BaseException | None = None  # the first passing failure: its entries stay
 
     def failed(self, doc: Doc, exc: BaseException) -> None:
         if dead_reason(exc) is not None:
@@ -99,29 +80,22 @@ class Delivery:
 
 
 class OutboxRelay:
+    """`topics`: the topic of each source (event type) it publishes."""
+
     def __init__(
         self,
         mongo: Mongo,
         producer_factory: ProducerFactory,
-        topic: str,
+        topics: Mapping[str, str],
         clock: Clock,
         batch_size: int = 1000,
         poll_seconds: float = 1.0,
         lease_seconds: float = 30.0,
-        extra_sources: Sequence["OutboxSource"] = (),
         metrics: OutboxMetrics = outbox_metrics.DEFAULT,
     ) -> None:
         self._db = mongo.db
-        self._sources = [
-            OutboxSource(
-                "coupon.issued",
-                "coupons",
-                "publish",
-                "issued_at",
-                lambda d: issued_record(from_doc(d), topic),
-            ),
-            *(extra_sources or ()),
-        ]
+        self._col = mongo.db[OUTBOX.name]
+        self._topics = dict(topics)
         self._producer_factory = producer_factory
         self._producer: AIOKafkaProducer | None = None
         self._clock = clock
@@ -133,10 +107,11 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._metrics = metrics
         self._missing_topics: set[str] = set()  # confirmed missing during this sweep
+        self._held_back = False  # entries of the last round that waited for another
         self.published_total = 0
 
     def wake(self) -> None:
-        """Publish now instead of at the next poll (called after coupons are stored)."""
+        """Publish now instead of at the next poll (called after events are readied)."""
         self._wake.set()
 
     def start(self) -> None:
@@ -160,8 +135,8 @@ class OutboxRelay:
             ):
                 with attempt:
                     published = await self.publish_pending()
-            if published >= self._batch:
-                continue
+            if published >= self._batch or (published and self._held_back):
+                continue  # more waiting, or entries that waited for the ones just sent
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             self._wake.clear()
@@ -172,12 +147,8 @@ class OutboxRelay:
         log.warning("outbox_relay_retry", error=repr(error))
         await self._reset_producer()
         # Give back our claims so the retry (ours or another relay's) needn't wait the lease.
-        for source in self._sources:
-            pending, lease_f, owner_f = source.fields
-            with contextlib.suppress(Exception):
-                await self._db[source.collection].update_many(
-                    {owner_f: self._owner, pending: True}, {"$set": {lease_f: None}}
-                )
+        with contextlib.suppress(Exception):
+            await self._col.update_many({"owner": self._owner}, {"$set": {"lease": None}})
 
     async def _reset_producer(self) -> None:
         if self._producer is not None:
@@ -200,69 +171,78 @@ class OutboxRelay:
         return self._producer
 
     async def publish_pending(self) -> int:
-        """Claim, send and mark one batch of each source; returns how many were announced.
-        Sources are drained in order, so a redemption is announced before its rollback.
-        Raises the first passing failure after every source had its turn (its rows stay
-        pending): the caller backs off and gives the leases back."""
-        total, transient = 0, None
+        """Claim, send and delete one batch of ready entries, oldest first; returns how many
+        were announced. Raises the first passing failure (its entries stay): the caller backs
+        off and gives the leases back."""
         self._missing_topics.clear()
-        for source in self._sources:
-            sent, failure = await self._publish_source(source)
-            total += sent
-            transient = transient or failure
-        if transient is not None:
-            raise transient
-        return total
-
-    async def _publish_source(self, source: OutboxSource) -> tuple[int, BaseException | None]:
-        col = self._db[source.collection]
-        pending, lease_f, owner_f = source.fields
         at = self._clock()
         now = epoch_ms(at)
-        free = free_lease(lease_f, now)
-        since = source.since or source.order_by
-        cursor = col.find({pending: True, **(source.requires or {}), **free}, {since: 1})
-        seen = [d async for d in cursor.sort(source.order_by, 1).limit(self._batch)]
-        self._observe(source, seen, at)
-        ids = [d["_id"] for d in seen]
-        if not ids:
-            return 0, None
-        lease = now + self._lease_ms
-        await update_many_or(
-            col,
-            {"_id": {"$in": ids}, pending: True, **free},
-            {"$set": {lease_f: lease, owner_f: self._owner}},
+        free = free_lease("lease", now)
+        cursor = self._col.find(
+            {"state": READY, **free}, {"created_at": 1, "source": 1, "after": 1}
         )
-        claimed = [
-            d async for d in col.find({"_id": {"$in": ids}, owner_f: self._owner, pending: True})
-        ]
-        if not claimed:
-            return 0, None
-        claimed.sort(key=lambda d: d[source.order_by])
-        delivery = await self._deliver(source, claimed)
+        seen = [d async for d in cursor.sort("created_at", 1).limit(self._batch)]
+        self._observe(seen, at)
+        waiting, dead_before = await self._predecessors(seen)
+        self._held_back = bool(waiting)
+        ids = [d["_id"] for d in seen if d.get("after") not in waiting]
+        if not ids:
+            return 0
+        await update_many_or(
+            self._col,
+            {"_id": {"$in": ids}, "state": READY, **free},
+            {"$set": {"lease": now + self._lease_ms, "owner": self._owner}},
+        )
+        claimed = [d async for d in self._col.find({"_id": {"$in": ids}, "owner": self._owner})]
+        claimed.sort(key=lambda d: (aware(d["created_at"]), d["_id"]))
+        orphans = [d for d in claimed if d.get("after") in dead_before]
+        delivery = await self._deliver([d for d in claimed if d not in orphans])
+        for doc in orphans:
+            # A reversal of a grant no one saw would be wrong. An operator who re-queues
+            # the dead entry re-queues this one too.
+            error = Unsendable(AFTER_DEAD, f"the event it follows ({doc['after']}) is dead")
+            delivery.dead.append((doc, error))
         if delivery.sent:
-            await col.update_many(
-                {"_id": {"$in": [d["_id"] for d in delivery.sent]}},
-                {"$set": {pending: False, lease_f: None}},
-            )
+            await self._col.delete_many({"_id": {"$in": [d["_id"] for d in delivery.sent]}})
             self.published_total += len(delivery.sent)
-            self._metrics.published.labels(source.name).inc(len(delivery.sent))
-            log.info("outbox_announced", count=len(delivery.sent), source=source.name)
+            for source, n in Counter(d["source"] for d in delivery.sent).items():
+                self._metrics.published.labels(source).inc(n)
+                log.info("outbox_announced", count=n, source=source)
         for doc, exc in delivery.dead:
-            await self._set_aside(source, doc, exc)
-        return len(delivery.sent), delivery.transient
+            await self._set_aside(doc, exc)
+        if delivery.transient is not None:
+            raise delivery.transient
+        return len(delivery.sent)
 
-    def _observe(self, source: OutboxSource, seen: list[Doc], now: datetime) -> None:
-        since = source.since or source.order_by
-        stamps = [aware(d[since]) for d in seen if d.get(since) is not None]
-        age = max(0.0, (now - min(stamps)).total_seconds()) if stamps else 0.0
-        self._metrics.oldest_pending.labels(source.name).set(age)
-        self._metrics.backlog.labels(source.name).set(len(seen))
+    async def _predecessors(self, seen: list[Doc]) -> tuple[set[str], set[str]]:
+        """Of the entries that `seen` must follow: those still waiting, and those dead."""
+        afters = list({d["after"] for d in seen if d.get("after")})
+        if not afters:
+            return set(), set()
+        waiting = {d["_id"] async for d in self._col.find({"_id": {"$in": afters}}, {"_id": 1})}
+        gone = [a for a in afters if a not in waiting]
+        dead: set[str] = set()
+        if gone:
+            found = self._db[DEAD_COLLECTION].find({"entry_id": {"$in": gone}}, {"entry_id": 1})
+            dead = {d["entry_id"] async for d in found}
+        return waiting, dead
 
-    async def _deliver(self, source: OutboxSource, docs: list[Doc]) -> Delivery:
+    def _observe(self, seen: list[Doc], now: datetime) -> None:
+        oldest: dict[str, datetime] = {}
+        counts: Counter[str] = Counter()
+        for d in seen:
+            source, at = d.get("source", ""), aware(d["created_at"])
+            counts[source] += 1
+            oldest[source] = min(oldest.get(source, at), at)
+        for source in set(self._topics) | set(counts):
+            age = (now - oldest[source]).total_seconds() if source in oldest else 0.0
+            self._metrics.oldest_pending.labels(source).set(max(0.0, age))
+            self._metrics.backlog.labels(source).set(counts[source])
+
+    async def _deliver(self, docs: list[Doc]) -> Delivery:
         """Queue every record in order (per-partition order is kept), then wait for each
-        acknowledgement. After a passing failure nothing more is queued: those rows stay
-        pending."""
+        acknowledgement. After a passing failure nothing more is queued: those entries
+        stay."""
         delivery = Delivery()
         producer = await self._ensure_producer()
         queued: list[tuple[Doc, asyncio.Future[object]]] = []
@@ -270,7 +250,7 @@ class OutboxRelay:
             if delivery.transient is not None:
                 break
             try:
-                queued.append((doc, await self._queue(producer, source, doc)))
+                queued.append((doc, await self._queue(producer, doc)))
             except Exception as exc:
                 delivery.failed(doc, exc)
         acks = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
@@ -293,7 +273,7 @@ class OutboxRelay:
         # is sent again alone, in order, to get a verdict of its own.
         for doc, _ in failed:
             try:
-                await (await self._queue(await self._ensure_producer(), source, doc))
+                await (await self._queue(await self._ensure_producer(), doc))
             except Exception as exc:
                 await self._reset_producer()
                 delivery.failed(doc, exc)
@@ -303,11 +283,9 @@ class OutboxRelay:
                 delivery.sent.append(doc)
         return delivery
 
-    async def _queue(
-        self, producer: AIOKafkaProducer, source: OutboxSource, doc: Doc
-    ) -> "asyncio.Future[object]":
+    async def _queue(self, producer: AIOKafkaProducer, doc: Doc) -> "asyncio.Future[object]":
         try:
-            record = source.render(doc)
+            record = outbound(doc, self._topics)
         except Unsendable:
             raise
         except Exception as exc:
@@ -324,45 +302,39 @@ class OutboxRelay:
             self._missing_topics.add(record.topic)
             raise Unsendable("unknown_topic", f"topic {record.topic!r} does not exist") from exc
 
-    async def _set_aside(self, source: OutboxSource, doc: Doc, exc: BaseException) -> None:
-        """Dead: never retried. `outbox_dead` lists them for operators (README: No lost events);
-        written first, so a crash in between only repeats the verdict."""
+    async def _set_aside(self, doc: Doc, exc: BaseException) -> None:
+        """Dead: never retried. `outbox_dead` lists them for operators (README: No lost events),
+        with the entry to re-queue; written first, so a crash in between only repeats the
+        verdict."""
         reason = dead_reason(exc) or "rejected"
         error = (str(exc) if isinstance(exc, Unsendable) else f"{type(exc).__name__}: {exc}")[
             :ERROR_CHARS
         ]
         at = self._clock()
-        tenant = doc.get("tenant_id")
-        dead_id = f"{source.name}:{doc['_id']}"
+        entry = await self._col.find_one({"_id": doc["_id"]}) or doc
+        source, tenant = entry.get("source", ""), entry.get("tenant_id")
+        subject = entry.get("subject") or {}
         await replace_by_id(
             self._db[DEAD_COLLECTION],
-            dead_id,
+            f"{source}:{subject.get('_id', doc['_id'])}",
             {
-                "source": source.name,
-                "collection": source.collection,
-                "row_id": doc["_id"],
+                "source": source,
+                "collection": subject.get("collection"),
+                "row_id": subject.get("_id"),
+                "entry_id": doc["_id"],
                 "tenant_id": tenant,
                 "reason": reason,
                 "error": error,
                 "at": at,
+                "entry": {k: v for k, v in entry.items() if k not in ("lease", "owner")},
             },
         )
-        pending, lease_f, _ = source.fields
-        await self._db[source.collection].update_one(
-            {"_id": doc["_id"]},
-            {
-                "$set": {
-                    pending: False,
-                    lease_f: None,
-                    source.dead_field: {"reason": reason, "error": error, "at": at},
-                }
-            },
-        )
-        self._metrics.dead.labels(source.name, reason).inc()
+        await self._col.delete_one({"_id": doc["_id"]})
+        self._metrics.dead.labels(source, reason).inc()
         log.error(
             "outbox_record_dead",
-            source=source.name,
-            row_id=doc["_id"],
+            source=source,
+            row_id=subject.get("_id"),
             tenant_id=tenant,
             reason=reason,
             error=error,

@@ -1,27 +1,32 @@
-"""Redemptions in MongoDB. The unique `slot` index makes usage limits exact; each row is also
-its own outbox entry for `coupon.redeemed` (`publish_*`) and for the rollback
-(`rollback_publish_*`)."""
+"""Redemptions in MongoDB. Usage limits are exact through `redemption_slots`: one document
+per held slot (`_id` = the slot), claimed before the redemption is inserted and confirmed
+after (a crash between leaves an unconfirmed slot that `sweep_slots` confirms or releases);
+a rollback deletes its slot. Each group's held slots are counted in `counters`
+(`uses:<group>`), read by `_id`. The events wait in the outbox (services prepare them)."""
 
+from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
 
 from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from phoenix_coupons.adapters.kafka import OutboundRecord, event_record
+from phoenix_coupons.adapters.counters import MongoCounters
 from phoenix_coupons.adapters.mongo import Doc, Mongo
-from phoenix_coupons.adapters.nx27017_compat import aware
-from phoenix_coupons.adapters.outbox_failures import Unsendable
-from phoenix_coupons.adapters.outbox_relay import OutboxSource, outbox_entry
+from phoenix_coupons.adapters.mongo_schema import REDEMPTION_SLOTS
+from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
 from phoenix_coupons.domain.errors import Contended, SlotTaken
-from phoenix_coupons.domain.events import coupon_redeemed, redemption_rolled_back
 from phoenix_coupons.domain.redemption import Redemption
 from schemas.redemptions import Coupon as CouponSnapshot
 from schemas.rewards import RewardItem
 
-REDEEMED = "publish"  # the outbox of its coupon.redeemed event
-ROLLED_BACK = "rollback_publish"  # and of its coupon.redemption_rolled_back
+SWEEP_BATCH = 1000
+
+
+def uses_key(group: str) -> str:
+    """The count of a usage group's held slots (its active redemptions)."""
+    return f"uses:{group}"
 
 
 def to_doc(redemption: Redemption, slot: str, slot_no: int | None) -> Doc:
@@ -44,8 +49,6 @@ def to_doc(redemption: Redemption, slot: str, slot_no: int | None) -> Doc:
         "request_hash": r.request_hash,
         "slot": slot,
         "slot_no": slot_no,
-        **outbox_entry(REDEEMED),
-        **outbox_entry(ROLLED_BACK, pending=False),
     }
 
 
@@ -67,7 +70,9 @@ def from_doc(doc: Doc) -> Redemption:
 class MongoRedemptionRepo:
     def __init__(self, mongo: Mongo) -> None:
         self._col = mongo.redemptions
+        self._slots = mongo.db[REDEMPTION_SLOTS.name]
         self._hints = mongo.usage_hints
+        self._counts = MongoCounters(mongo)
 
     async def next_slot_hint(self, group: str) -> int:
         """1, 2, 3, ... per group (atomic): the slot a new redemption tries first."""
@@ -85,38 +90,64 @@ class MongoRedemptionRepo:
         raise Contended(f"could not allocate a slot hint for {group}")
 
     async def insert(self, redemption: Redemption, slot: str, slot_no: int | None) -> None:
-        """Raises SlotTaken when the slot (or the id) is taken."""
+        """Claim the slot (a numbered one), insert the redemption, confirm the slot. Raises
+        SlotTaken when the slot (or the id) is taken; nothing of this call is left then."""
+        r = redemption
+        if slot_no is not None:
+            claim = {
+                "_id": slot,
+                "redemption_id": r.id,
+                "group": r.group,
+                "slot_no": slot_no,
+                "unconfirmed": epoch_ms(r.redeemed_at),
+            }
+            try:
+                await self._slots.insert_one(claim)
+            except DuplicateKeyError as exc:
+                raise SlotTaken(str(exc)) from exc
+            await self._counts.add({uses_key(r.group): 1})
         try:
-            await self._col.insert_one(to_doc(redemption, slot, slot_no))
-        except DuplicateKeyError as exc:
+            await self._col.insert_one(to_doc(r, slot, slot_no))
+        except DuplicateKeyError as exc:  # the id: a keyed redeem stored before
+            if slot_no is not None:
+                await _release(self._slots, self._counts, [(slot, r.id, r.group)])
             raise SlotTaken(str(exc)) from exc
+        if slot_no is not None:
+            await self._slots.update_one({"_id": slot}, {"$unset": {"unconfirmed": ""}})
 
     async def get(self, tenant_id: str, redemption_id: str) -> Redemption | None:
         doc = await self._col.find_one({"_id": redemption_id, "tenant_id": tenant_id})
         return from_doc(doc) if doc else None
 
     async def active_count(self, group: str) -> int:
-        return await self._col.count_documents({"group": group, "state": "redeemed"})
+        return await self._counts.get(uses_key(group))
 
     async def used_slots(self, group: str) -> set[int]:
-        cursor = self._col.find({"group": group, "state": "redeemed"}, {"slot_no": 1})
+        cursor = self._slots.find({"group": group}, {"slot_no": 1})
         return {int(d["slot_no"]) async for d in cursor if d.get("slot_no") is not None}
 
     async def active_counts(self, groups: Sequence[str]) -> dict[str, int]:
-        if not groups:
-            return {}
-        pipeline: list[dict[str, Any]] = [
-            {"$match": {"group": {"$in": list(groups)}, "state": "redeemed"}},
-            {"$group": {"_id": "$group", "n": {"$sum": 1}}},
-        ]
-        cursor = await self._col.aggregate(pipeline)
-        return {d["_id"]: int(d["n"]) async for d in cursor}
+        counts = await self._counts.get_many([uses_key(g) for g in groups])
+        return {g: n for g in groups if (n := counts[uses_key(g)])}
 
     async def roll_back(
         self, tenant_id: str, redemption_id: str, free_slot: str, at: datetime
     ) -> Redemption | None:
-        """Give the use back, once: None when missing or rolled back already."""
-        doc = await self._col.find_one_and_update(
+        """Give the use back, once: None when missing or rolled back already. Its slot is
+        put in question first (`unconfirmed`) and deleted after: a crash between leaves a
+        slot `sweep_slots` settles by the redemption's state."""
+        held = await self._col.find_one(
+            {"_id": redemption_id, "tenant_id": tenant_id, "state": "redeemed"},
+            {"slot_no": 1, "slot": 1},
+        )
+        if held is None:
+            return None
+        if held.get("slot_no") is not None:
+            await self._slots.update_one(
+                {"_id": held["slot"], "redemption_id": redemption_id},
+                {"$set": {"unconfirmed": epoch_ms(at)}},
+            )
+        before = await self._col.find_one_and_update(
             {"_id": redemption_id, "tenant_id": tenant_id, "state": "redeemed"},
             {
                 "$set": {
@@ -124,44 +155,57 @@ class MongoRedemptionRepo:
                     "slot": free_slot,
                     "slot_no": None,
                     "rolled_back_at": at,
-                    **outbox_entry(ROLLED_BACK),
                 }
             },
-            return_document=ReturnDocument.AFTER,
+            return_document=ReturnDocument.BEFORE,
         )
-        return from_doc(doc) if doc else None
+        if before is None:
+            return None
+        if before.get("slot_no") is not None:
+            await _release(
+                self._slots, self._counts, [(before["slot"], redemption_id, before["group"])]
+            )
+        return from_doc({**before, "state": "rolled_back", "rolled_back_at": at})
 
     async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[Redemption]:
         cursor = self._col.find({"coupon_id": coupon_id}).sort("redeemed_at", -1).limit(limit)
         return [from_doc(d) async for d in cursor]
 
 
-def _rollback_record(doc: Doc, topic: str) -> OutboundRecord:
-    if doc.get(f"{REDEEMED}_dead"):
-        # Its redemption was never announced: a reversal of a grant no one saw would be
-        # wrong. Set aside too; an operator who re-queues the redemption re-queues this.
-        raise Unsendable("redeem_dead", "the redemption's own coupon.redeemed event is dead")
-    return event_record(redemption_rolled_back(from_doc(doc)), topic)
+async def _release(
+    slots: AsyncCollection[Doc], counts: MongoCounters, held: Sequence[tuple[str, str, str]]
+) -> None:
+    """Delete each (slot, redemption id, group) still held by that redemption, and count it."""
+    released: Counter[str] = Counter()
+    for slot, redemption_id, group in held:
+        result = await slots.delete_one({"_id": slot, "redemption_id": redemption_id})
+        released[uses_key(group)] -= result.deleted_count
+    await counts.add(released)
 
 
-def outbox_sources(topic: str) -> list[OutboxSource]:
-    """The redemption events, in the order the relay drains them."""
-    return [
-        OutboxSource(
-            "coupon.redeemed",
-            "redemptions",
-            REDEEMED,
-            "redeemed_at",
-            lambda d: event_record(coupon_redeemed(from_doc(d)), topic),
-        ),
-        OutboxSource(
-            "coupon.redemption_rolled_back",
-            "redemptions",
-            ROLLED_BACK,
-            "redeemed_at",
-            lambda d: _rollback_record(d, topic),
-            # Never before the redemption's own event, even when another relay holds that one.
-            requires={f"{REDEEMED}_pending": {"$ne": True}},
-            since="rolled_back_at",
-        ),
-    ]
+async def sweep_slots(mongo: Mongo, now: datetime, grace: timedelta) -> int:
+    """Slots claimed longer than `grace` ago and still unconfirmed (a crash between the
+    claim and the redemption, or its confirmation): confirmed when their redemption holds
+    them, released when it never came or left them. Returns how many it settled."""
+    slots = mongo.db[REDEMPTION_SLOTS.name]
+    # Epoch milliseconds: `$set` writes it too (nx27017_compat.py: datetimes `$set` wrote).
+    cutoff = epoch_ms(now - grace)
+    stale = await slots.find({"unconfirmed": {"$lt": cutoff}}).to_list(SWEEP_BATCH)
+    if not stale:
+        return 0
+    ids = list({d["redemption_id"] for d in stale})
+    holders = {
+        d["_id"]: d
+        async for d in mongo.redemptions.find({"_id": {"$in": ids}}, {"state": 1, "slot": 1})
+    }
+    confirm, release = [], []
+    for d in stale:
+        r = holders.get(d["redemption_id"])
+        if r is not None and r.get("state") == "redeemed" and r.get("slot") == d["_id"]:
+            confirm.append(d["_id"])
+        else:
+            release.append((d["_id"], d["redemption_id"], d["group"]))
+    if confirm:
+        await slots.update_many({"_id": {"$in": confirm}}, {"$unset": {"unconfirmed": ""}})
+    await _release(slots, MongoCounters(mongo), release)
+    return len(stale)

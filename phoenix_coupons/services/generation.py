@@ -1,4 +1,6 @@
-"""Bulk generation: coupons for a list of users, announced through the outbox relay."""
+"""Bulk generation: coupons for a list of users, announced through the outbox: their
+`coupon.issued` entries are prepared before the coupons are inserted and readied after, so a
+crash in between leaves nothing the sweep cannot settle (outbox.py)."""
 
 from collections.abc import Callable, Sequence
 
@@ -14,6 +16,7 @@ from phoenix_coupons.domain.errors import (
     ValidationFailed,
 )
 from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.outbox import issued
 from phoenix_coupons.services.definitions import definition_not_found
 from phoenix_coupons.services.drawing import draw_and_insert
 from phoenix_coupons.services.idempotency import key_reused, request_hash
@@ -22,6 +25,7 @@ from phoenix_coupons.services.ports import (
     DefinitionRepo,
     IdempotencyRepo,
     IdFactory,
+    Outbox,
 )
 from schemas.coupons import CouponDefinition, GeneratedCoupon, GenerateRequest, GenerateResponse
 
@@ -31,6 +35,7 @@ class GenerationService:
         self,
         definitions: DefinitionRepo,
         coupons: CouponRepo,
+        outbox: Outbox,
         idempotency: IdempotencyRepo,
         codegen: codes.CodeGenerator,
         clock: Clock,
@@ -40,6 +45,7 @@ class GenerationService:
     ) -> None:
         self._definitions = definitions
         self._coupons = coupons
+        self._outbox = outbox
         self._idempotency = idempotency
         self._codegen = codegen
         self._clock = clock
@@ -134,11 +140,17 @@ class GenerationService:
     async def _already_issued(
         self, defn: CouponDefinition, count: int, idem: str | None
     ) -> dict[int, Coupon]:
-        """Coupons a keyed call stored before it crashed, by position."""
+        """Coupons a keyed call stored before it crashed, by position, announced."""
         if idem is None:
             return {}
         keys = [issue_keys.bulk(defn.id, idem, i, "") for i in range(count)]
         found = await self._coupons.by_issue_keys(keys)
+        # Their entries may still be prepared (it crashed before readying them): ready now,
+        # not after the sweep's grace. One sent already goes again (consumers dedupe).
+        entries = [issued(c) for c in found.values()]
+        if entries:
+            await self._outbox.prepare(entries)
+            await self._outbox.ready([e.id for e in entries])
         return {i: found[k] for i, k in enumerate(keys) if k in found}
 
     async def _random(
@@ -151,17 +163,32 @@ class GenerationService:
         todo = [i for i in range(len(user_ids)) if i not in done]
         existing = await self._coupons.count_in_space(defn.tenant_id, spec.space)
         codes.check_capacity(spec.length, existing, len(todo))
+        prepared: set[str] = set()
+
+        async def announced_insert(batch: Sequence[Coupon]) -> list[int]:
+            entries = [issued(c) for c in batch]  # a retried position's replaces its last
+            await self._outbox.prepare(entries)
+            prepared.update(e.id for e in entries)
+            return await self._coupons.insert_unordered(batch)
+
         drawn = await draw_and_insert(
             todo,
             self._codegen,
             lambda _: spec,
             lambda i, code: self._coupon(make, user_ids[i], code, i, idem),
-            self._coupons.insert_unordered,
+            announced_insert,
             # A refused keyed position may be another attempt's coupon, not a collision.
             self._coupons.by_issue_keys if idem is not None else None,
         )
         done.update({i: coupon for i, coupon in drawn.placed})
+        # Another attempt's coupons: their entries as they are stored (ours may have replaced
+        # theirs while prepared).
+        found = [issued(coupon) for _, coupon in drawn.found]
+        await self._outbox.prepare(found)
         done.update({i: coupon for i, coupon in drawn.found})
+        stored = [issued(coupon).id for _, coupon in drawn.placed] + [e.id for e in found]
+        await self._outbox.ready(stored)
+        await self._outbox.discard(sorted(prepared - set(stored)))
         if drawn.left:
             raise CodeSpaceExhausted(
                 message="could not find free codes after several rounds; use a longer code_length",
@@ -198,10 +225,14 @@ class GenerationService:
         conflicts += await self._taken_conflicts(defn.tenant_id, batch)
         if conflicts:
             raise _codes_conflict(conflicts)
+        entries = [issued(c).id for c in batch]
+        await self._outbox.prepare([issued(c) for c in batch])
         try:
             await self._coupons.insert_atomic(batch)
         except DuplicateCodes as exc:  # a concurrent request took some of them
+            await self._outbox.discard(entries)
             raise _codes_conflict(await self._taken_conflicts(defn.tenant_id, batch)) from exc
+        await self._outbox.ready(entries)
         done.update({i: c for i, c in zip(todo, batch, strict=True)})
         return [done[i] for i in range(len(user_ids))]
 

@@ -7,6 +7,7 @@ from typing import Any, Literal, Protocol
 
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.models import ApiKey, Coupon
+from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
@@ -148,6 +149,24 @@ class RedemptionRepo(Protocol):
 
     async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[Redemption]:
         """The coupon's redemptions, newest first."""
+        ...
+
+
+class Outbox(Protocol):
+    """Events waiting to be published. Entries are prepared before the documents they
+    announce and readied after them; the relay sends only ready ones (a sweep readies or
+    drops prepared ones a crash left)."""
+
+    async def prepare(self, entries: Sequence[OutboxEntry]) -> None:
+        """Store them prepared (replacing prepared ones of the same id: a retry's)."""
+        ...
+
+    async def ready(self, ids: Sequence[str]) -> None:
+        """Their documents are stored: the relay may send them."""
+        ...
+
+    async def discard(self, ids: Sequence[str]) -> None:
+        """Prepared ones whose documents were not stored (a refused write)."""
         ...
 
 

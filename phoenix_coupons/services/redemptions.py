@@ -1,10 +1,11 @@
-"""Validate, redeem and roll back coupons; exact usage limits under concurrency."""
+"""Validate, redeem and roll back coupons; exact usage limits under concurrency. Their events
+go through the outbox: prepared before the redemption is written, readied after."""
 
 import asyncio
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.clock import Clock
@@ -16,6 +17,7 @@ from phoenix_coupons.domain.errors import (
     SlotTaken,
 )
 from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.outbox import redeemed, rolled_back
 from phoenix_coupons.domain.redemption import (
     Redemption,
     UsageGroup,
@@ -30,6 +32,7 @@ from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
     LookupLimiter,
+    Outbox,
     RedemptionRepo,
     RewardRepo,
 )
@@ -72,6 +75,7 @@ class RedemptionService:
         clock: Clock,
         on_redeemed: Callable[[], None],
         lookups: LookupLimiter,
+        outbox: Outbox,
     ) -> None:
         self._coupons = coupons
         self._definitions = definitions
@@ -80,6 +84,7 @@ class RedemptionService:
         self._clock = clock
         self._on_redeemed = on_redeemed
         self._lookups = lookups
+        self._outbox = outbox
 
     async def _load(
         self, tenant_id: str, body: RedeemRequest, caller: str
@@ -157,6 +162,8 @@ class RedemptionService:
             reward=reward,
             request_hash=request_hash(body),
         )
+        entry = redeemed(redemption)
+        await self._outbox.prepare([entry])
         try:
             await self._take_slot(redemption, group, keyed=idempotency_key is not None)
         except (SlotTaken, Refused):
@@ -166,8 +173,15 @@ class RedemptionService:
             if idempotency_key is not None:
                 earlier = await self._redemptions.get(tenant_id, rid)
             if earlier is None:
+                if idempotency_key is None:
+                    # A keyed entry may be a concurrent call's too (same id): the sweep's.
+                    await self._outbox.discard([entry.id])
                 raise
+            # The entry as the earlier call stored it (ours may have replaced it, prepared).
+            await self._outbox.prepare([redeemed(earlier)])
+            await self._outbox.ready([entry.id])
             return self._replay(earlier, body), False
+        await self._outbox.ready([entry.id])
         self._on_redeemed()
         return redemption_view(redemption), True
 
@@ -207,17 +221,24 @@ class RedemptionService:
 
     async def rollback(self, tenant_id: str, redemption_id: str) -> RedemptionView:
         now = self._clock()
+        existing = await self._redemptions.get(tenant_id, redemption_id)
+        if existing is None:
+            raise NotFound(
+                message=f"redemption {redemption_id} not found", code="redemption_not_found"
+            )
+        already = Conflict(
+            message="the redemption has been rolled back already", code="already_rolled_back"
+        )
+        if existing.state != "redeemed":
+            raise already
+        entry = rolled_back(replace(existing, state="rolled_back", rolled_back_at=now))
+        await self._outbox.prepare([entry])
         redemption = await self._redemptions.roll_back(
             tenant_id, redemption_id, free_slot(redemption_id), now
         )
         if redemption is None:
-            existing = await self._redemptions.get(tenant_id, redemption_id)
-            if existing is None:
-                raise NotFound(
-                    message=f"redemption {redemption_id} not found", code="redemption_not_found"
-                )
-            raise Conflict(
-                message="the redemption has been rolled back already", code="already_rolled_back"
-            )
+            # A concurrent rollback won: the entry (same id) is its to ready.
+            raise already
+        await self._outbox.ready([entry.id])
         self._on_redeemed()
         return redemption_view(redemption)

@@ -13,9 +13,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
+from phoenix_coupons.adapters.mongo_schema import OUTBOX
 from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
+from phoenix_coupons.adapters.outbox import MongoOutbox
 from phoenix_coupons.bootstrap import Container
-from phoenix_coupons.domain import codes, issue_keys
+from phoenix_coupons.domain import codes, issue_keys, outbox
 from phoenix_coupons.domain.clock import utc_now
 from phoenix_coupons.domain.events import event_id
 from phoenix_coupons.domain.models import Coupon
@@ -90,9 +92,7 @@ async def count_issued(container: Container, tenant: str) -> int:
 
 
 async def all_announced(container: Container, tenant: str) -> bool:
-    pending = await container.mongo.coupons.find_one(
-        {"tenant_id": tenant, "publish_pending": True}, {"_id": 1}
-    )
+    pending = await container.mongo.db[OUTBOX.name].find_one({"tenant_id": tenant}, {"_id": 1})
     return pending is None
 
 
@@ -621,6 +621,7 @@ async def test_keyed_random_call_that_died_midway_resumes_without_duplicates(
         partial_coupon(defn, body["user_ids"][i], code, "crash-1", i)
         for i, code in enumerate(early)
     ]
+    await MongoOutbox(container.mongo).prepare([outbox.issued(c) for c in stored_early])
     assert await MongoCouponRepo(container.mongo).insert_unordered(stored_early) == []
 
     response = await generate(client, tenant, defn["id"], admin, body, idempotency_key="crash-1")

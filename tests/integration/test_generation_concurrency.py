@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from phoenix_coupons.adapters.mongo_schema import OUTBOX
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.events import event_id
 from phoenix_coupons.settings import Settings
@@ -73,10 +74,8 @@ async def test_two_concurrent_bulk_calls_yield_distinct_codes_each_announced(
     assert {d["user_id"]: d["code"] for d in stored} == returned
 
     async def announced() -> bool:
-        # find_one, not count_documents: the embedded server counts by a full scan.
-        pending = await container.mongo.coupons.find_one(
-            {"tenant_id": tenant, "publish_pending": True}, {"_id": 1}
-        )
+        # Sent entries are deleted: none of the tenant's left in the outbox.
+        pending = await container.mongo.db[OUTBOX.name].find_one({"tenant_id": tenant}, {"_id": 1})
         return pending is None
 
     await wait_until(announced, deadline_s=60, step_s=0.5)

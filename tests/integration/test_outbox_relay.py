@@ -1,5 +1,6 @@
-"""The outbox relay against the real wire servers: coupons stored with `publish_pending` reach
-Kafka through an outage, after a crash between store and publish, and with two relays at once.
+"""The outbox relay against the real wire servers: coupons stored with their ready `outbox`
+entries reach Kafka through an outage, after a crash between store and publish, and with two
+relays at once; sent entries are deleted, dead ones set aside in `outbox_dead`.
 
 Each test runs its own relays on a database and topic of its own: the session container's
 relay works on the session database and never sees these coupons."""
@@ -8,7 +9,7 @@ import contextlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -18,26 +19,28 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
+from pymongo.asynchronous.collection import AsyncCollection
 
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.kafka import make_producer
 from phoenix_coupons.adapters.mongo import Mongo
+from phoenix_coupons.adapters.mongo_schema import OUTBOX
 from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
+from phoenix_coupons.adapters.outbox import MongoOutbox, sweep_outbox
 from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
 from phoenix_coupons.adapters.outbox_relay import (
     DEAD_COLLECTION,
     OutboxRelay,
-    OutboxSource,
     ProducerFactory,
     topic_missing,
 )
-from phoenix_coupons.adapters.redemption_repo import outbox_sources
 from phoenix_coupons.adapters.redemption_repo import to_doc as redemption_doc
 from phoenix_coupons.devservers import free_port
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.clock import utc_now
 from phoenix_coupons.domain.events import event_id
 from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.outbox import issued, redeemed, rolled_back
 from phoenix_coupons.domain.redemption import Redemption, free_slot
 from phoenix_coupons.settings import Settings
 from schemas.redemptions import Coupon as CouponSnapshot
@@ -75,31 +78,49 @@ class Outbox:
         batch_size: int = 100,
         lease_seconds: float = 30.0,
         topic: str | None = None,
-        extra_sources: Sequence[OutboxSource] = (),
     ) -> OutboxRelay:
+        """`topic`: where coupon.issued goes (redemption events go to the test's topic)."""
+        topics = {
+            "coupon.issued": topic or self.topic,
+            "coupon.redeemed": self.topic,
+            "coupon.redemption_rolled_back": self.topic,
+        }
         relay = OutboxRelay(
             self.mongo,
             factory,
-            topic or self.topic,
+            topics,
             utc_now,
             batch_size=batch_size,
             poll_seconds=0.1,
             lease_seconds=lease_seconds,
-            extra_sources=extra_sources,
             metrics=self.metrics,
         )
         self.relays.append(relay)
         return relay
 
     async def store(self, coupons: list[Coupon]) -> None:
+        """As bulk generation stores them: entries prepared, coupons inserted, entries ready."""
+        outbox = MongoOutbox(self.mongo)
+        await outbox.prepare([issued(c) for c in coupons])
         assert await MongoCouponRepo(self.mongo).insert_unordered(coupons) == []
+        await outbox.ready([issued(c).id for c in coupons])
+
+    @property
+    def entries(self) -> AsyncCollection[Json]:
+        return self.mongo.db[OUTBOX.name]
 
     async def count(self, query: Json) -> int:
-        """By a find: the embedded server answers count_documents with a full scan."""
-        return len(await self.mongo.coupons.find(query, {"_id": 1}).to_list())
+        """Outbox entries, by a find: the embedded server counts by a full scan."""
+        return len(await self.entries.find(query, {"_id": 1}).to_list())
+
+    async def stored(self) -> int:
+        return len(await self.mongo.coupons.find({}, {"_id": 1}).to_list())
 
     async def pending(self) -> int:
-        return await self.count({"publish_pending": True})
+        return await self.count({})
+
+    async def dead(self) -> list[Json]:
+        return await self.mongo.db[DEAD_COLLECTION].find().sort("at", 1).to_list()
 
     async def all_announced(self) -> bool:
         return await self.pending() == 0
@@ -212,7 +233,7 @@ async def test_kafka_outage_keeps_coupons_pending_until_a_relay_reaches_kafka(
     await wait_until(lambda: dead.calls >= 3)
     assert down.published_total == 0
     assert await outbox.pending() == 250, "nothing is marked announced during the outage"
-    assert await outbox.count({}) == 250, "nothing is lost"
+    assert await outbox.stored() == 250, "nothing is lost"
     await down.stop()
     assert await outbox.pending() == 250
 
@@ -223,7 +244,7 @@ async def test_kafka_outage_keeps_coupons_pending_until_a_relay_reaches_kafka(
     counts = announced(await outbox.events())
     assert set(counts) == {c.id for c in coupons}, "every coupon announced at least once"
     assert all(n == 1 for n in counts.values())
-    leased = await outbox.count({"publish_lease": {"$gt": 0}})
+    leased = await outbox.count({"lease": {"$gt": 0}})
     assert leased == 0
 
 
@@ -254,9 +275,9 @@ async def test_coupons_stored_before_a_crash_are_published_by_the_next_relay(
     orphaned = new_coupons(40)
     await outbox.store(orphaned)
     expired = epoch_ms(utc_now()) - 1_000
-    await outbox.mongo.coupons.update_many(
-        {"_id": {"$in": [c.id for c in orphaned]}},
-        {"$set": {"publish_owner": "dead-relay", "publish_lease": expired}},
+    await outbox.entries.update_many(
+        {"_id": {"$in": [issued(c).id for c in orphaned]}},
+        {"$set": {"owner": "dead-relay", "lease": expired}},
     )
     assert await outbox.pending() == 100
 
@@ -282,16 +303,17 @@ async def test_a_live_lease_keeps_other_relays_off_until_it_ends(outbox: Outbox)
     coupons = new_coupons(10)
     await outbox.store(coupons)
     ids = [c.id for c in coupons]
+    entry_ids = [issued(c).id for c in coupons]
     held = epoch_ms(utc_now()) + 600_000
-    await outbox.mongo.coupons.update_many(
-        {"_id": {"$in": ids}}, {"$set": {"publish_owner": "busy-relay", "publish_lease": held}}
+    await outbox.entries.update_many(
+        {"_id": {"$in": entry_ids}}, {"$set": {"owner": "busy-relay", "lease": held}}
     )
     relay = outbox.relay()
     assert await relay.publish_pending() == 0
     assert await outbox.pending() == 10
 
     over = epoch_ms(utc_now()) - 1
-    await outbox.mongo.coupons.update_many({"_id": {"$in": ids}}, {"$set": {"publish_lease": over}})
+    await outbox.entries.update_many({"_id": {"$in": entry_ids}}, {"$set": {"lease": over}})
     assert await relay.publish_pending() == 10
     assert await outbox.pending() == 0
     assert announced(await outbox.events()) == Counter({cid: 1 for cid in ids})
@@ -313,7 +335,7 @@ async def test_two_relays_at_once_announce_every_coupon(outbox: Outbox) -> None:
     assert first.published_total + second.published_total == len(events)
     duplicates = len(events) - len(coupons)
     assert duplicates <= len(coupons) // 100, f"{duplicates} duplicates: leases should prevent"
-    assert await outbox.count({"publish_pending": False}) == 1_500
+    assert (await outbox.pending(), await outbox.stored()) == (0, 1_500), "sent ones deleted"
 
 
 # --- records that can never be sent ---------------------------------------------------------
@@ -344,13 +366,11 @@ async def test_an_unsendable_record_is_set_aside_and_other_tenants_events_go_on(
     await wait_until(outbox.all_announced, deadline_s=5)
     counts = announced(await outbox.events())
     assert counts == Counter({c.id: 1 for c in others})
-    row = await outbox.mongo.coupons.find_one({"_id": big.id})
-    assert row is not None
-    assert not row["publish_pending"], "a dead row is never retried"
-    assert row["publish_dead"]["reason"] == "too_large"
-    assert "MessageSizeTooLarge" in row["publish_dead"]["error"]
+    assert await outbox.entries.find_one({"_id": issued(big).id}) is None, "never retried"
     # Operators find it in `outbox_dead`, named with its source and tenant.
-    [dead] = await outbox.mongo.db[DEAD_COLLECTION].find().to_list()
+    [dead] = await outbox.dead()
+    assert dead["reason"] == "too_large"
+    assert "MessageSizeTooLarge" in dead["error"]
     assert dead["_id"] == f"coupon.issued:{big.id}"
     assert (dead["source"], dead["collection"], dead["row_id"]) == (
         "coupon.issued",
@@ -358,15 +378,15 @@ async def test_an_unsendable_record_is_set_aside_and_other_tenants_events_go_on(
         big.id,
     )
     assert (dead["tenant_id"], dead["reason"]) == ("tenant-a", "too_large")
-    issued = {"source": "coupon.issued"}
-    assert outbox.sample("phoenix_outbox_dead_total", **issued, reason="too_large") == 1
-    assert outbox.sample("phoenix_outbox_published_total", **issued) == 20
+    of_issued = {"source": "coupon.issued"}
+    assert outbox.sample("phoenix_outbox_dead_total", **of_issued, reason="too_large") == 1
+    assert outbox.sample("phoenix_outbox_published_total", **of_issued) == 20
     # Later events of every tenant keep flowing; the dead row is not tried again.
     later = new_coupons(5, tenant="tenant-a", prefix="LATER")
     await outbox.store(later)
     await wait_until(outbox.all_announced, deadline_s=5)
     assert set(announced(await outbox.events())) == {c.id for c in others + later}
-    assert outbox.sample("phoenix_outbox_dead_total", **issued, reason="too_large") == 1
+    assert outbox.sample("phoenix_outbox_dead_total", **of_issued, reason="too_large") == 1
 
 
 async def test_a_record_the_broker_refuses_dies_alone_and_its_batch_mates_go_on(
@@ -392,13 +412,11 @@ async def test_a_record_the_broker_refuses_dies_alone_and_its_batch_mates_go_on(
     await wait_until(outbox.all_announced, deadline_s=10)
     counts = announced(await outbox.events(topic))
     assert set(counts) == {c.id for c in before + after}
-    row = await outbox.mongo.coupons.find_one({"_id": big.id})
-    assert row is not None and row["publish_dead"]["reason"] == "too_large"
-    rows = await outbox.mongo.coupons.find({}, {"publish_dead": 1}).to_list()
-    assert [r["_id"] for r in rows if r.get("publish_dead")] == [big.id]
+    [dead] = await outbox.dead()
+    assert (dead["row_id"], dead["reason"]) == (big.id, "too_large")
 
 
-def redemption_row(tenant: str, user: str, payload_bytes: int = 10) -> Json:
+def redemption_row(tenant: str, user: str, payload_bytes: int = 10) -> Redemption:
     """A redemption stored by the API, rolled back, neither event announced yet."""
     now = utc_now()
     redemption = Redemption(
@@ -432,10 +450,7 @@ def redemption_row(tenant: str, user: str, payload_bytes: int = 10) -> Json:
             updated_at=now,
         ),
     )
-    return {
-        **redemption_doc(redemption, free_slot(redemption.id), None),
-        "rollback_publish_pending": True,
-    }
+    return redemption
 
 
 async def test_a_rollback_whose_redeem_is_dead_is_set_aside_too(outbox: Outbox) -> None:
@@ -443,39 +458,38 @@ async def test_a_rollback_whose_redeem_is_dead_is_set_aside_too(outbox: Outbox) 
     grant no reward service saw. Another tenant's pair goes on, in order."""
     dead = redemption_row("tenant-a", "alice", payload_bytes=2 * SMALL_REQUESTS)
     fine = redemption_row("tenant-b", "bob")
-    await outbox.mongo.redemptions.insert_many([dead, fine])
-    relay = outbox.relay_with(
-        small_producer(outbox.bootstrap), extra_sources=outbox_sources(outbox.topic)
+    pairs = [e for r in (dead, fine) for e in (redeemed(r), rolled_back(r))]
+    box = MongoOutbox(outbox.mongo)
+    await box.prepare(pairs)
+    await outbox.mongo.redemptions.insert_many(
+        [redemption_doc(r, free_slot(r.id), None) for r in (dead, fine)]
     )
+    await box.ready([e.id for e in pairs])
+    relay = outbox.relay_with(small_producer(outbox.bootstrap))
     relay.start()
 
-    async def settled() -> bool:
-        rows = outbox.mongo.redemptions.find(
-            {"$or": [{"publish_pending": True}, {"rollback_publish_pending": True}]}
-        )
-        return not await rows.to_list()
-
-    await wait_until(settled, deadline_s=5)
-    row = await outbox.mongo.redemptions.find_one({"_id": dead["_id"]})
-    assert row is not None
-    assert row["publish_dead"]["reason"] == "too_large"
-    assert row["rollback_publish_dead"]["reason"] == "redeem_dead"
+    await wait_until(outbox.all_announced, deadline_s=5)
+    reasons = {(d["source"], d["row_id"]): d["reason"] for d in await outbox.dead()}
+    assert reasons == {
+        ("coupon.redeemed", dead.id): "too_large",
+        ("coupon.redemption_rolled_back", dead.id): "redeem_dead",
+    }
     events = await outbox.events()
     assert [(e["event_type"], e["redemption_id"]) for e in events] == [
-        ("coupon.redeemed", fine["_id"]),
-        ("coupon.redemption_rolled_back", fine["_id"]),
+        ("coupon.redeemed", fine.id),
+        ("coupon.redemption_rolled_back", fine.id),
     ]
 
 
 async def test_a_row_that_cannot_be_rendered_is_set_aside(outbox: Outbox) -> None:
     [broken, fine] = new_coupons(2)
     await outbox.store([broken, fine])
-    await outbox.mongo.coupons.update_one({"_id": broken.id}, {"$unset": {"code": ""}})
+    await outbox.entries.update_one({"_id": issued(broken).id}, {"$set": {"value": 12345}})
     relay = outbox.relay()
     assert await relay.publish_pending() == 1
-    row = await outbox.mongo.coupons.find_one({"_id": broken.id})
-    assert row is not None and row["publish_dead"]["reason"] == "unrenderable"
-    assert "TypeError" in row["publish_dead"]["error"]
+    [dead] = await outbox.dead()
+    assert (dead["row_id"], dead["reason"]) == (broken.id, "unrenderable")
+    assert "TypeError" in dead["error"]
     assert announced(await outbox.events()) == Counter({fine.id: 1})
     assert await outbox.all_announced()
 
@@ -504,18 +518,34 @@ async def test_the_backlog_gauges_tell_the_oldest_pending_row_and_how_many(
 ) -> None:
     old = [replace(c, issued_at=utc_now() - timedelta(seconds=90)) for c in new_coupons(3)]
     await outbox.store(old + new_coupons(4))
-    issued = {"source": "coupon.issued"}
+    of_issued = {"source": "coupon.issued"}
     down = outbox.relay(f"127.0.0.1:{free_port()}", batch_size=5, lease_seconds=0.001)
     with pytest.raises(KafkaConnectionError):
         await down.publish_pending()  # Kafka unreachable: the rows stay pending
-    assert outbox.sample("phoenix_outbox_backlog", **issued) == 5, "capped at the batch size"
-    assert 90 <= outbox.sample("phoenix_outbox_oldest_pending_seconds", **issued) < 120
+    assert outbox.sample("phoenix_outbox_backlog", **of_issued) == 5, "capped at the batch size"
+    assert 90 <= outbox.sample("phoenix_outbox_oldest_pending_seconds", **of_issued) < 120
     await down.stop()
 
     up = outbox.relay(batch_size=5)
     while await up.publish_pending():
         pass
     assert await outbox.all_announced()
-    assert outbox.sample("phoenix_outbox_backlog", **issued) == 0
-    assert outbox.sample("phoenix_outbox_oldest_pending_seconds", **issued) == 0
-    assert outbox.sample("phoenix_outbox_published_total", **issued) == 7
+    assert outbox.sample("phoenix_outbox_backlog", **of_issued) == 0
+    assert outbox.sample("phoenix_outbox_oldest_pending_seconds", **of_issued) == 0
+    assert outbox.sample("phoenix_outbox_published_total", **of_issued) == 7
+
+
+async def test_the_sweep_readies_prepared_entries_whose_coupon_came_and_drops_the_others(
+    outbox: Outbox,
+) -> None:
+    """A writer that crashed between prepare and ready (or before its insert): past the
+    grace, the entry is readied if its coupon is stored with that code, dropped if not."""
+    came, never, other_code = new_coupons(3)
+    box = MongoOutbox(outbox.mongo)
+    await box.prepare([issued(c) for c in (came, never, other_code)])
+    await MongoCouponRepo(outbox.mongo).insert_unordered([came, replace(other_code, code="X1")])
+    now, grace = utc_now(), timedelta(minutes=2)
+    assert await sweep_outbox(outbox.mongo, now, grace) == 0, "within the grace: left alone"
+    assert await sweep_outbox(outbox.mongo, now + timedelta(minutes=3), grace) == 3
+    left = await outbox.entries.find().to_list()
+    assert [(d["_id"], d["state"]) for d in left] == [(issued(came).id, "ready")]

@@ -14,8 +14,12 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
+from phoenix_coupons.adapters.mongo_schema import OUTBOX
+from phoenix_coupons.adapters.outbox import entry_doc
+from phoenix_coupons.adapters.redemption_repo import from_doc as redemption_from_doc
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.events import event_id
+from phoenix_coupons.domain.outbox import redeemed
 from phoenix_coupons.settings import Settings
 from tests.conftest import KeyFactory
 from tests.support import read_events, wait_until
@@ -677,13 +681,9 @@ async def events_to_end(settings: Settings, tenant: str) -> list[Json]:
 
 
 async def _all_announced(container: Container, tenant: str) -> bool:
-    pending = await container.mongo.redemptions.count_documents(
-        {
-            "tenant_id": tenant,
-            "$or": [{"publish_pending": True}, {"rollback_publish_pending": True}],
-        }
-    )
-    return pending == 0
+    """No entry of the tenant's left in the outbox (sent ones are deleted)."""
+    pending = await container.mongo.db[OUTBOX.name].find_one({"tenant_id": tenant})
+    return pending is None
 
 
 async def test_a_rollback_is_announced_after_its_redeem_even_when_that_is_late(
@@ -698,23 +698,19 @@ async def test_a_rollback_is_announced_after_its_redeem_even_when_that_is_late(
     assert stored is not None
     rid = str(uuid.uuid4())
     far = int((datetime.now(UTC) + timedelta(hours=1)).timestamp() * 1000)
-    await container.mongo.redemptions.insert_one(
-        {
-            **stored,
-            "_id": rid,
-            "slot": f"free:{rid}",
-            "publish_pending": True,
-            "publish_lease": far,
-            "publish_owner": "a-relay-that-crashed",
-        }
+    copy = redemption_from_doc({**stored, "_id": rid})
+    entries = container.mongo.db[OUTBOX.name]
+    await entries.insert_one(
+        {**entry_doc(redeemed(copy), "ready"), "lease": far, "owner": "a-relay-that-crashed"}
     )
+    await container.mongo.redemptions.insert_one({**stored, "_id": rid, "slot": f"free:{rid}"})
     back = await api.rollback(rid)
     assert back.status_code == 200, back.text
     # A full relay round after the rollback: it may not announce the rollback yet.
     await container.relay.publish_pending()
-    row = await container.mongo.redemptions.find_one({"_id": rid})
-    assert row is not None and row["rollback_publish_pending"]
-    await container.mongo.redemptions.update_one({"_id": rid}, {"$set": {"publish_lease": 0}})
+    waiting = await entries.find_one({"_id": event_id("coupon.redemption_rolled_back", rid)})
+    assert waiting is not None and waiting["state"] == "ready"
+    await entries.update_one({"_id": redeemed(copy).id}, {"$set": {"lease": 0}})
     events = await topic_reader(settings, api.id)(2, lambda e: e["redemption_id"] == rid)
     assert [e["event_type"] for e in events] == [
         "coupon.redeemed",

@@ -2,11 +2,15 @@
 indexes read, the outbox fields) are laid out by the adapter alone."""
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
+from phoenix_coupons.adapters.counters import MongoCounters
+from phoenix_coupons.adapters.mongo_schema import REDEMPTION_SLOTS
+from phoenix_coupons.adapters.nx27017_compat import epoch_ms
+from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo, sweep_slots, uses_key
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.errors import SlotTaken
 from phoenix_coupons.domain.redemption import Redemption, free_slot
@@ -75,8 +79,11 @@ async def test_a_redemption_is_stored_and_read_back_as_it_was(
         "coupon-1",
         "SUMMER-ABC",
     )
-    assert (row["publish_pending"], row["publish_lease"]) == (True, None)
-    assert (row["rollback_publish_pending"], row["rollback_publish_lease"]) == (False, None)
+    assert not {k for k in row if "publish" in k}, "events wait in the outbox, not here"
+    slot = await container.mongo.db[REDEMPTION_SLOTS.name].find_one({"_id": "g:def-1#1"})
+    assert slot is not None and (slot["redemption_id"], slot["slot_no"]) == (made.id, 1)
+    assert "unconfirmed" not in slot, "confirmed once the redemption is stored"
+    assert await repo.active_count("g:def-1") >= 1
 
 
 async def test_a_taken_slot_or_id_is_refused(container: Container, tenant: str) -> None:
@@ -94,7 +101,7 @@ async def test_a_rollback_answers_the_rolled_back_record_once(
     container: Container, tenant: str
 ) -> None:
     repo = MongoRedemptionRepo(container.mongo)
-    made = redemption(tenant, "coupon-3")
+    made = replace(redemption(tenant, "coupon-3"), group=f"g:{tenant}")
     await repo.insert(made, f"g:{tenant}#1", 1)
     later = AT + timedelta(minutes=5, microseconds=123000)
     back = await repo.roll_back(tenant, made.id, free_slot(made.id), later)
@@ -104,9 +111,14 @@ async def test_a_rollback_answers_the_rolled_back_record_once(
     assert await repo.get(tenant, made.id) == back
     assert await repo.roll_back(tenant, made.id, free_slot(made.id), later) is None
     row = await container.mongo.redemptions.find_one({"_id": made.id})
-    # Truthy, not `is True`: nx-27017 stores a boolean `$set` as 1 (adapters/nx27017_compat.py).
-    assert row is not None and row["rollback_publish_pending"]
+    assert row is not None
     assert row["slot"] == free_slot(made.id) and row["slot_no"] is None
+    # Its slot is free again, and no longer counted.
+    assert (
+        await container.mongo.db[REDEMPTION_SLOTS.name].find_one({"_id": f"g:{tenant}#1"}) is None
+    )
+    assert await repo.active_count(f"g:{tenant}") == 0
+    assert await repo.used_slots(f"g:{tenant}") == set()
 
 
 async def test_a_coupons_history_is_newest_first(container: Container, tenant: str) -> None:
@@ -117,3 +129,41 @@ async def test_a_coupons_history_is_newest_first(container: Container, tenant: s
         await repo.insert(r, free_slot(r.id), None)
     history = await repo.for_coupon(coupon)
     assert [r.redeemed_at for r in history] == sorted((r.redeemed_at for r in made), reverse=True)
+
+
+async def test_the_sweep_releases_slots_whose_redemption_never_came_and_confirms_the_others(
+    container: Container, tenant: str
+) -> None:
+    """A crash between the slot's claim and the redemption (or its confirmation, or a
+    rollback's slot delete) leaves an unconfirmed slot: past the grace, the sweep settles
+    it by the redemption's state, and the group's count follows."""
+    repo = MongoRedemptionRepo(container.mongo)
+    slots = container.mongo.db[REDEMPTION_SLOTS.name]
+    group = f"g:{tenant}"
+    kept, rolled = (replace(redemption(tenant, f"c-{n}"), group=group) for n in (1, 2))
+    await repo.insert(kept, f"{group}#1", 1)
+    await repo.insert(rolled, f"{group}#2", 2)
+    claimed = epoch_ms(AT)
+    await slots.update_many({"group": group}, {"$set": {"unconfirmed": claimed}})
+    # A rollback cut after the redemption left its slot, and a claim whose insert never came.
+    await container.mongo.redemptions.update_one(
+        {"_id": rolled.id}, {"$set": {"state": "rolled_back", "slot": free_slot(rolled.id)}}
+    )
+    await slots.insert_one(
+        {
+            "_id": f"{group}#3",
+            "redemption_id": "never",
+            "group": group,
+            "slot_no": 3,
+            "unconfirmed": claimed,
+        }
+    )
+    await MongoCounters(container.mongo).add({uses_key(group): 1})
+    assert await repo.active_count(group) == 3
+    grace = timedelta(minutes=2)
+    assert await sweep_slots(container.mongo, AT + timedelta(minutes=1), grace) == 0
+    assert await sweep_slots(container.mongo, AT + timedelta(minutes=3), grace) >= 3
+    assert await repo.used_slots(group) == {1}
+    assert await repo.active_count(group) == 1
+    [left] = await slots.find({"group": group}).to_list()
+    assert "unconfirmed" not in left

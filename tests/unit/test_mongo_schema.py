@@ -10,6 +10,7 @@ from phoenix_coupons.adapters import coupon_repo, definition_repo, reward_repo
 from phoenix_coupons.adapters.mongo_schema import (
     COUPONS,
     DEFINITIONS,
+    OUTBOX,
     REWARDS,
     Collection,
     Index,
@@ -86,16 +87,18 @@ def test_key_directions_stored_as_doubles_match() -> None:
 
 
 @pytest.mark.parametrize(
-    "info",
+    ("collection", "info"),
     [
-        {"key": [("tenant_id", 1), ("code_norm", 1)]},  # declared unique
-        {"key": [("tenant_id", 1), ("code_space", 1)], "unique": True},
-        {"key": [("publish_pending", 1), ("issued_at", 1)], "expireAfterSeconds": 60},
+        (COUPONS, {"key": [("tenant_id", 1), ("code_norm", 1)]}),  # declared unique
+        (COUPONS, {"key": [("tenant_id", 1), ("code_space", 1)], "unique": True}),
+        (OUTBOX, {"key": [("state", 1)], "expireAfterSeconds": 60}),
     ],
 )
-def test_other_uniqueness_or_an_unwanted_ttl_is_no_start_ups_decision(info: Any) -> None:
+def test_other_uniqueness_or_an_unwanted_ttl_is_no_start_ups_decision(
+    collection: Collection, info: Any
+) -> None:
     with pytest.raises(IndexConflict, match="drop it"):
-        plan(COUPONS, {"x": info})
+        plan(collection, {"x": info})
 
 
 def failure(code: int, name: str, message: str) -> OperationFailure:

@@ -1,7 +1,18 @@
 """The migration steps in the order they run, and the recounts (`migrate --recount`). A new
 step is a module of this package whose `STEP` is appended here, after the others."""
 
-from phoenix_coupons.adapters.migrations import Step, api_keys_by_hash
+from phoenix_coupons.adapters.migrations import (
+    Step,
+    api_keys_by_hash,
+    m0200_coupon_outbox,
+    m0201_redemption_outbox,
+    m0202_redemption_slots,
+)
 
-STEPS: list[Step] = [api_keys_by_hash.STEP]
-RECOUNTS: list[Step] = []
+STEPS: list[Step] = [
+    m0200_coupon_outbox.STEP,
+    m0201_redemption_outbox.STEP,
+    m0202_redemption_slots.STEP,
+    api_keys_by_hash.STEP,
+]
+RECOUNTS: list[Step] = [m0202_redemption_slots.RECOUNT]

@@ -38,6 +38,7 @@ class World:
         self.service = GenerationService(
             self.fk.definitions,
             self.fk.coupons,
+            self.fk.outbox,
             self.fk.idempotency,
             CodeGenerator(self.rng),
             self.fk.clock,
@@ -250,3 +251,49 @@ async def test_a_keyed_retry_after_a_crash_keeps_the_coupons_stored_before() -> 
         ("u-2", "WIN-BBBBBBBB"),
     ]
     assert len(w.fk.coupons.rows) == 2
+
+
+# --- the outbox -----------------------------------------------------------------------------
+
+
+def entries(w: World, state: str) -> list[tuple[str, str]]:
+    return sorted((e.subject.id, e.event.code) for e in w.fk.outbox.in_state(state))  # type: ignore[union-attr]
+
+
+async def test_bulk_coupons_are_announced_through_the_outbox() -> None:
+    """Each stored coupon's coupon.issued is ready (the relay sends it); the entries of codes
+    that collided and of positions never placed are gone."""
+    w = World("AAAAAAAA", "BBBBBBBB", "CCCCCCCC")
+    w.fk.coupons.add(coupon("other", "WIN-AAAAAAAA", TENANT))
+    await w.generate(["u-1", "u-2"])
+    stored = sorted(
+        (s.coupon.id, s.coupon.code) for s in w.fk.coupons.rows.values() if s.coupon.user_id
+    )
+    assert entries(w, "ready") == stored
+    assert entries(w, "prepared") == []
+
+
+async def test_an_exhausted_request_leaves_no_outbox_entry() -> None:
+    w = World(*["AAAAAAAA"] * MAX_DRAW_ROUNDS)
+    w.fk.coupons.add(coupon("other", "WIN-AAAAAAAA", TENANT))
+    with pytest.raises(CodeSpaceExhausted):
+        await w.generate(["u-1"])
+    assert w.fk.outbox.entries == {}
+
+
+async def test_custom_codes_are_announced_and_a_conflict_leaves_no_entry() -> None:
+    w = World(**CUSTOM)
+    await w.generate(["u-1"], ["Alpha-1"])
+    assert [code for _, code in entries(w, "ready")] == ["Alpha-1"]
+    taken = w.fk.coupons.taken
+
+    async def racing(tenant: str, norms: Any) -> set[str]:
+        w.fk.coupons.taken = taken  # type: ignore[method-assign]
+        w.fk.coupons.add(coupon("racer", "BETA-2", TENANT))
+        return set()
+
+    w.fk.coupons.taken = racing  # type: ignore[method-assign]
+    with pytest.raises(Conflict):
+        await w.generate(["u-2"], ["Beta-2"])
+    assert [code for _, code in entries(w, "ready")] == ["Alpha-1"]
+    assert entries(w, "prepared") == []

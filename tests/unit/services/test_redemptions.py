@@ -43,6 +43,7 @@ class World:
             self.fk.clock,
             self._redeemed,
             self.fk.lookups,
+            self.fk.outbox,
         )
 
     def _redeemed(self) -> None:
@@ -254,3 +255,29 @@ async def test_a_rollback_happens_once_and_only_to_a_known_redemption() -> None:
     with pytest.raises(NotFound):  # another tenant's redemption is not found
         await w.service.rollback(given.OTHER_TENANT, rid)
     assert await w.reason("WIN-AAAA") is None  # the use came back
+
+
+# --- the outbox -----------------------------------------------------------------------------
+
+
+async def test_a_redeem_and_its_rollback_are_announced_through_the_outbox_in_order() -> None:
+    w = World()
+    w.issue("WIN-AAAA")
+    rid = await w.redeem("WIN-AAAA")
+    [entry] = w.fk.outbox.in_state("ready")
+    assert (entry.event.event_type, entry.subject.id, entry.after) == ("coupon.redeemed", rid, None)
+    await w.service.rollback(TENANT, rid)
+    back = next(e for e in w.fk.outbox.in_state("ready") if e.id != entry.id)
+    assert back.event.event_type == "coupon.redemption_rolled_back"
+    assert (back.after, back.subject.state) == (entry.id, "rolled_back")
+    assert w.fk.outbox.in_state("prepared") == []
+
+
+async def test_a_refused_redeem_leaves_no_outbox_entry() -> None:
+    w = World()
+    w.issue("WIN-AAAA")
+    await w.redeem("WIN-AAAA")
+    with pytest.raises(Refused):
+        await w.redeem("WIN-AAAA")
+    assert len(w.fk.outbox.entries) == 1
+    assert w.fk.outbox.in_state("prepared") == []

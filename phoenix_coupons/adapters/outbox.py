@@ -1,0 +1,112 @@
+"""The outbox in MongoDB: one document per event waiting to be published (`_id` = the
+event's id), deleted by the relay once sent (outbox_relay.py), so the collection holds
+pending records only and its queries stay small whatever the size of what they announce.
+
+An entry holds the record laid out (key, value, headers; as text), its `source` (the event type: the
+relay's topic and metrics label), `created_at` (when the event occurred: the send order),
+`state` ("prepared", then "ready" once its subject is stored), `after` (an entry that must be
+gone first) and `subject` (`{collection, _id, code?, state?}`: what the sweep checks before
+it readies a prepared entry a crash left)."""
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from pymongo.errors import BulkWriteError
+
+from phoenix_coupons.adapters.kafka import event_record, stored_parts
+from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
+from phoenix_coupons.adapters.mongo_schema import OUTBOX
+from phoenix_coupons.domain.outbox import OutboxEntry
+
+PREPARED, READY = "prepared", "ready"
+COLLECTIONS = {"coupon": "coupons", "redemption": "redemptions"}
+CHUNK = 1000
+SWEEP_BATCH = 1000
+
+
+def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
+    key, value, headers = stored_parts(event_record(entry.event, ""))  # topic: the relay's
+    subject: Doc = {"collection": COLLECTIONS[entry.subject.kind], "_id": entry.subject.id}
+    if entry.subject.code is not None:
+        subject["code"] = entry.subject.code
+    if entry.subject.state is not None:
+        subject["state"] = entry.subject.state
+    return {
+        "_id": entry.id,
+        "source": entry.event.event_type,
+        "tenant_id": entry.event.tenant_id,
+        "key": key,
+        "value": value,
+        "headers": headers,
+        "created_at": entry.event.occurred_at,
+        "state": state,
+        "after": entry.after,
+        "subject": subject,
+        "lease": None,
+        "owner": None,
+    }
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
+    for start in range(0, len(ids), CHUNK):
+        yield list(ids[start : start + CHUNK])
+
+
+class MongoOutbox:
+    def __init__(self, mongo: Mongo) -> None:
+        self._col = mongo.db[OUTBOX.name]
+
+    async def prepare(self, entries: Sequence[OutboxEntry]) -> None:
+        """Inserted prepared; an entry of the same id replaced only while prepared (a retry's,
+        whose document never came or will be written again): a ready one is left as it is."""
+        for start in range(0, len(entries), CHUNK):
+            docs = [entry_doc(e) for e in entries[start : start + CHUNK]]
+            try:
+                await self._col.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                for i in duplicates_only(exc):
+                    await self._col.replace_one({"_id": docs[i]["_id"], "state": PREPARED}, docs[i])
+
+    async def ready(self, ids: Sequence[str]) -> None:
+        for chunk in _chunks(ids):
+            await self._col.update_many(
+                {"_id": {"$in": chunk}, "state": PREPARED}, {"$set": {"state": READY}}
+            )
+
+    async def discard(self, ids: Sequence[str]) -> None:
+        for chunk in _chunks(ids):
+            await self._col.delete_many({"_id": {"$in": chunk}, "state": PREPARED})
+
+
+def _matches(subject: Doc, stored: Doc | None) -> bool:
+    if stored is None:
+        return False
+    return all(stored.get(f) == subject[f] for f in ("code", "state") if f in subject)
+
+
+async def sweep_outbox(mongo: Mongo, now: datetime, grace: timedelta) -> int:
+    """Prepared entries older than `grace` (their writer crashed or gave up): readied when
+    their subject is stored as announced, dropped when it is not (it never will be: writers
+    store it within the grace or not at all). Returns how many it settled."""
+    col = mongo.db[OUTBOX.name]
+    stale = await col.find(
+        {"state": PREPARED, "created_at": {"$lt": now - grace}}, {"subject": 1}
+    ).to_list(SWEEP_BATCH)
+    by_collection: dict[str, list[Doc]] = {}
+    for doc in stale:
+        by_collection.setdefault(doc["subject"]["collection"], []).append(doc)
+    ready: list[str] = []
+    drop: list[str] = []
+    for collection, docs in by_collection.items():
+        ids = [d["subject"]["_id"] for d in docs]
+        found = {
+            s["_id"]: s
+            async for s in mongo.db[collection].find({"_id": {"$in": ids}}, {"code": 1, "state": 1})
+        }
+        for d in docs:
+            subject = d["subject"]
+            (ready if _matches(subject, found.get(subject["_id"])) else drop).append(d["_id"])
+    outbox = MongoOutbox(mongo)
+    await outbox.ready(ready)
+    await outbox.discard(drop)
+    return len(ready) + len(drop)
