@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from phoenix_coupons.adapters import list_keys
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.codes import normalize
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFailedLookups
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.redemption import Redemption
-from phoenix_coupons.services.ports import Claim, StoredCoupon
+from phoenix_coupons.services.ports import Claim, Page, StoredCoupon
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
 
@@ -37,14 +38,19 @@ def _copy(model: M) -> M:
     return model.model_copy(deep=True)
 
 
-def _page(items: Sequence[Any], limit: int, offset: int) -> list[Any]:
-    return list(items[offset : offset + limit])
-
-
-def _newest_first(items: Iterable[Any], at: str, key: str) -> list[Any]:
-    """The adapters' ORDER: `at` descending, then `key` ascending."""
-    by_key = sorted(items, key=lambda x: getattr(x, key))
-    return sorted(by_key, key=lambda x: getattr(x, at), reverse=True)
+def _page(
+    items: Iterable[Any], at: str, key: str, limit: int, offset: int, after: str | None
+) -> Page[Any]:
+    """The adapters' list pages: newest `at` first, then `key` ascending (the list keys'
+    tails, list_keys.py); after the cursor `after`, else from `offset`; the total of all."""
+    tagged = sorted((list_keys.tail(getattr(x, at), getattr(x, key)), x) for x in items)
+    total = len(tagged)
+    if after:
+        tagged = [t for t in tagged if t[0] > after]
+        offset = 0
+    window = tagged[offset : offset + limit]
+    more = len(tagged) > offset + limit
+    return Page([x for _, x in window], total, window[-1][0] if more and window else None)
 
 
 # --- time and ids ---------------------------------------------------------------------------
@@ -172,8 +178,14 @@ class FakeCouponRepo:
         return None if coupon_id is None else replace(self.rows[coupon_id].coupon)
 
     async def definition_codes(
-        self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
-    ) -> tuple[list[Coupon], int]:
+        self,
+        tenant_id: str,
+        definition_id: str,
+        user_id: str | None,
+        limit: int,
+        offset: int,
+        after: str | None = None,
+    ) -> Page[Coupon]:
         found = [
             c
             for c in self._all()
@@ -181,13 +193,13 @@ class FakeCouponRepo:
             and c.definition_id == definition_id
             and (user_id is None or c.user_id == user_id)
         ]
-        return _page(_newest_first(found, "issued_at", "id"), limit, offset), len(found)
+        return _page(found, "issued_at", "id", limit, offset, after)
 
     async def wallet(
-        self, tenant_id: str, user_id: str, limit: int, offset: int
-    ) -> tuple[list[Coupon], int]:
+        self, tenant_id: str, user_id: str, limit: int, offset: int, after: str | None = None
+    ) -> Page[Coupon]:
         found = [c for c in self._all() if c.tenant_id == tenant_id and c.user_id == user_id]
-        return _page(_newest_first(found, "issued_at", "id"), limit, offset), len(found)
+        return _page(found, "issued_at", "id", limit, offset, after)
 
     async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None:
         """The first revocation stands: revoking again answers the coupon as it is."""
@@ -267,14 +279,19 @@ class FakeDefinitionRepo:
         return None if defn is None else _copy(defn)
 
     async def page(
-        self, tenant_id: str | None, statuses: Sequence[str], limit: int, offset: int
-    ) -> tuple[list[CouponDefinition], int]:
+        self,
+        tenant_id: str | None,
+        statuses: Sequence[str],
+        limit: int,
+        offset: int,
+        after: str | None = None,
+    ) -> Page[CouponDefinition]:
         found = [
             _copy(d)
             for d in self.rows.values()
             if d.status in statuses and (tenant_id is None or d.tenant_id == tenant_id)
         ]
-        return _page(_newest_first(found, "created_at", "id"), limit, offset), len(found)
+        return _page(found, "created_at", "id", limit, offset, after)
 
     async def set_status(
         self, tenant_id: str, definition_id: str, status: str, at: datetime
@@ -312,9 +329,11 @@ class FakeRewardRepo:
         item = self._find(tenant_id, item_id)
         return None if item is None else _copy(item)
 
-    async def page(self, tenant_id: str, limit: int, offset: int) -> tuple[list[RewardItem], int]:
+    async def page(
+        self, tenant_id: str, limit: int, offset: int, after: str | None = None
+    ) -> Page[RewardItem]:
         found = [_copy(r) for r in self.rows.values() if r.tenant_id == tenant_id]
-        return _page(_newest_first(found, "created_at", "item_id"), limit, offset), len(found)
+        return _page(found, "created_at", "item_id", limit, offset, after)
 
     async def update(
         self, tenant_id: str, item_id: str, fields: dict[str, Any], at: datetime
