@@ -1,7 +1,8 @@
 """In-memory fakes of the ports in phoenix_coupons/services/ports.py, for the services' unit
 tests (tests/unit/services/). Each keeps the contract of its MongoDB adapter, not only its
-signature: the unique indexes refuse (a coupon's id from its issue key, a tenant's
-normalized codes, a redemption's slot), lists come newest first, a claim of an
+signature: the unique keys refuse (a coupon's id from its issue key, a tenant's normalized
+codes as the code registry does, a redemption's slot), lists come newest first (with the
+adapters' `after` cursors and totals), a claim of an
 Idempotency-Key tells what an earlier request left. The adapters' own behaviour is tested
 against the real wire servers (tests/integration); these only stand in for them.
 
@@ -103,8 +104,8 @@ def coupon(key: str, code: str, tenant: str = "t-1", **fields: Any) -> Coupon:
 
 class FakeCouponRepo:
     """Coupons by id (derived from the issue key, so a second coupon for a key is refused, as
-    the `_id` index does) and by (tenant, normalized code) (the unique code index), each with
-    the inbound record that stored it."""
+    the `_id` index does) and by (tenant, normalized code) (the code registry's `_id`), each
+    with the inbound record that stored it."""
 
     def __init__(self) -> None:
         self.rows: dict[str, StoredCoupon] = {}
@@ -234,7 +235,7 @@ class FakeCouponRepo:
 
 class FakeDefinitionRepo:
     """Definitions; a custom-format definition's shared code is a coupon row in `coupons`,
-    written with the definition or not at all (the adapter's transaction)."""
+    written with the definition or not at all (the adapter undoes what a refusal left)."""
 
     def __init__(self, coupons: FakeCouponRepo) -> None:
         self.rows: dict[str, CouponDefinition] = {}
@@ -266,7 +267,7 @@ class FakeDefinitionRepo:
             try:
                 if shared is not None:
                     await self._coupons.insert_atomic([shared])
-            except DuplicateCodes:  # the transaction aborts: the old row comes back
+            except DuplicateCodes:  # refused: the old row stays (the adapter claims first)
                 if old is not None:
                     self._coupons.add(old.coupon, record=old.record)
                 raise
