@@ -49,6 +49,8 @@ class Index:
     keys: Keys
     unique: bool = False
     expire_after_seconds: int | None = None
+    # Only documents holding the field are indexed (MongoDB); nx-27017 drops the option.
+    sparse: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ DEFINITIONS = Collection(
 
 # The code registry (code_registry.py): `_id = "<tenant_id>:<code_norm>"`, so codes are
 # unique per tenant by `_id`. Claims not confirmed yet carry `unconfirmed` (few): the sweep's.
-CODES = Collection("codes", (Index((("unconfirmed", ASC),)),))
+CODES = Collection("codes", (Index((("unconfirmed", ASC),), sparse=True),))
 
 COUPONS = Collection(
     "coupons",

@@ -6,7 +6,9 @@ from typing import Any
 import pytest
 from pymongo.errors import OperationFailure
 
+from phoenix_coupons.adapters.mongo import _model
 from phoenix_coupons.adapters.mongo_schema import (
+    CODES,
     COUPONS,
     DEFINITIONS,
     REWARDS,
@@ -154,3 +156,10 @@ def test_each_list_has_a_single_field_index_of_its_list_key() -> None:
     assert (("by_tenant", 1),) in declared(DEFINITIONS)
     assert (("by_status", 1),) in declared(DEFINITIONS)  # all tenants
     assert (("by_tenant", 1),) in declared(REWARDS)
+
+
+def test_the_sweeps_index_holds_only_unconfirmed_claims() -> None:
+    """Sparse: claims are confirmed within moments, so the sweep's index stays small."""
+    (index,) = CODES.indexes
+    assert index.keys == (("unconfirmed", 1),) and index.sparse and not index.unique
+    assert _model(index).document["sparse"] is True
