@@ -68,6 +68,24 @@ async def test_twenty_concurrent_creates_of_one_code_leave_one_definition(
     assert listed.json()["total"] == 1
 
 
+async def test_twenty_concurrent_creates_of_distinct_codes_all_succeed(
+    api: Tenant, container: Container
+) -> None:
+    """Before: each create ran in a multi-document transaction, and the embedded server
+    failed 17 of 20 with a 500 ("no such savepoint") yet stored their definitions."""
+    codes = [f"D{i}{uuid.uuid4().hex[:6]}".upper() for i in range(20)]
+    answers = await asyncio.gather(
+        *[
+            api.client.post(f"{api.base}/coupons", json=body(api, code), headers=api.headers)
+            for code in codes
+        ]
+    )
+    assert [r.status_code for r in answers] == [201] * 20, [r.text for r in answers]
+    assert await MongoCouponRepo(container.mongo).taken(api.id, codes) == set(codes)
+    listed = await api.client.get(f"{api.base}/coupons", headers=api.headers)
+    assert listed.json()["total"] == 20
+
+
 async def test_twenty_concurrent_creates_and_generations_answer_no_500(api: Tenant) -> None:
     defn = await api.define()
     creates = [
