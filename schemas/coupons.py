@@ -145,6 +145,8 @@ class CouponDefinition(BaseModel):
 
 
 class DefinitionList(BaseModel):
+    """Exactly the spec's body: the next page's cursor is the `X-Next-After` header."""
+
     definitions: list[CouponDefinition]
     total: int
 

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.bounds import CODE_MAX_LENGTH, CODE_PATTERN, ExternalId
+from schemas.pages import next_after
 from schemas.rewards import RewardItem
 
 # Why a redeem is refused: the one list. The domain returns these, the API answers them as
@@ -91,12 +92,14 @@ class Redemption(BaseModel):
 class CouponList(BaseModel):
     coupons: list[Coupon]
     total: int
+    next_after: str | None = next_after()
 
 
 class Wallet(BaseModel):
     user_id: str
     coupons: list[WalletCoupon]
     total: int
+    next_after: str | None = next_after()
 
 
 class CodeState(BaseModel):

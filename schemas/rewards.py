@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.bounds import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH
 from schemas.free_json import MAX_DEPTH, JsonObject
+from schemas.pages import next_after
 
 REWARD_TYPE_PATTERN = r"^[a-z][a-z0-9_]*$"
 REWARD_TYPE_MAX_LENGTH = 64
@@ -59,3 +60,4 @@ class RewardItem(BaseModel):
 class RewardItemList(BaseModel):
     rewards: list[RewardItem]
     total: int
+    next_after: str | None = next_after()

@@ -1,7 +1,8 @@
 """In-memory fakes of the ports in phoenix_coupons/services/ports.py, for the services' unit
 tests (tests/unit/services/). Each keeps the contract of its MongoDB adapter, not only its
-signature: the unique indexes refuse (a coupon's id from its issue key, a tenant's
-normalized codes, a redemption's slot), lists come newest first, a claim of an
+signature: the unique keys refuse (a coupon's id from its issue key, a tenant's normalized
+codes as the code registry does, a redemption's slot), lists come newest first (with the
+adapters' `after` cursors and totals), a claim of an
 Idempotency-Key tells what an earlier request left. The adapters' own behaviour is tested
 against the real wire servers (tests/integration); these only stand in for them.
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from phoenix_coupons.adapters import list_keys
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.codes import normalize
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
@@ -25,7 +27,7 @@ from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFail
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
-from phoenix_coupons.services.ports import Claim, StoredCoupon
+from phoenix_coupons.services.ports import Claim, Page, StoredCoupon
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
 
@@ -38,14 +40,19 @@ def _copy(model: M) -> M:
     return model.model_copy(deep=True)
 
 
-def _page(items: Sequence[Any], limit: int, offset: int) -> list[Any]:
-    return list(items[offset : offset + limit])
-
-
-def _newest_first(items: Iterable[Any], at: str, key: str) -> list[Any]:
-    """The adapters' ORDER: `at` descending, then `key` ascending."""
-    by_key = sorted(items, key=lambda x: getattr(x, key))
-    return sorted(by_key, key=lambda x: getattr(x, at), reverse=True)
+def _page(
+    items: Iterable[Any], at: str, key: str, limit: int, offset: int, after: str | None
+) -> Page[Any]:
+    """The adapters' list pages: newest `at` first, then `key` ascending (the list keys'
+    tails, list_keys.py); after the cursor `after`, else from `offset`; the total of all."""
+    tagged = sorted((list_keys.tail(getattr(x, at), getattr(x, key)), x) for x in items)
+    total = len(tagged)
+    if after:
+        tagged = [t for t in tagged if t[0] > after]
+        offset = 0
+    window = tagged[offset : offset + limit]
+    more = len(tagged) > offset + limit
+    return Page([x for _, x in window], total, window[-1][0] if more and window else None)
 
 
 # --- time and ids ---------------------------------------------------------------------------
@@ -98,8 +105,8 @@ def coupon(key: str, code: str, tenant: str = "t-1", **fields: Any) -> Coupon:
 
 class FakeCouponRepo:
     """Coupons by id (derived from the issue key, so a second coupon for a key is refused, as
-    the `_id` index does) and by (tenant, normalized code) (the unique code index), each with
-    the inbound record that stored it."""
+    the `_id` index does) and by (tenant, normalized code) (the code registry's `_id`), each
+    with the inbound record that stored it."""
 
     def __init__(self) -> None:
         self.rows: dict[str, StoredCoupon] = {}
@@ -173,8 +180,14 @@ class FakeCouponRepo:
         return None if coupon_id is None else replace(self.rows[coupon_id].coupon)
 
     async def definition_codes(
-        self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
-    ) -> tuple[list[Coupon], int]:
+        self,
+        tenant_id: str,
+        definition_id: str,
+        user_id: str | None,
+        limit: int,
+        offset: int,
+        after: str | None = None,
+    ) -> Page[Coupon]:
         found = [
             c
             for c in self._all()
@@ -182,13 +195,13 @@ class FakeCouponRepo:
             and c.definition_id == definition_id
             and (user_id is None or c.user_id == user_id)
         ]
-        return _page(_newest_first(found, "issued_at", "id"), limit, offset), len(found)
+        return _page(found, "issued_at", "id", limit, offset, after)
 
     async def wallet(
-        self, tenant_id: str, user_id: str, limit: int, offset: int
-    ) -> tuple[list[Coupon], int]:
+        self, tenant_id: str, user_id: str, limit: int, offset: int, after: str | None = None
+    ) -> Page[Coupon]:
         found = [c for c in self._all() if c.tenant_id == tenant_id and c.user_id == user_id]
-        return _page(_newest_first(found, "issued_at", "id"), limit, offset), len(found)
+        return _page(found, "issued_at", "id", limit, offset, after)
 
     async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None:
         """The first revocation stands: revoking again answers the coupon as it is."""
@@ -223,7 +236,7 @@ class FakeCouponRepo:
 
 class FakeDefinitionRepo:
     """Definitions; a custom-format definition's shared code is a coupon row in `coupons`,
-    written with the definition or not at all (the adapter's transaction)."""
+    written with the definition or not at all (the adapter undoes what a refusal left)."""
 
     def __init__(self, coupons: FakeCouponRepo) -> None:
         self.rows: dict[str, CouponDefinition] = {}
@@ -255,7 +268,7 @@ class FakeDefinitionRepo:
             try:
                 if shared is not None:
                     await self._coupons.insert_atomic([shared])
-            except DuplicateCodes:  # the transaction aborts: the old row comes back
+            except DuplicateCodes:  # refused: the old row stays (the adapter claims first)
                 if old is not None:
                     self._coupons.add(old.coupon, record=old.record)
                 raise
@@ -268,14 +281,19 @@ class FakeDefinitionRepo:
         return None if defn is None else _copy(defn)
 
     async def page(
-        self, tenant_id: str | None, statuses: Sequence[str], limit: int, offset: int
-    ) -> tuple[list[CouponDefinition], int]:
+        self,
+        tenant_id: str | None,
+        statuses: Sequence[str],
+        limit: int,
+        offset: int,
+        after: str | None = None,
+    ) -> Page[CouponDefinition]:
         found = [
             _copy(d)
             for d in self.rows.values()
             if d.status in statuses and (tenant_id is None or d.tenant_id == tenant_id)
         ]
-        return _page(_newest_first(found, "created_at", "id"), limit, offset), len(found)
+        return _page(found, "created_at", "id", limit, offset, after)
 
     async def set_status(
         self, tenant_id: str, definition_id: str, status: str, at: datetime
@@ -313,9 +331,11 @@ class FakeRewardRepo:
         item = self._find(tenant_id, item_id)
         return None if item is None else _copy(item)
 
-    async def page(self, tenant_id: str, limit: int, offset: int) -> tuple[list[RewardItem], int]:
+    async def page(
+        self, tenant_id: str, limit: int, offset: int, after: str | None = None
+    ) -> Page[RewardItem]:
         found = [_copy(r) for r in self.rows.values() if r.tenant_id == tenant_id]
-        return _page(_newest_first(found, "created_at", "item_id"), limit, offset), len(found)
+        return _page(found, "created_at", "item_id", limit, offset, after)
 
     async def update(
         self, tenant_id: str, item_id: str, fields: dict[str, Any], at: datetime

@@ -215,4 +215,6 @@ def _model(index: Index) -> IndexModel:
     options: dict[str, Any] = {"unique": index.unique}
     if index.expire_after_seconds is not None:
         options["expireAfterSeconds"] = index.expire_after_seconds
+    if index.sparse:
+        options["sparse"] = True
     return IndexModel(list(index.keys), **options)

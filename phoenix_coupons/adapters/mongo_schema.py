@@ -49,6 +49,8 @@ class Index:
     keys: Keys
     unique: bool = False
     expire_after_seconds: int | None = None
+    # Only documents holding the field are indexed (MongoDB); nx-27017 drops the option.
+    sparse: bool = False
 
 
 HASHED_ID: Keys = (("_id", "hashed"),)
@@ -79,41 +81,54 @@ API_KEYS = Collection("api_keys", (Index((("key_id", ASC),)),), retired=((("key_
 
 REWARDS = Collection(
     "reward_items",
-    (Index((("tenant_id", ASC), ("created_at", DESC), ("_id", ASC))),),  # a tenant's list
-    retired=((("tenant_id", ASC), ("created_at", DESC)),),
+    (Index((("by_tenant", ASC),)),),  # a tenant's list: "<tenant>|<newest first>|<_id>"
+    retired=(
+        (("tenant_id", ASC), ("created_at", DESC)),
+        (("tenant_id", ASC), ("created_at", DESC), ("_id", ASC)),
+    ),
 )
 
 DEFINITIONS = Collection(
     "coupon_definitions",
     (
-        # The lists, newest first: a tenant's, and all tenants' (status $in).
-        Index((("tenant_id", ASC), ("status", ASC), ("created_at", DESC), ("_id", ASC))),
-        Index((("status", ASC), ("created_at", DESC), ("_id", ASC))),
+        # The lists by list keys (list_keys.py), one range per status: a tenant's
+        # ("<tenant>|<status>|<newest first>|<_id>") and all tenants' ("<status>|...").
+        Index((("by_tenant", ASC),)),
+        Index((("by_status", ASC),)),
         Index((("config.reward_item_id", ASC), ("status", ASC))),
         Index((("config.auto_generate.trigger", ASC), ("status", ASC))),  # definition_cache.py
     ),
     retired=(
         (("tenant_id", ASC), ("status", ASC)),
+        (("tenant_id", ASC), ("status", ASC), ("created_at", DESC), ("_id", ASC)),
+        (("status", ASC), ("created_at", DESC), ("_id", ASC)),
         # On the flat copies of config fields that nx-27017 0.8 no longer needs.
         (("reward_item_id", ASC), ("status", ASC)),
         (("auto_trigger", ASC), ("status", ASC)),
     ),
 )
 
+# The code registry (code_registry.py): `_id = "<tenant_id>:<code_norm>"`, so codes are
+# unique per tenant by `_id`. Claims not confirmed yet carry `unconfirmed` (few): the sweep's.
+CODES = Collection("codes", (Index((("unconfirmed", ASC),), sparse=True),))
+
 COUPONS = Collection(
     "coupons",
     (
-        # Codes are unique within a tenant ignoring case: code_norm is the upper case form.
-        Index((("tenant_id", ASC), ("code_norm", ASC)), unique=True),
-        Index((("tenant_id", ASC), ("code_space", ASC))),
-        # A definition's codes, newest first.
-        Index((("tenant_id", ASC), ("definition_id", ASC), ("issued_at", DESC), ("_id", ASC))),
-        # A user's wallet, newest first. Also a definition's codes of one user (a user holds
-        # few coupons: definition_id is filtered among them) and the look-up of a dead
-        # attempt's coupons by their event.
-        Index((("tenant_id", ASC), ("user_id", ASC), ("issued_at", DESC), ("_id", ASC))),
+        # List keys (list_keys.py), one single-field index each: a definition's codes
+        # ("<tenant>|<definition>|<newest first>|<_id>") and a wallet ("<tenant>|<user
+        # digest>|..."; also a definition's codes of one user, filtered among the few a user
+        # holds, and the look-up of a dead attempt's coupons by their event).
+        Index((("by_definition", ASC),)),
+        Index((("by_user", ASC),)),
     ),
     retired=(
+        # Codes are unique per tenant by the registry's `_id` (CODES); capacity is a kept count.
+        (("tenant_id", ASC), ("code_norm", ASC)),
+        (("tenant_id", ASC), ("code_space", ASC)),
+        # The lists' compound indexes, replaced by the list keys.
+        (("tenant_id", ASC), ("definition_id", ASC), ("issued_at", DESC), ("_id", ASC)),
+        (("tenant_id", ASC), ("user_id", ASC), ("issued_at", DESC), ("_id", ASC)),
         # At most one coupon per issue key: the `_id` is derived from it (issue_keys.py).
         (("issue_key", ASC),),
         (("trigger_event_id", ASC),),
@@ -176,6 +191,7 @@ def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
         API_KEYS,
         REWARDS,
         DEFINITIONS,
+        CODES,
         COUPONS,
         REDEMPTIONS,
         REDEMPTION_SLOTS,

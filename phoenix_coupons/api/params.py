@@ -60,3 +60,13 @@ Code = Annotated[
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
 # Bounded: MongoDB's skip is a signed 64-bit int (a larger offset was a 500).
 Offset = Annotated[int, Query(ge=0, le=INT_MAX, description="Items to skip.")]
+# A page's `next_after`, handed back: "<18 digits>|<id>" (list_keys.py); opaque to clients.
+After = Annotated[
+    str | None,
+    Query(
+        max_length=ID_MAX_LENGTH + 19,
+        pattern=r"^[0-9]{18}\|[A-Za-z0-9_.:-]+$",
+        description="The `next_after` of the previous page: the page after it (then `offset` "
+        "is not used). Pages by cursor cost the same at any depth.",
+    ),
+]

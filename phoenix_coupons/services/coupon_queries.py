@@ -37,18 +37,31 @@ class CouponQueries:
         self._lookups = lookups
 
     async def definition_codes(
-        self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
+        self,
+        tenant_id: str,
+        definition_id: str,
+        user_id: str | None,
+        limit: int,
+        offset: int,
+        after: str | None = None,
     ) -> CouponList:
         if await self._definitions.get(tenant_id, definition_id) is None:
             raise definition_not_found(definition_id)
-        items, total = await self._coupons.definition_codes(
-            tenant_id, definition_id, user_id, limit, offset
+        page = await self._coupons.definition_codes(
+            tenant_id, definition_id, user_id, limit, offset, after
         )
-        return CouponList(coupons=[coupon_view(c) for c in items], total=total)
+        return CouponList(
+            coupons=[coupon_view(c) for c in page.items],
+            total=page.total,
+            next_after=page.next_after,
+        )
 
-    async def wallet(self, tenant_id: str, user_id: str, limit: int, offset: int) -> Wallet:
+    async def wallet(
+        self, tenant_id: str, user_id: str, limit: int, offset: int, after: str | None = None
+    ) -> Wallet:
         """The user's own coupons with the uses left to them now."""
-        items, total = await self._coupons.wallet(tenant_id, user_id, limit, offset)
+        page = await self._coupons.wallet(tenant_id, user_id, limit, offset, after)
+        items = page.items
         definitions = {
             d: await self._definitions.get(tenant_id, d) for d in {c.definition_id for c in items}
         }
@@ -69,7 +82,7 @@ class CouponQueries:
             )
             for c in items
         ]
-        return Wallet(user_id=user_id, coupons=wallet, total=total)
+        return Wallet(user_id=user_id, coupons=wallet, total=page.total, next_after=page.next_after)
 
     async def code_state(self, tenant_id: str, code: str, caller: str) -> CodeState:
         """A look-up like validate's: counted against `caller`'s failed look-up limit."""

@@ -21,6 +21,7 @@ from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
     IdFactory,
+    Page,
     RewardRepo,
 )
 from schemas.coupons import (
@@ -107,7 +108,8 @@ class DefinitionService:
         include_archived: bool,
         limit: int,
         offset: int,
-    ) -> tuple[list[CouponDefinition], int]:
+        after: str | None = None,
+    ) -> Page[CouponDefinition]:
         statuses: Sequence[Status]
         if status is not None:
             statuses = (status,)
@@ -115,7 +117,7 @@ class DefinitionService:
             statuses = (*LISTED_BY_DEFAULT, "archived")
         else:
             statuses = LISTED_BY_DEFAULT
-        return await self._repo.page(tenant_id, statuses, limit, offset)
+        return await self._repo.page(tenant_id, statuses, limit, offset, after)
 
     async def update(
         self, tenant_id: str, definition_id: str, body: DefinitionUpdate

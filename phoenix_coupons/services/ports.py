@@ -3,7 +3,7 @@
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.models import ApiKey, Coupon
@@ -13,6 +13,17 @@ from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
 
 IdFactory = Callable[[], str]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list: `total` is a kept count; `next_after`, the cursor of the page
+    after this one (None: the last page)."""
+
+    items: list[T]
+    total: int
+    next_after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,8 +56,8 @@ class RewardRepo(Protocol):
     async def insert(self, item: RewardItem) -> None: ...
     async def get(self, tenant_id: str, item_id: str) -> RewardItem | None: ...
     async def page(
-        self, tenant_id: str, limit: int, offset: int
-    ) -> tuple[list[RewardItem], int]: ...
+        self, tenant_id: str, limit: int, offset: int, after: str | None = None
+    ) -> Page[RewardItem]: ...
     async def update(
         self, tenant_id: str, item_id: str, fields: dict[str, Any], at: datetime
     ) -> RewardItem | None: ...
@@ -60,8 +71,13 @@ class DefinitionRepo(Protocol):
     ) -> CouponDefinition | None: ...
     async def get(self, tenant_id: str, definition_id: str) -> CouponDefinition | None: ...
     async def page(
-        self, tenant_id: str | None, statuses: Sequence[str], limit: int, offset: int
-    ) -> tuple[list[CouponDefinition], int]: ...
+        self,
+        tenant_id: str | None,
+        statuses: Sequence[str],
+        limit: int,
+        offset: int,
+        after: str | None = None,
+    ) -> Page[CouponDefinition]: ...
     async def set_status(
         self, tenant_id: str, definition_id: str, status: str, at: datetime
     ) -> CouponDefinition | None: ...
@@ -78,19 +94,29 @@ class CouponRepo(Protocol):
         key). `records`: event coupons' inbound records, by issue key."""
         ...
 
-    async def insert_atomic(self, coupons: Sequence[Coupon]) -> None: ...
+    async def insert_atomic(self, coupons: Sequence[Coupon]) -> None:
+        """All or nothing (DuplicateCodes, nothing left behind), without a transaction."""
+        ...
+
     async def by_issue_keys(self, keys: Sequence[str]) -> dict[str, Coupon]: ...
     async def stored_by_issue_keys(self, keys: Sequence[str]) -> dict[str, StoredCoupon]: ...
     async def by_code(self, tenant_id: str, code_norm: str) -> Coupon | None: ...
     async def definition_codes(
-        self, tenant_id: str, definition_id: str, user_id: str | None, limit: int, offset: int
-    ) -> tuple[list[Coupon], int]:
-        """A definition's coupons (only `user_id`'s when given), newest first, and their count."""
+        self,
+        tenant_id: str,
+        definition_id: str,
+        user_id: str | None,
+        limit: int,
+        offset: int,
+        after: str | None = None,
+    ) -> Page[Coupon]:
+        """A definition's coupons (only `user_id`'s when given), newest first, and their
+        count; `after`: a page's `next_after` (then `offset` is not used)."""
         ...
 
     async def wallet(
-        self, tenant_id: str, user_id: str, limit: int, offset: int
-    ) -> tuple[list[Coupon], int]:
+        self, tenant_id: str, user_id: str, limit: int, offset: int, after: str | None = None
+    ) -> Page[Coupon]:
         """A user's coupons across definitions, newest first, and their count."""
         ...
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
-from phoenix_coupons.services.ports import DefinitionRepo, IdFactory, RewardRepo
+from phoenix_coupons.services.ports import DefinitionRepo, IdFactory, Page, RewardRepo
 from schemas.rewards import RewardItem, RewardItemCreate, RewardItemUpdate
 
 
@@ -70,8 +70,10 @@ class RewardService:
             raise reward_not_found(item_id)
         return item
 
-    async def page(self, tenant_id: str, limit: int, offset: int) -> tuple[list[RewardItem], int]:
-        return await self._repo.page(tenant_id, limit, offset)
+    async def page(
+        self, tenant_id: str, limit: int, offset: int, after: str | None = None
+    ) -> Page[RewardItem]:
+        return await self._repo.page(tenant_id, limit, offset, after)
 
     async def update(self, tenant_id: str, item_id: str, body: RewardItemUpdate) -> RewardItem:
         fields = body.model_dump(exclude_unset=True)

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from phoenix_coupons.adapters import coupon_repo, definition_repo
 from phoenix_coupons.adapters.mongo import Mongo
-from phoenix_coupons.adapters.mongo_schema import COUPONS, DEFINITIONS
+from phoenix_coupons.adapters.mongo_schema import COUPONS, DEFINITIONS, REWARDS
 from phoenix_coupons.settings import Settings
 
 MongoFactory = Callable[..., Mongo]
@@ -110,16 +109,18 @@ def _stages(plan: Any) -> list[dict[str, Any]]:
     return found
 
 
+def _range(field: str, prefix: str) -> dict[str, Any]:
+    """A list page: a list key's range (list_keys.py)."""
+    return {field: {"$gte": prefix + "|", "$lt": prefix + "|\x7f"}}
+
+
 QUERIES = [
-    (COUPONS.name, {"tenant_id": "t", "definition_id": "d"}, coupon_repo.ORDER),
-    (COUPONS.name, {"tenant_id": "t", "definition_id": "d", "user_id": "u"}, coupon_repo.ORDER),
-    (COUPONS.name, {"tenant_id": "t", "user_id": "u"}, coupon_repo.ORDER),
-    (DEFINITIONS.name, {"status": {"$in": ["active", "paused"]}}, definition_repo.ORDER),
-    (
-        DEFINITIONS.name,
-        {"tenant_id": "t", "status": {"$in": ["active", "paused"]}},
-        definition_repo.ORDER,
-    ),
+    (COUPONS.name, _range("by_definition", "t|d"), [("by_definition", 1)]),
+    (COUPONS.name, {**_range("by_user", "t|u"), "definition_id": "d"}, [("by_user", 1)]),
+    (COUPONS.name, _range("by_user", "t|u"), [("by_user", 1)]),
+    (DEFINITIONS.name, _range("by_status", "active"), [("by_status", 1)]),
+    (DEFINITIONS.name, _range("by_tenant", "t|active"), [("by_tenant", 1)]),
+    (REWARDS.name, _range("by_tenant", "t"), [("by_tenant", 1)]),
 ]
 
 

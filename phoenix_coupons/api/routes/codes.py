@@ -3,12 +3,14 @@ revocation."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from phoenix_coupons.api.auth import require
 from phoenix_coupons.api.deps import Coupons
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
+from phoenix_coupons.api.pages import CURSOR_HEADER, send_cursor
 from phoenix_coupons.api.params import (
+    After,
     Code,
     DefinitionId,
     Limit,
@@ -27,25 +29,39 @@ READ = [Depends(require(COUPONS_READ))]
 NOT_FOUND = documented(404, "No such definition or code in the tenant")
 
 
-@router.get("/coupons/{definition_id}/codes", dependencies=READ, responses=NOT_FOUND)
+@router.get(
+    "/coupons/{definition_id}/codes", dependencies=READ, responses=NOT_FOUND | CURSOR_HEADER
+)
 async def definition_codes(
     tenant_id: TenantId,
     definition_id: DefinitionId,
     coupons: Coupons,
+    response: Response,
     user_id: UserFilter = None,
     limit: Limit = 50,
     offset: Offset = 0,
+    after: After = None,
 ) -> CouponList:
     """The codes issued for a definition (its shared custom code included), newest first."""
-    return await coupons.definition_codes(tenant_id, definition_id, user_id, limit, offset)
+    page = await coupons.definition_codes(tenant_id, definition_id, user_id, limit, offset, after)
+    send_cursor(response, page.next_after)
+    return page
 
 
-@router.get("/users/{user_id}/coupons", dependencies=READ)
+@router.get("/users/{user_id}/coupons", dependencies=READ, responses=CURSOR_HEADER)
 async def wallet(
-    tenant_id: TenantId, user_id: UserId, coupons: Coupons, limit: Limit = 50, offset: Offset = 0
+    tenant_id: TenantId,
+    user_id: UserId,
+    coupons: Coupons,
+    response: Response,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    after: After = None,
 ) -> Wallet:
     """A user's coupons across definitions, with the uses left to them."""
-    return await coupons.wallet(tenant_id, user_id, limit, offset)
+    page = await coupons.wallet(tenant_id, user_id, limit, offset, after)
+    send_cursor(response, page.next_after)
+    return page
 
 
 @router.get("/codes/{code}", responses={**NOT_FOUND, **LIMITED})

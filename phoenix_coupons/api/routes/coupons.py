@@ -7,7 +7,9 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 from phoenix_coupons.api.auth import require, require_global
 from phoenix_coupons.api.deps import Definitions, Generation
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
+from phoenix_coupons.api.pages import CURSOR_HEADER, send_cursor
 from phoenix_coupons.api.params import (
+    After,
     DefinitionId,
     Limit,
     Offset,
@@ -38,18 +40,23 @@ IncludeArchived = Annotated[
 ]
 
 
-@router.get("/coupons", dependencies=[Depends(require_global(COUPONS_READ))])
+@router.get(
+    "/coupons", dependencies=[Depends(require_global(COUPONS_READ))], responses=CURSOR_HEADER
+)
 async def list_all_definitions(
     definitions: Definitions,
+    response: Response,
     status: StatusFilter = None,
     include_archived: IncludeArchived = False,
     tenant_id: TenantFilter = None,
     limit: Limit = 50,
     offset: Offset = 0,
+    after: After = None,
 ) -> DefinitionList:
     """All tenants' definitions (admin only: `X-API-Key` of a key bound to no tenant)."""
-    items, total = await definitions.page(tenant_id, status, include_archived, limit, offset)
-    return DefinitionList(definitions=items, total=total)
+    page = await definitions.page(tenant_id, status, include_archived, limit, offset, after)
+    send_cursor(response, page.next_after)
+    return DefinitionList(definitions=page.items, total=page.total)
 
 
 @router.post(BASE, status_code=status.HTTP_201_CREATED, dependencies=WRITE, responses=CONFLICT)
@@ -61,18 +68,21 @@ async def create_definition(
     return await definitions.create(tenant_id, body)
 
 
-@router.get(BASE, dependencies=READ)
+@router.get(BASE, dependencies=READ, responses=CURSOR_HEADER)
 async def list_definitions(
     tenant_id: TenantId,
     definitions: Definitions,
+    response: Response,
     status: StatusFilter = None,
     include_archived: IncludeArchived = False,
     limit: Limit = 50,
     offset: Offset = 0,
+    after: After = None,
 ) -> DefinitionList:
     """The tenant's definitions, newest first; archived ones only when asked for."""
-    items, total = await definitions.page(tenant_id, status, include_archived, limit, offset)
-    return DefinitionList(definitions=items, total=total)
+    page = await definitions.page(tenant_id, status, include_archived, limit, offset, after)
+    send_cursor(response, page.next_after)
+    return DefinitionList(definitions=page.items, total=page.total)
 
 
 @router.get(BASE + "/{definition_id}", dependencies=READ, responses=NOT_FOUND)

@@ -5,7 +5,8 @@ from fastapi import APIRouter, Depends, Response, status
 from phoenix_coupons.api.auth import require
 from phoenix_coupons.api.deps import Rewards
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
-from phoenix_coupons.api.params import ItemId, Limit, Offset, TenantId
+from phoenix_coupons.api.pages import CURSOR_HEADER, send_cursor
+from phoenix_coupons.api.params import After, ItemId, Limit, Offset, TenantId
 from phoenix_coupons.domain.scopes import REWARDS_READ, REWARDS_WRITE
 from schemas.rewards import RewardItem, RewardItemCreate, RewardItemList, RewardItemUpdate
 
@@ -25,13 +26,19 @@ async def create_reward(
     return await rewards.create(tenant_id, body)
 
 
-@router.get("", dependencies=READ)
+@router.get("", dependencies=READ, responses=CURSOR_HEADER)
 async def list_rewards(
-    tenant_id: TenantId, rewards: Rewards, limit: Limit = 50, offset: Offset = 0
+    tenant_id: TenantId,
+    rewards: Rewards,
+    response: Response,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    after: After = None,
 ) -> RewardItemList:
     """The tenant's reward items, newest first."""
-    items, total = await rewards.page(tenant_id, limit, offset)
-    return RewardItemList(rewards=items, total=total)
+    page = await rewards.page(tenant_id, limit, offset, after)
+    send_cursor(response, page.next_after)
+    return RewardItemList(rewards=page.items, total=page.total, next_after=page.next_after)
 
 
 @router.get("/{item_id}", dependencies=READ, responses=NOT_FOUND)

@@ -221,9 +221,9 @@ async def test_lists_are_newest_first_and_leave_archived_out_unless_asked() -> N
         w.fk.clock.advance(minutes=1)
     await w.service.archive(TENANT, made[0].id)
     await w.service.set_status(TENANT, made[1].id, "paused")
-    listed, total = await w.service.page(TENANT, None, False, 10, 0)
-    assert ([d.id for d in listed], total) == ([made[2].id, made[1].id], 2)
-    listed, total = await w.service.page(TENANT, None, True, 1, 2)
-    assert ([d.id for d in listed], total) == ([made[0].id], 3)
-    listed, _ = await w.service.page(TENANT, "paused", False, 10, 0)
-    assert [d.id for d in listed] == [made[1].id]
+    page = await w.service.page(TENANT, None, False, 10, 0)
+    assert ([d.id for d in page.items], page.total) == ([made[2].id, made[1].id], 2)
+    page = await w.service.page(TENANT, None, True, 1, 2)
+    assert ([d.id for d in page.items], page.total) == ([made[0].id], 3)
+    page = await w.service.page(TENANT, "paused", False, 10, 0)
+    assert [d.id for d in page.items] == [made[1].id]
