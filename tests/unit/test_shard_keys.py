@@ -9,7 +9,6 @@ import pytest
 from phoenix_coupons.adapters import shard_plan
 from phoenix_coupons.adapters.mongo_schema import (
     ASC,
-    COUPONS,
     HASHED_ID,
     Collection,
     Index,
@@ -19,27 +18,8 @@ from phoenix_coupons.adapters.shard_plan import starts_with, violations
 
 DECLARED = collections(3600)
 
-# Uniqueness rules that are not an `_id` yet, each replaced by a collection keyed by it on a
-# branch not merged here: strict, so the merge that removes them fails these until the marks go.
-REPLACED_ON_MERGE = {
-    COUPONS.name: "the codes registry replaces the (tenant_id, code_norm) unique index",
-}
 
-
-def _declared() -> list[object]:
-    return [
-        pytest.param(
-            c,
-            id=c.name,
-            marks=[pytest.mark.xfail(strict=True, reason=REPLACED_ON_MERGE[c.name])]
-            if c.name in REPLACED_ON_MERGE
-            else [],
-        )
-        for c in DECLARED
-    ]
-
-
-@pytest.mark.parametrize("collection", _declared())
+@pytest.mark.parametrize("collection", DECLARED, ids=lambda c: c.name)
 def test_every_declared_collection_keeps_the_rule(collection: Collection) -> None:
     assert violations(collection) == []
 
@@ -53,6 +33,7 @@ def test_every_collection_declares_a_shard_key_and_the_names_are_distinct() -> N
     "name",
     [
         "api_keys",
+        "codes",
         "coupons",
         "counters",
         "idempotency_keys",
@@ -114,14 +95,14 @@ def test_the_plan_shards_each_collection_on_its_declared_key() -> None:
 
 
 def test_the_command_prints_the_plan_of_every_declared_collection(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    keep = [c for c in DECLARED if c.name not in REPLACED_ON_MERGE]
-    monkeypatch.setattr(shard_plan, "collections", lambda ttl: keep)
     assert shard_plan.main(["--database", "shop"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == 'sh.enableSharding("shop");'
-    assert lines[1:] == [f'sh.shardCollection("shop.{c.name}", {{"_id": "hashed"}});' for c in keep]
+    assert lines[1:] == [
+        f'sh.shardCollection("shop.{c.name}", {{"_id": "hashed"}});' for c in DECLARED
+    ]
 
 
 def test_the_command_refuses_a_declaration_that_breaks_the_rule(
