@@ -20,11 +20,16 @@ from phoenix_coupons.adapters.migrations import (
     migrate,
     pending,
 )
+from phoenix_coupons.adapters.migrations.registry import RECOUNTS, STEPS
 from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.reward_repo import MongoRewardRepo
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.settings import Settings
+
+# The steps of the code registry, list keys and counts (other steps have tests of their own).
+OURS = [s for s in STEPS if s.name.startswith("01")]
+RECOUNTS_OURS = [r for r in RECOUNTS if r.name.startswith("01")]
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 SPACE = "A-Z0-9:8"
@@ -133,18 +138,18 @@ async def test_old_layout_in_crash_resume_run_twice_new_layout_out(
     mongo: Mongo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await old_layout(mongo)
-    assert len(await pending(mongo.db)) == 5
+    assert len(await pending(mongo.db, OURS)) == 5
     crash_once(monkeypatch, m0100_code_registry)
     with pytest.raises(Crash):
-        await migrate(mongo.db)
+        await migrate(mongo.db, OURS)
     assert await mongo.db["codes"].count_documents({}) == 10
     crash_once(monkeypatch, m0101_list_keys)
     with pytest.raises(Crash):
-        await migrate(mongo.db)
-    report = await migrate(mongo.db)
+        await migrate(mongo.db, OURS)
+    report = await migrate(mongo.db, OURS)
     assert [s.state for s in report.steps] == ["done before"] + ["done"] * 4
-    assert (await migrate(mongo.db)).steps[-1].state == "done before"
-    assert await pending(mongo.db) == []
+    assert (await migrate(mongo.db, OURS)).steps[-1].state == "done before"
+    assert await pending(mongo.db, OURS) == []
 
     claims = {d["_id"]: d async for d in mongo.db["codes"].find()}
     assert len(claims) == 25 and not any("unconfirmed" in c for c in claims.values())
@@ -179,18 +184,19 @@ async def assert_new_layout(mongo: Mongo) -> None:
 
 async def test_recount_mends_counts_a_crash_left_wrong(mongo: Mongo) -> None:
     await old_layout(mongo)
-    await migrate(mongo.db)
+    await migrate(mongo.db, OURS)
     counters = MongoCounters(mongo)
     await counters.set(counter_keys.codes("t-a", "d-1"), 99)
     await counters.set(counter_keys.wallet("t-a", "nobody"), 3)
     await counters.set(counter_keys.space("t-a", SPACE), 1)
     await counters.set(counter_keys.definitions("t-a", "active"), 0)
     await counters.set(counter_keys.rewards("t-a"), 7)
-    report = await migrate(mongo.db, recount=True)
-    assert len(report.recounted) == 4
+    report = await migrate(mongo.db, OURS, recount=True)
+    assert {r for r in report.recounted if r.startswith("01")} == {c.name for c in RECOUNTS_OURS}
+    assert len(RECOUNTS_OURS) == 4
     assert await counters.get(counter_keys.wallet("t-a", "nobody")) == 0
     await assert_new_layout(mongo)
-    await migrate(mongo.db, recount=True)  # again: the same counts
+    await migrate(mongo.db, OURS, recount=True)  # again: the same counts
     await assert_new_layout(mongo)
 
 
