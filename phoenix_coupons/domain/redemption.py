@@ -2,8 +2,9 @@
 against; and the redemption record. Pure: the clock is injected, storage is the service's.
 
 Usage limits are exact without multi-document transactions: each active redemption holds a
-numbered slot of its usage group (unique index), so at most `max_uses` can exist, and one
-insert is the whole redemption: a crash leaves all of it or none.
+numbered slot of its usage group (a slot is a document's `_id` in storage), so at most
+`max_uses` can exist; the slot is claimed before the redemption is stored and confirmed
+after (adapters/redemption_repo.py).
 """
 
 import hashlib
