@@ -72,12 +72,11 @@ def list_fields(coupon: Coupon) -> Doc:
 
 
 def counted(coupons: Iterable[Coupon], sign: int) -> dict[str, int]:
-    """The kept counts a set of coupons changes: their definitions' and their users'."""
+    """The kept counts a set of coupons changes: their definitions'. (A wallet's total is
+    counted in its user's list-key range: `wallet`.)"""
     counts: Counter[str] = Counter()
     for c in coupons:
         counts[counter_keys.codes(c.tenant_id, c.definition_id)] += sign
-        if c.user_id is not None:
-            counts[counter_keys.wallet(c.tenant_id, c.user_id)] += sign
     return dict(counts)
 
 
@@ -290,11 +289,12 @@ class MongoCouponRepo:
     ) -> Page[Coupon]:
         prefix = user_prefix(tenant_id, user_id)
         page = await list_keys.page(self._col, BY_USER, prefix, limit, offset, after)
-        total = await self._counters.get(counter_keys.wallet(tenant_id, user_id))
+        total = await self._count_in_range(BY_USER, prefix, {})
         return Page([from_doc(d) for d in page.docs], total, page.next_after)
 
     async def _count_in_range(self, field: str, prefix: str, extra: Doc) -> int:
-        """A bounded count (one user's coupons), by the list key's index, not a scan."""
+        """A bounded count (one user's coupons: the ids in the user's range of the list
+        key's index), not a scan of the collection."""
         start = prefix + list_keys.SEP
         query = {field: {"$gte": start, "$lt": start + list_keys.END}, **extra}
         return len([d async for d in self._col.find(query, {"_id": 1})])

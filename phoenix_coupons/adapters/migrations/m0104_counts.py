@@ -1,6 +1,6 @@
 """0104 and the recounts: the kept counts (counters.py, counter_keys.py) computed from what is
-stored: claims per code space, coupons per definition and per user (wallets), definitions
-per tenant and status (and of all tenants), reward items per tenant. Each count is set, not
+stored: claims per code space, coupons per definition, definitions per tenant and status
+(and of all tenants), reward items per tenant (a wallet is counted in its own range). Each count is set, not
 added to, and a count of the same kind nothing holds any more is set to 0: running it again
 gives the same counts. `phoenix-coupons migrate --recount` runs these after a crash may
 have cut a write from its count (run it with the service stopped, or expect the writes made
@@ -55,10 +55,9 @@ async def coupons(db: Db) -> None:
     def count(doc: dict[str, object]) -> None:
         tenant = str(doc["tenant_id"])
         counts[counter_keys.codes(tenant, str(doc["definition_id"]))] += 1
-        if doc.get("user_id") is not None:
-            counts[counter_keys.wallet(tenant, str(doc["user_id"]))] += 1
 
-    await _walk(db, COUPONS.name, ["tenant_id", "definition_id", "user_id"], count)
+    # "wallet" counts are no longer kept (counter_keys.wallet): old ones are set to 0.
+    await _walk(db, COUPONS.name, ["tenant_id", "definition_id"], count)
     await _store(db, ("codes", "wallet"), counts)
 
 
@@ -95,7 +94,7 @@ def _recount(name: str, what: str, work: Callable[[Db], Awaitable[None]]) -> Ste
 
 RECOUNTS = [
     _recount("0100_recount_spaces", "claims per code space", spaces),
-    _recount("0100_recount_coupons", "coupons per definition and per user", coupons),
+    _recount("0100_recount_coupons", "coupons per definition", coupons),
     _recount("0100_recount_definitions", "definitions per tenant and status", definitions),
     _recount("0100_recount_rewards", "reward items per tenant", rewards),
 ]
