@@ -3,8 +3,8 @@ stored: claims per code space, coupons per definition, definitions per tenant an
 (and of all tenants), reward items per tenant (a wallet is counted in its own range). Each
 count is set, not added to, and a count of the same kind nothing holds any more is set to 0:
 running it again gives the same counts. `phoenix-coupons migrate --recount` runs these
-after a crash may have cut a write from its count (run it with the service stopped, or expect the writes made
-meanwhile to be counted again by a later recount)."""
+after a crash may have cut a write from its count (run it with the service stopped, or
+expect the writes made meanwhile to be counted again by a later recount)."""
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
