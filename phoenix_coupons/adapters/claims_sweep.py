@@ -18,7 +18,8 @@ from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo, from_doc
 from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
 from phoenix_coupons.adapters.definition_repo import from_doc as definition_from_doc
 from phoenix_coupons.adapters.mongo import Doc, Mongo
-from phoenix_coupons.adapters.mongo_schema import CODES
+from phoenix_coupons.adapters.mongo_schema import CLAIM_BATCHES, CODES
+from phoenix_coupons.adapters.nx27017_compat import epoch_ms
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.models import Coupon
@@ -54,6 +55,40 @@ async def sweep_claims(mongo: Mongo, now: datetime, grace: timedelta) -> int:
     released = await coupons.codes.release(release)
     log.info("claims_swept", confirmed=len(confirm), released=released, seen=len(claims))
     return len(claims)
+
+
+async def sweep_claim_batches(mongo: Mongo, now: datetime, grace: timedelta) -> int:
+    """Settle the batches of claims open since before `now - grace` (their writer crashed,
+    or stalled: it then finds its batch gone and checks its claims itself). Each batch is
+    taken (deleted) first; a claim it made whose coupon is missing or names another code is
+    released. Returns how many batches it settled."""
+    batches = mongo.db[CLAIM_BATCHES.name]
+    repo = MongoCouponRepo(mongo)
+    before = epoch_ms(now - grace)
+    old = [d async for d in batches.find({"at": {"$lt": before}}, {"_id": 1}).limit(100)]
+    settled = 0
+    for ref in old:
+        batch = await batches.find_one_and_delete({"_id": ref["_id"]})
+        if batch is None:  # closed by its writer, or taken by another sweep meanwhile
+            continue
+        settled += 1
+        ours = set(batch.get("coupons", []))
+        claims = [
+            d
+            async for d in mongo.db[CODES.name].find({"_id": {"$in": batch.get("claims", [])}})
+            if d["coupon_id"] in ours  # a code another coupon held is not this batch's
+        ]
+        ids = [c["coupon_id"] for c in claims]
+        rows = {d["_id"]: from_doc(d) async for d in mongo.coupons.find({"_id": {"$in": ids}})}
+        release = []
+        for claim in claims:
+            tenant_id, code_norm = split_id(claim["_id"])
+            row = rows.get(claim["coupon_id"])
+            if row is None or row.tenant_id != tenant_id or row.code_norm != code_norm:
+                release.append(_claimant(claim, tenant_id, code_norm))
+        released = await repo.codes.release(release)
+        log.info("claim_batch_swept", batch=batch["_id"], claims=len(claims), released=released)
+    return settled
 
 
 def _shared_id(claim: Doc) -> str:

@@ -3,10 +3,17 @@
 `_id` as the shard key. It replaces the (tenant_id, code_norm) unique index of coupons.
 
 A code is claimed (insert; a duplicate `_id` means taken) before the coupon naming it is
-inserted, then confirmed (`$unset unconfirmed`). A crash between the two leaves an
-unconfirmed claim that `claims_sweep.sweep_claims` settles. Each claim counts in its code
+inserted. A single write (a definition's shared code, an all-or-nothing bulk call) claims
+it unconfirmed and confirms it after (`$unset unconfirmed`); a crash between the two leaves
+an unconfirmed claim that `claims_sweep.sweep_claims` settles. A batch of coupons (the
+worker's, random bulk codes) instead opens one `claim_batches` document naming its claims,
+claims them confirmed and deletes the document once its coupons are in: one write per batch
+instead of one per coupon. A batch a crash left open is settled by
+`claims_sweep.sweep_claim_batches`; a writer that finds its batch taken by a sweep (it
+stalled past the grace period) checks its claims again. Each claim counts in its code
 space's kept count (`space:<tenant>:<code_space>`, the capacity check)."""
 
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +25,8 @@ from pymongo.errors import BulkWriteError
 from phoenix_coupons.adapters import counter_keys
 from phoenix_coupons.adapters.counters import MongoCounters
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only, raise_unacknowledged
-from phoenix_coupons.adapters.mongo_schema import CODES
+from phoenix_coupons.adapters.mongo_schema import CLAIM_BATCHES, CODES
+from phoenix_coupons.adapters.nx27017_compat import epoch_ms
 from phoenix_coupons.domain.models import Coupon
 
 UNCONFIRMED = "unconfirmed"
@@ -59,15 +67,19 @@ class Claimed:
 class CodeRegistry:
     def __init__(self, mongo: Mongo) -> None:
         self._col = mongo.db[CODES.name]
+        self._batches = mongo.db[CLAIM_BATCHES.name]
         self._counters = MongoCounters(mongo)
 
-    async def claim(self, coupons: Sequence[Coupon], at: datetime | None = None) -> Claimed:
-        """Claim each coupon's code (unconfirmed); one unordered insert."""
+    async def claim(
+        self, coupons: Sequence[Coupon], at: datetime | None = None, unconfirmed: bool = True
+    ) -> Claimed:
+        """Claim each coupon's code; one unordered insert. `unconfirmed=False`: an open batch
+        (`open_batch`) or a stored coupon covers the claims."""
         out = Claimed()
         if not coupons:
             return out
         now = at or datetime.now(UTC)
-        docs = [claim_doc(c, now) for c in coupons]
+        docs = [claim_doc(c, now, unconfirmed) for c in coupons]
         dup: list[int] = []
         try:
             await self._col.insert_many(docs, ordered=False)
@@ -82,6 +94,25 @@ class CodeRegistry:
                     out.refused.add(i)
         await self._count([coupons[i] for i in out.new], +1)
         return out
+
+    async def open_batch(self, coupons: Sequence[Coupon], at: datetime | None = None) -> str:
+        """Record the claims a batch is about to make (before making them); its id."""
+        batch_id = uuid.uuid4().hex
+        await self._batches.insert_one(
+            {
+                "_id": batch_id,
+                "claims": [claim_id(c.tenant_id, c.code_norm) for c in coupons],
+                "coupons": [c.id for c in coupons],
+                "at": epoch_ms(at or datetime.now(UTC)),  # compared by the sweep
+            }
+        )
+        return batch_id
+
+    async def close_batch(self, batch_id: str) -> bool:
+        """The batch's coupons are in: False when a sweep took the batch over meanwhile
+        (then its claims may have been released: the writer checks them)."""
+        result = await self._batches.delete_one({"_id": batch_id})
+        return result.deleted_count == 1
 
     async def holders(self, ids: Sequence[str]) -> dict[str, str]:
         """The coupon id holding each claimed code."""

@@ -125,7 +125,8 @@ class MongoCouponRepo:
         origin = (records or {}).get
         for start in range(0, len(coupons), IN_CHUNK):
             batch = coupons[start : start + IN_CHUNK]
-            claimed = await self.codes.claim(batch)
+            batch_id = await self.codes.open_batch(batch)
+            claimed = await self.codes.claim(batch, unconfirmed=False)
             todo = [i for i in range(len(batch)) if i not in claimed.refused]
             refused = set(claimed.refused)
             try:
@@ -137,7 +138,12 @@ class MongoCouponRepo:
             stored = [batch[i] for i in todo if i not in refused]
             twins = [batch[i] for i in todo if i in refused]
             await self._release_unstored(twins)
-            lost = await self._confirm(stored)
+            if await self.codes.close_batch(batch_id):
+                # Claims an earlier attempt left unconfirmed (a crash) are this coupon's.
+                kept = [batch[i] for i in todo if i not in refused and i not in claimed.new]
+                lost = await self._confirm(kept) if kept else []
+            else:  # a sweep took the batch over: it may have released claims
+                lost = await self._confirm(stored)
             position = {c.id: i for i, c in enumerate(batch)}
             refused.update(position[c.id] for c in lost)
             await self._counters.add(counted([c for c in stored if c not in lost], +1))

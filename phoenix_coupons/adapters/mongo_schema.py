@@ -111,6 +111,9 @@ DEFINITIONS = Collection(
 # The code registry (code_registry.py): `_id = "<tenant_id>:<code_norm>"`, so codes are
 # unique per tenant by `_id`. Claims not confirmed yet carry `unconfirmed` (few): the sweep's.
 CODES = Collection("codes", (Index((("unconfirmed", ASC),), sparse=True),))
+# The open batches of claims (code_registry.py): one document per batch of coupons being
+# stored, deleted once they are; the sweep reads the old ones (`at`, epoch ms). Small.
+CLAIM_BATCHES = Collection("claim_batches", (Index((("at", ASC),)),))
 
 COUPONS = Collection(
     "coupons",
@@ -192,6 +195,7 @@ def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
         REWARDS,
         DEFINITIONS,
         CODES,
+        CLAIM_BATCHES,
         COUPONS,
         REDEMPTIONS,
         REDEMPTION_SLOTS,

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from phoenix_coupons.adapters.background import cancel_and_wait
-from phoenix_coupons.adapters.claims_sweep import sweep_claims
+from phoenix_coupons.adapters.claims_sweep import sweep_claim_batches, sweep_claims
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.outbox import sweep_outbox
 from phoenix_coupons.adapters.redemption_repo import sweep_slots
@@ -24,6 +24,7 @@ Sweep = Callable[[Mongo, datetime, timedelta], Awaitable[int]]
 
 # In order: what settles a document before what settles the events announcing it.
 SWEEPS: tuple[Sweep, ...] = (
+    sweep_claim_batches,  # batches of claims a crash left open
     sweep_claims,  # code claims without their coupon (or confirmed late)
     sweep_slots,  # redemption slots claimed without their redemption (or left by a rollback)
     sweep_outbox,  # prepared outbox entries: readied when their subject came, dropped if not

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from phoenix_coupons.adapters import counter_keys
-from phoenix_coupons.adapters.claims_sweep import sweep_claims
+from phoenix_coupons.adapters.claims_sweep import sweep_claim_batches, sweep_claims
 from phoenix_coupons.adapters.code_registry import claim_doc, claim_id
 from phoenix_coupons.adapters.counters import MongoCounters
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo, to_doc
@@ -179,3 +179,62 @@ async def test_the_sweep_releases_stale_claims_without_coupons_and_confirms_the_
     assert "unconfirmed" not in left[claim_id(tenant, "LANDED01")]
     assert "unconfirmed" in left[claim_id(tenant, "YOUNG001")]
     assert await repo.count_in_space(tenant, SPACE) == 2
+
+
+async def test_a_batch_claims_its_codes_confirmed_and_leaves_no_open_batch(
+    container: Container, repo: MongoCouponRepo, tenant: str
+) -> None:
+    batch = [coupon(tenant, f"BATCH{n:03d}") for n in range(5)]
+    assert await repo.insert_unordered(batch) == []
+    stored = await claims(container, tenant)
+    assert len(stored) == 5 and all("unconfirmed" not in c for c in stored.values())
+    open_batches = container.mongo.db["claim_batches"]
+    assert await open_batches.find_one({"coupons": {"$in": [c.id for c in batch]}}) is None
+
+
+async def test_the_sweep_releases_the_claims_of_a_batch_a_crash_left_open(
+    container: Container, repo: MongoCouponRepo, tenant: str
+) -> None:
+    landed, lost = coupon(tenant, "OPEN0001"), coupon(tenant, "OPEN0002")
+    held = coupon(tenant, "HELD0001")
+    await repo.insert_unordered([held])
+    # A batch claimed two codes (a third was held by another coupon), stored one, crashed.
+    rival = coupon(tenant, "HELD0001")
+    await repo.codes.open_batch([landed, lost, rival], LONG_AGO)
+    await repo.codes.claim([landed, lost, rival], LONG_AGO, unconfirmed=False)
+    await container.mongo.coupons.insert_one(to_doc(landed))
+    settled = await sweep_claim_batches(container.mongo, datetime.now(UTC), timedelta(minutes=5))
+    assert settled >= 1
+    assert set(await claims(container, tenant)) == {
+        claim_id(tenant, "OPEN0001"),
+        claim_id(tenant, "HELD0001"),
+    }
+    assert (await repo.by_code(tenant, "HELD0001")) is not None
+    assert await repo.count_in_space(tenant, SPACE) == 2
+
+
+async def test_a_writer_whose_batch_a_sweep_took_over_claims_its_codes_again(
+    container: Container, repo: MongoCouponRepo, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write stalled past the grace period: the sweep releases its claims before its
+    coupons are in; the writer finds its batch gone and claims again (the code free) or
+    gives the coupon up (the code taken meanwhile: a refused position, drawn again)."""
+    free, taken = coupon(tenant, "STALL001"), coupon(tenant, "STALL002")
+    col = container.mongo.coupons  # a new collection object each time: keep this one
+    insert_many = col.insert_many
+    calls = [0]
+
+    async def stalled(docs: object, **kwargs: object) -> object:
+        calls[0] += 1
+        if calls[0] == 1:  # the stall: a sweep runs, another writer takes one code
+            await sweep_claim_batches(container.mongo, datetime.now(UTC), timedelta(0))
+            await repo.insert_atomic([coupon(tenant, "STALL002")])
+        return await insert_many(docs, **kwargs)
+
+    monkeypatch.setattr(col, "insert_many", stalled, raising=False)
+    monkeypatch.setattr(repo, "_col", col)
+    assert await repo.insert_unordered([free, taken]) == [1]
+    held = {k: v["coupon_id"] for k, v in (await claims(container, tenant)).items()}
+    assert held[claim_id(tenant, "STALL001")] == free.id
+    assert held[claim_id(tenant, "STALL002")] != taken.id
+    assert await container.mongo.coupons.find_one({"_id": taken.id}) is None
