@@ -62,3 +62,17 @@ def test_a_reference_row_has_no_target() -> None:
     f.add("idle_without_relay", 100_000, [3.0])
     (row,) = [line for line in markdown(f) if "relay stopped" in line]
     assert row.endswith("| 1.00 | 1.50 | (none) |  |")
+
+
+def test_another_process_s_cpu_is_read_finer_than_clock_ticks() -> None:
+    import os
+    import time
+
+    from bench.scale import _cpu_seconds
+
+    before = _cpu_seconds(os.getpid())
+    deadline = time.perf_counter() + 0.003
+    while time.perf_counter() < deadline:  # 3 ms of CPU: under one 10 ms tick
+        pass
+    spent = _cpu_seconds(os.getpid()) - before
+    assert 0.002 < spent < 0.5
