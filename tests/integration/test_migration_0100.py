@@ -2,8 +2,6 @@
 counts from data stored in the layout before them; each cut short by a crash, resumed, and
 run twice; and `migrate --recount` mending counts a crash left wrong."""
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +23,7 @@ from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.reward_repo import MongoRewardRepo
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.models import Coupon
-from phoenix_coupons.settings import Settings
+from tests.integration.migration_support import Crash
 
 # The steps of the code registry, list keys and counts (other steps have tests of their own).
 OURS = [s for s in STEPS if s.name.startswith("01")]
@@ -36,16 +34,8 @@ SPACE = "A-Z0-9:8"
 
 
 @pytest.fixture
-async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
-    name = f"migrate0100_{uuid.uuid4().hex[:8]}"
-    mongo = Mongo(settings.mongodb_uri or "", name, 3600)
-    yield mongo
-    await mongo.client.drop_database(name)
-    await mongo.close()
-
-
-class Crash(Exception):
-    pass
+def mongo(own_mongo: Mongo) -> Mongo:
+    return own_mongo
 
 
 def old_coupon(n: int, tenant: str, definition: str, user: str | None) -> Doc:

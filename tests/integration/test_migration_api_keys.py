@@ -2,8 +2,6 @@
 index) move to `_id` = their hash, through a crash between a batch's inserts and its deletes,
 and a second run changes nothing; the repository then finds, authenticates and revokes them."""
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from phoenix_coupons.adapters.migrations import api_keys_by_hash, migrate, pendi
 from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import keys_of
 from phoenix_coupons.settings import Settings
+from tests.integration.migration_support import Crash
 from tests.integration.test_api_key_cli import base_env, phoenix_coupons
 
 STEP = api_keys_by_hash.STEP
@@ -21,12 +20,8 @@ AT = datetime(2025, 3, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
-    name = f"migrate_keys_{uuid.uuid4().hex[:8]}"
-    mongo = Mongo(settings.mongodb_uri or "", name, 3600)
-    yield mongo
-    await mongo.client.drop_database(name)
-    await mongo.close()
+def mongo(own_mongo: Mongo) -> Mongo:
+    return own_mongo
 
 
 def old_key(n: int) -> Doc:
@@ -41,10 +36,6 @@ def old_key(n: int) -> Doc:
         "created_at": AT.replace(minute=n),
         "revoked_at": AT if n == 3 else None,
     }
-
-
-class Crash(Exception):
-    pass
 
 
 async def test_keys_move_to_their_hash_through_a_crash_and_a_second_run(

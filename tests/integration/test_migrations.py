@@ -3,9 +3,6 @@ order, resumes after the last batch it finished, is skipped once done, is marked
 without walking where the database does not need it; the service refuses to start while a
 needed step is not done."""
 
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
 
 from phoenix_coupons.adapters import migrations
@@ -20,20 +17,12 @@ from phoenix_coupons.adapters.migrations import (
 )
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.domain.errors import ConfigurationError
-from phoenix_coupons.settings import Settings
+from tests.integration.migration_support import Crash
 
 
 @pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Db]:
-    name = f"migrations_{uuid.uuid4().hex[:8]}"
-    mongo = Mongo(settings.mongodb_uri or "", name, 3600)
-    yield mongo.db
-    await mongo.client.drop_database(name)
-    await mongo.close()
-
-
-class Crash(Exception):
-    pass
+def db(own_mongo: Mongo) -> Db:
+    return own_mongo.db
 
 
 def doubling_step(crash_after: int | None = None) -> Step:

@@ -1,8 +1,6 @@
 """Migration steps 0200-0202 (outbox flags -> `outbox` entries, redemption slots ->
 `redemption_slots` and kept counts): old layout in, a crash mid-way, resume, run twice."""
 
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -23,24 +21,16 @@ from phoenix_coupons.adapters.mongo_schema import COUNTERS, MIGRATIONS, OUTBOX, 
 from phoenix_coupons.adapters.redemption_repo import to_doc as redemption_doc
 from phoenix_coupons.domain.outbox import issued, redeemed, rolled_back
 from phoenix_coupons.domain.redemption import free_slot
-from phoenix_coupons.settings import Settings
+from tests.integration.migration_support import Crash
 from tests.integration.test_outbox_relay import new_coupons, redemption_row
 
 STEPS = [m0200_coupon_outbox.STEP, m0201_redemption_outbox.STEP, m0202_redemption_slots.STEP]
 
 
 @pytest.fixture
-async def db(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Db]:
+def db(own_mongo: Mongo, monkeypatch: pytest.MonkeyPatch) -> Db:
     monkeypatch.setattr(outbox_flags, "SIZE", 2)
-    name = f"migrations_{uuid.uuid4().hex[:8]}"
-    mongo = Mongo(settings.mongodb_uri or "", name, 3600)
-    yield mongo.db
-    await mongo.client.drop_database(name)
-    await mongo.close()
-
-
-class Crash(Exception):
-    pass
+    return own_mongo.db
 
 
 @dataclass
