@@ -94,6 +94,21 @@ class UsageLimit(_Compact):
     max_uses: Count | None = None
 
 
+# ISO 8601 durations (days, weeks, hours, minutes, seconds); judged by the config rules.
+Duration = Annotated[
+    str,
+    Field(
+        max_length=40,
+        json_schema_extra={"format": "duration", "examples": ["P7D", "PT36H"]},
+    ),
+]
+REMINDERS_MAX = 3
+
+
+class IssuanceLimit(_Compact):
+    max_coupons: Count = Field(description="Coupons the definition issues at most, in total.")
+
+
 class CouponConfig(_Compact):
     reward_item_id: str = Field(max_length=ID_MAX_LENGTH)
     code_format: CodeFormat
@@ -105,6 +120,24 @@ class CouponConfig(_Compact):
     expires_at: UtcDatetime | None = None
     usage_limit: UsageLimit
     auto_generate: AutoGenerate | None = None
+    # Lifecycle extensions (not in the spec; absent unless set, so spec bodies are unchanged).
+    valid_for: Duration | None = Field(
+        default=None,
+        description="Each issued coupon is valid this long from its issuance (capped by "
+        "expires_at). Not on custom definitions.",
+    )
+    remind_before: list[Duration] | None = Field(
+        default=None,
+        max_length=REMINDERS_MAX,
+        description="Lead times of the coupon.expiring reminders of an unredeemed coupon.",
+    )
+    rollback_restores_use: bool | None = Field(
+        default=None,
+        description="Whether a rollback gives the use back (default true).",
+    )
+    issuance_limit: IssuanceLimit | None = Field(
+        default=None, description="At most this many coupons issued by the definition."
+    )
 
 
 class DefinitionCreate(BaseModel):

@@ -24,6 +24,7 @@ from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.codes import normalize
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFailedLookups
+from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
@@ -496,16 +497,19 @@ class FakeOutbox:
     def __init__(self) -> None:
         self.entries: dict[str, OutboxEntry] = {}
         self.states: dict[str, str] = {}
+        self.history: dict[str, HistoryEntry] = {}  # the steps readied entries stored
 
     async def prepare(self, entries: Sequence[OutboxEntry]) -> None:
         for entry in entries:
             if self.states.get(entry.id, "prepared") == "prepared":
                 self.entries[entry.id], self.states[entry.id] = entry, "prepared"
 
-    async def ready(self, ids: Sequence[str]) -> None:
-        for i in ids:
-            if i in self.states:
-                self.states[i] = "ready"
+    async def ready(self, entries: Sequence[OutboxEntry]) -> None:
+        for e in entries:
+            if e.id in self.states:
+                self.states[e.id] = "ready"
+                if e.history is not None:
+                    self.history[e.history.id] = e.history
 
     async def discard(self, ids: Sequence[str]) -> None:
         for i in ids:

@@ -83,6 +83,7 @@ def counted(coupons: Iterable[Coupon], sign: int) -> dict[str, int]:
 def from_doc(doc: Doc) -> Coupon:
     data = {k: v for k, v in doc.items() if k in _FIELDS}
     data["revoked_at"] = aware(data.get("revoked_at"))
+    data["valid_until"] = aware(data.get("valid_until"))
     return Coupon(id=doc["_id"], **data)
 
 

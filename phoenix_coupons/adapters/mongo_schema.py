@@ -164,6 +164,9 @@ REDEMPTION_SLOTS = Collection(
 # Events waiting to be published (outbox.py): pending records only, deleted once sent, so the
 # collection stays small. `state`: the relay's `ready` query and the sweep's `prepared` one.
 OUTBOX = Collection("outbox", (Index((("state", ASC),)),))
+# Each code's timeline (code_history.py): `_id` "<tenant>:<code_norm>|<epoch ms>|...", read
+# as one `_id` range. Ranged on `_id`, so a code's steps stay on one shard.
+CODE_HISTORY = Collection("code_history", shard_key=(("_id", ASC),))
 
 USAGE_HINTS = Collection("usage_hints")
 # Kept counts, read and written by `_id` (counters.py).
@@ -200,6 +203,7 @@ def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
         REDEMPTIONS,
         REDEMPTION_SLOTS,
         OUTBOX,
+        CODE_HISTORY,
         USAGE_HINTS,
         COUNTERS,
         MIGRATIONS,

@@ -11,8 +11,10 @@ it readies a prepared entry a crash left)."""
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from phoenix_coupons.adapters.code_history import history_doc, insert_history
 from phoenix_coupons.adapters.kafka import event_record, stored_parts
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
 from phoenix_coupons.adapters.mongo_schema import OUTBOX
@@ -44,6 +46,7 @@ def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
         "subject": subject,
         "lease": None,
         "owner": None,
+        "history": None if entry.history is None else history_doc(entry.history),
     }
 
 
@@ -54,6 +57,7 @@ def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
 
 class MongoOutbox:
     def __init__(self, mongo: Mongo) -> None:
+        self._mongo = mongo
         self._col = mongo.db[OUTBOX.name]
 
     async def prepare(self, entries: Sequence[OutboxEntry]) -> None:
@@ -67,15 +71,21 @@ class MongoOutbox:
                 for i in duplicates_only(exc):
                     await self._col.replace_one({"_id": docs[i]["_id"], "state": PREPARED}, docs[i])
 
-    async def ready(self, ids: Sequence[str]) -> None:
-        for chunk in _chunks(ids):
-            await self._col.update_many(
-                {"_id": {"$in": chunk}, "state": PREPARED}, {"$set": {"state": READY}}
-            )
+    async def ready(self, entries: Sequence[OutboxEntry]) -> None:
+        """History first: once an entry is ready, the relay may send and delete it."""
+        await insert_history(self._mongo, [history_doc(e.history) for e in entries if e.history])
+        await _set_ready(self._col, [e.id for e in entries])
 
     async def discard(self, ids: Sequence[str]) -> None:
         for chunk in _chunks(ids):
             await self._col.delete_many({"_id": {"$in": chunk}, "state": PREPARED})
+
+
+async def _set_ready(col: AsyncCollection[Doc], ids: Sequence[str]) -> None:
+    for chunk in _chunks(ids):
+        await col.update_many(
+            {"_id": {"$in": chunk}, "state": PREPARED}, {"$set": {"state": READY}}
+        )
 
 
 def _matches(subject: Doc, stored: Doc | None) -> bool:
@@ -90,12 +100,12 @@ async def sweep_outbox(mongo: Mongo, now: datetime, grace: timedelta) -> int:
     store it within the grace or not at all). Returns how many it settled."""
     col = mongo.db[OUTBOX.name]
     stale = await col.find(
-        {"state": PREPARED, "created_at": {"$lt": now - grace}}, {"subject": 1}
+        {"state": PREPARED, "created_at": {"$lt": now - grace}}, {"subject": 1, "history": 1}
     ).to_list(SWEEP_BATCH)
     by_collection: dict[str, list[Doc]] = {}
     for doc in stale:
         by_collection.setdefault(doc["subject"]["collection"], []).append(doc)
-    ready: list[str] = []
+    ready: list[Doc] = []
     drop: list[str] = []
     for collection, docs in by_collection.items():
         ids = [d["subject"]["_id"] for d in docs]
@@ -105,8 +115,11 @@ async def sweep_outbox(mongo: Mongo, now: datetime, grace: timedelta) -> int:
         }
         for d in docs:
             subject = d["subject"]
-            (ready if _matches(subject, found.get(subject["_id"])) else drop).append(d["_id"])
-    outbox = MongoOutbox(mongo)
-    await outbox.ready(ready)
-    await outbox.discard(drop)
+            if _matches(subject, found.get(subject["_id"])):
+                ready.append(d)
+            else:
+                drop.append(d["_id"])
+    await insert_history(mongo, [d["history"] for d in ready if d.get("history")])
+    await _set_ready(col, [d["_id"] for d in ready])
+    await MongoOutbox(mongo).discard(drop)
     return len(ready) + len(drop)

@@ -3,8 +3,10 @@ Pure: the existence of the reward item and code uniqueness are the service's to 
 
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
+from phoenix_coupons.domain import durations
 from phoenix_coupons.domain.codes import CodeSpec
 from phoenix_coupons.domain.errors import FieldError, ValidationFailed
 from schemas.bounds import CODE_LENGTH_MAX, CODE_LENGTH_MIN, CODE_MAX_LENGTH, CODE_PATTERN
@@ -97,7 +99,53 @@ def config_errors(config: CouponConfig) -> list[FieldError]:
         bad("usage_limit.max_uses", "must be greater than 0")
 
     errors.extend(_auto_generate_errors(config))
+    errors.extend(_lifecycle_errors(config))
     return errors
+
+
+def _lifecycle_errors(config: CouponConfig) -> list[FieldError]:
+    """valid_for and remind_before: durations within bounds; valid_for only where coupons
+    are issued to users; reminders only where coupons can expire."""
+    errors: list[FieldError] = []
+    if config.valid_for is not None:
+        if config.code_format == "custom":
+            errors.append(
+                FieldError(
+                    "config.valid_for",
+                    "is not allowed with code_format 'custom': its one shared code has no issuance",
+                )
+            )
+        elif reason := durations.reason(config.valid_for):
+            errors.append(FieldError("config.valid_for", reason))
+    leads = config.remind_before or []
+    for i, lead in enumerate(leads):
+        if reason := durations.reason(lead):
+            errors.append(FieldError(f"config.remind_before[{i}]", reason))
+    parsed = [durations.parse(lead) for lead in leads]
+    if len(set(parsed)) < len(parsed):
+        errors.append(FieldError("config.remind_before", "must not repeat a lead time"))
+    if leads and config.valid_for is None and config.expires_at is None:
+        errors.append(
+            FieldError(
+                "config.remind_before",
+                "needs valid_for or expires_at: coupons that never expire get no reminder",
+            )
+        )
+    return errors
+
+
+def valid_for(config: CouponConfig) -> timedelta | None:
+    """The validated config's valid_for as a duration."""
+    return None if config.valid_for is None else durations.of(config.valid_for)
+
+
+def remind_before(config: CouponConfig) -> tuple[timedelta, ...]:
+    """The validated config's reminder lead times, longest first."""
+    return tuple(sorted((durations.of(t) for t in config.remind_before or ()), reverse=True))
+
+
+def rollback_restores_use(config: CouponConfig) -> bool:
+    return config.rollback_restores_use is not False
 
 
 def _auto_generate_errors(config: CouponConfig) -> list[FieldError]:

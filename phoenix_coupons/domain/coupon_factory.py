@@ -4,10 +4,10 @@ coupon takes from its definition is worked out once per definition (`CouponFacto
 each coupon then adds its issue key, code, time and owner."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from phoenix_coupons.domain import codes, issue_keys
-from phoenix_coupons.domain.config_rules import code_spec
+from phoenix_coupons.domain.config_rules import code_spec, valid_for
 from phoenix_coupons.domain.models import Coupon, CouponSource
 from schemas.coupons import CouponDefinition
 
@@ -28,6 +28,7 @@ class CouponFactory:
     code_space: str | None
     starts_at: datetime | None
     expires_at: datetime | None
+    valid_for: timedelta | None = None
 
     @classmethod
     def of(cls, defn: CouponDefinition, source: CouponSource) -> "CouponFactory":
@@ -43,6 +44,7 @@ class CouponFactory:
             spec.space if spec is not None else None,
             cfg.starts_at if windowed else None,
             cfg.expires_at if windowed else None,
+            valid_for(cfg) if windowed else None,
         )
 
     def coupon(
@@ -54,6 +56,7 @@ class CouponFactory:
         trigger_event_id: str | None = None,
     ) -> Coupon:
         """`key`: the issue key (the coupon's id derives from it)."""
+        starts_at, expires_at, valid_until = self.window(issued_at)
         return Coupon(
             id=issue_keys.coupon_id(key),
             tenant_id=self.tenant_id,
@@ -67,7 +70,21 @@ class CouponFactory:
             issued_at=issued_at,
             user_id=user_id,
             code_space=self.code_space,
-            starts_at=self.starts_at,
-            expires_at=self.expires_at,
+            starts_at=starts_at,
+            expires_at=expires_at,
             trigger_event_id=trigger_event_id,
+            valid_until=valid_until,
         )
+
+    def window(
+        self, issued_at: datetime
+    ) -> tuple[datetime | None, datetime | None, datetime | None]:
+        """(starts_at, expires_at, valid_until) of a coupon issued at `issued_at`: the
+        definition's window, or with `valid_for` its own from issuance, starting no earlier
+        than the definition's and capped by its expiry."""
+        if self.valid_for is None:
+            return self.starts_at, self.expires_at, None
+        until = issued_at + self.valid_for
+        starts = issued_at if self.starts_at is None else max(issued_at, self.starts_at)
+        expires = until if self.expires_at is None else min(until, self.expires_at)
+        return starts, expires, until

@@ -14,6 +14,7 @@ from phoenix_coupons.domain.events import (
     event_id,
     redemption_rolled_back,
 )
+from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import Redemption
 
@@ -31,11 +32,14 @@ class Subject:
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """`after`: the id of an entry that must be sent first (a rollback's redemption)."""
+    """`after`: the id of an entry that must be sent first (a rollback's redemption);
+    `history`: the step of a code's timeline it tells of, stored when the entry is readied
+    (by its writer, or by the sweep that readies what a crash left prepared)."""
 
     event: OutboundEvent
     subject: Subject
     after: str | None = None
+    history: HistoryEntry | None = None
 
     @property
     def id(self) -> str:

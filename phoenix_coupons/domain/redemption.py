@@ -90,6 +90,8 @@ def refusal(
         return "not_yet_valid"
     if expires is not None and now >= expires:
         return "expired"
+    if coupon.valid_until is not None and now >= coupon.valid_until:
+        return "expired"
     if coupon.kind == "issued" and coupon.user_id != user_id:
         return "not_owner"
     return None

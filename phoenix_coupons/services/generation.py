@@ -150,7 +150,7 @@ class GenerationService:
         entries = [issued(c) for c in found.values()]
         if entries:
             await self._outbox.prepare(entries)
-            await self._outbox.ready([e.id for e in entries])
+            await self._outbox.ready(entries)
         return {i: found[k] for i, k in enumerate(keys) if k in found}
 
     async def _random(
@@ -186,9 +186,9 @@ class GenerationService:
         found = [issued(coupon) for _, coupon in drawn.found]
         await self._outbox.prepare(found)
         done.update({i: coupon for i, coupon in drawn.found})
-        stored = [issued(coupon).id for _, coupon in drawn.placed] + [e.id for e in found]
+        stored = [issued(coupon) for _, coupon in drawn.placed] + found
         await self._outbox.ready(stored)
-        await self._outbox.discard(sorted(prepared - set(stored)))
+        await self._outbox.discard(sorted(prepared - {e.id for e in stored}))
         if drawn.left:
             raise CodeSpaceExhausted(
                 message="could not find free codes after several rounds; use a longer code_length",
@@ -225,12 +225,12 @@ class GenerationService:
         conflicts += await self._taken_conflicts(defn.tenant_id, batch)
         if conflicts:
             raise _codes_conflict(conflicts)
-        entries = [issued(c).id for c in batch]
-        await self._outbox.prepare([issued(c) for c in batch])
+        entries = [issued(c) for c in batch]
+        await self._outbox.prepare(entries)
         try:
             await self._coupons.insert_atomic(batch)
         except DuplicateCodes as exc:  # a concurrent request took some of them
-            await self._outbox.discard(entries)
+            await self._outbox.discard([e.id for e in entries])
             raise _codes_conflict(await self._taken_conflicts(defn.tenant_id, batch)) from exc
         await self._outbox.ready(entries)
         done.update({i: c for i, c in zip(todo, batch, strict=True)})

@@ -187,8 +187,9 @@ class Outbox(Protocol):
         """Store them prepared (replacing prepared ones of the same id: a retry's)."""
         ...
 
-    async def ready(self, ids: Sequence[str]) -> None:
-        """Their documents are stored: the relay may send them."""
+    async def ready(self, entries: Sequence[OutboxEntry]) -> None:
+        """Their documents are stored: the relay may send them, and their history steps
+        are stored."""
         ...
 
     async def discard(self, ids: Sequence[str]) -> None:

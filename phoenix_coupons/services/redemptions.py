@@ -179,9 +179,9 @@ class RedemptionService:
                 raise
             # The entry as the earlier call stored it (ours may have replaced it, prepared).
             await self._outbox.prepare([redeemed(earlier)])
-            await self._outbox.ready([entry.id])
+            await self._outbox.ready([redeemed(earlier)])
             return self._replay(earlier, body), False
-        await self._outbox.ready([entry.id])
+        await self._outbox.ready([entry])
         self._on_redeemed()
         return redemption_view(redemption), True
 
@@ -239,6 +239,6 @@ class RedemptionService:
         if redemption is None:
             # A concurrent rollback won: the entry (same id) is its to ready.
             raise already
-        await self._outbox.ready([entry.id])
+        await self._outbox.ready([entry])
         self._on_redeemed()
         return redemption_view(redemption)

@@ -103,7 +103,7 @@ class Outbox:
         outbox = MongoOutbox(self.mongo)
         await outbox.prepare([issued(c) for c in coupons])
         assert await MongoCouponRepo(self.mongo).insert_unordered(coupons) == []
-        await outbox.ready([issued(c).id for c in coupons])
+        await outbox.ready([issued(c) for c in coupons])
 
     @property
     def entries(self) -> AsyncCollection[Json]:
@@ -464,7 +464,7 @@ async def test_a_rollback_whose_redeem_is_dead_is_set_aside_too(outbox: Outbox) 
     await outbox.mongo.redemptions.insert_many(
         [redemption_doc(r, free_slot(r.id), None) for r in (dead, fine)]
     )
-    await box.ready([e.id for e in pairs])
+    await box.ready(pairs)
     relay = outbox.relay_with(small_producer(outbox.bootstrap))
     relay.start()
 

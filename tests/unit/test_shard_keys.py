@@ -2,6 +2,7 @@
 collection's shard key, and a collection relying on `_id` uniqueness is sharded on `_id`
 (a sharded cluster enforces neither otherwise); the rule fails on wrong declarations."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -100,9 +101,11 @@ def test_the_command_prints_the_plan_of_every_declared_collection(
     assert shard_plan.main(["--database", "shop"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == 'sh.enableSharding("shop");'
+    keys = {c.name: ", ".join(f'"{k}": {json.dumps(v)}' for k, v in c.shard_key) for c in DECLARED}
     assert lines[1:] == [
-        f'sh.shardCollection("shop.{c.name}", {{"_id": "hashed"}});' for c in DECLARED
+        f'sh.shardCollection("shop.{c.name}", {{{keys[c.name]}}});' for c in DECLARED
     ]
+    assert keys["code_history"] == '"_id": 1'  # a code's timeline is one range on one shard
 
 
 def test_the_command_refuses_a_declaration_that_breaks_the_rule(

@@ -1,0 +1,57 @@
+"""The timeline of each code in MongoDB (`code_history`): one document per step, `_id` =
+`HistoryEntry.id` ("<tenant>:<code_norm>|<epoch ms>|<kind>|<ref>"), so a code's steps are
+one `_id` range in time order and a step recorded twice is stored once."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo.errors import BulkWriteError
+
+from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
+from phoenix_coupons.adapters.mongo_schema import CODE_HISTORY
+from phoenix_coupons.adapters.nx27017_compat import aware
+from phoenix_coupons.domain.history import Actor, HistoryEntry
+
+
+def history_doc(entry: HistoryEntry) -> Doc:
+    return {
+        "_id": entry.id,
+        "tenant_id": entry.tenant_id,
+        "code_norm": entry.code_norm,
+        "at": entry.at,
+        "kind": entry.kind,
+        "ref": entry.ref,
+        "actor": None if entry.actor is None else {"kind": entry.actor.kind, "id": entry.actor.id},
+        "details": dict(entry.details),
+    }
+
+
+def from_doc(doc: Doc) -> HistoryEntry:
+    actor: dict[str, Any] | None = doc.get("actor")
+    return HistoryEntry(
+        tenant_id=doc["tenant_id"],
+        code_norm=doc["code_norm"],
+        at=aware(doc["at"]),
+        kind=doc["kind"],
+        ref=doc["ref"],
+        actor=None if actor is None else Actor(actor["kind"], actor.get("id")),
+        details=doc.get("details") or {},
+    )
+
+
+async def insert_history(mongo: Mongo, docs: Sequence[Doc]) -> None:
+    """Store history documents; those stored before (same `_id`) stay as they are."""
+    if not docs:
+        return
+    try:
+        await mongo.db[CODE_HISTORY.name].insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        duplicates_only(exc)  # raises unless every error is a duplicate `_id`
+
+
+class MongoCodeHistory:
+    def __init__(self, mongo: Mongo) -> None:
+        self._mongo = mongo
+
+    async def record(self, entries: Sequence[HistoryEntry]) -> None:
+        await insert_history(self._mongo, [history_doc(e) for e in entries])
