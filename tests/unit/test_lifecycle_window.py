@@ -90,6 +90,13 @@ def test_bad_valid_for_and_reminders_are_named() -> None:
     assert found["config.remind_before"] == "must not repeat a lead time"  # P1D == PT24H
 
 
+def test_an_issuance_limit_is_at_least_one() -> None:
+    assert errors(config(issuance_limit={"max_coupons": 0})) == {
+        "config.issuance_limit.max_coupons": "must be at least 1"
+    }
+    assert errors(config(issuance_limit={"max_coupons": 1})) == {}
+
+
 def test_reminders_need_an_expiry() -> None:
     assert (
         "needs valid_for or expires_at"
