@@ -18,10 +18,6 @@ class ApiKey:
     secret_enc: str
     created_at: datetime
     revoked_at: datetime | None = None
-    # The end of the coupon's own validity (issued_at + the definition's valid_for), kept
-    # apart from `expires_at` (which also caps it by the definition's window as it was at
-    # issuance): redemption reads this and the definition's window as it is now.
-    valid_until: datetime | None = None
 
     @property
     def active(self) -> bool:
