@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from phoenix_coupons.api.auth import require, require_global
 from phoenix_coupons.api.deps import Definitions, Generation
@@ -16,7 +16,9 @@ from phoenix_coupons.api.params import (
     TenantFilter,
     TenantId,
 )
+from phoenix_coupons.domain.models import Requester
 from phoenix_coupons.domain.scopes import COUPONS_READ, COUPONS_WRITE
+from phoenix_coupons.services.api_keys import Principal
 from schemas.coupons import (
     CouponDefinition,
     DefinitionCreate,
@@ -131,7 +133,6 @@ async def archive_definition(
 @router.post(
     BASE + "/{definition_id}/generate",
     status_code=status.HTTP_201_CREATED,
-    dependencies=WRITE,
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def generate(
@@ -139,6 +140,8 @@ async def generate(
     definition_id: DefinitionId,
     body: GenerateRequest,
     generation: Generation,
+    request: Request,
+    caller: Annotated[Principal, Depends(require(COUPONS_WRITE))],
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -148,5 +151,7 @@ async def generate(
         ),
     ] = None,
 ) -> GenerateResponse:
-    """Generate one coupon per user (1 to 10,000), each announced on the outbound topic."""
-    return await generation.generate(tenant_id, definition_id, body, idempotency_key)
+    """Generate one coupon per user (1 to 10,000), each announced on the outbound topic. The
+    coupons keep the caller's key id and the request's `X-Request-Id` (their timelines)."""
+    by = Requester(caller.key_id, getattr(request.state, "request_id", None))
+    return await generation.generate(tenant_id, definition_id, body, idempotency_key, by)
