@@ -100,11 +100,29 @@ async def test_a_bulk_coupons_story_in_time_order_with_its_actors(
         assert at(between[-1]["at"]) >= at(again["redeemed_at"])
 
 
-async def test_a_shared_codes_story_starts_with_its_definition(api: Tenant) -> None:
-    defn = await api.define("HIST-SHARED", {"limit_type": "unlimited"})
+async def test_a_shared_codes_story_starts_with_its_definition(api: Tenant, admin: Json) -> None:
+    response = await api.client.post(
+        f"{api.base}/coupons",
+        json={
+            "name": "shared",
+            "config": {
+                "reward_item_id": api.reward["item_id"],
+                "code_format": "custom",
+                "custom_code": "HIST-SHARED",
+                "usage_limit": {"limit_type": "unlimited"},
+            },
+        },
+        headers={**api.headers, "X-Request-Id": "req-shared-1"},
+    )
+    assert response.status_code == 201, response.text
+    defn = response.json()
     [issued] = (await history(api, "hist-shared"))["events"]
-    assert (issued["type"], issued["actor"]) == ("issued", None)
-    assert issued["details"] == {"source": "definition", "definition_id": defn["id"]}
+    assert (issued["type"], actor(issued)) == ("issued", ("api_key", admin["id"]))
+    assert issued["details"] == {
+        "source": "definition",
+        "definition_id": defn["id"],
+        "request_id": "req-shared-1",
+    }
     assert at(issued["at"]) == at(defn["created_at"])
 
 

@@ -13,8 +13,9 @@ from phoenix_coupons.domain.errors import CodeNotFound, TooManyFailedLookups
 from phoenix_coupons.domain.history import CLOCK_SKEW, Actor, HistoryEntry, HistoryKind
 from phoenix_coupons.domain.models import Coupon, Requester
 from phoenix_coupons.services.coupon_queries import CouponQueries
+from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.generation import GenerationService
-from schemas.coupons import GenerateRequest
+from schemas.coupons import DefinitionCreate, DefinitionUpdate, GenerateRequest
 from schemas.history import CodeHistory
 from tests.fakes import EPOCH, FakeLookupLimiter, Fakes, coupon
 from tests.unit.services import given
@@ -105,12 +106,42 @@ async def test_a_bulk_coupons_issuance_names_the_key_and_the_request() -> None:
     }
 
 
-async def test_a_shared_codes_issuance_is_its_definitions_with_no_actor_known() -> None:
+async def test_a_shared_codes_issuance_is_by_the_key_that_set_it_on_its_definition() -> None:
     w = World()
-    w.fk.coupons.add(coupon("shared:d", "SUMMER", TENANT, kind="shared", source="definition"))
+    reward = given.reward(w.fk)
+    definitions = DefinitionService(
+        w.fk.definitions, w.fk.rewards, w.fk.coupons, w.fk.clock, w.fk.ids
+    )
+    config = given.config(reward.item_id, code_format="custom", custom_code="SUMMER")
+    config.update(code_prefix=None, code_length=None)
+    body = DefinitionCreate.model_validate({"name": "summer", "config": config})
+    defn = await definitions.create(TENANT, body, Requester("key-w", "req-1"))
     [issued] = (await w.page("summer")).events
-    assert (issued.type, issued.actor) == ("issued", None)
-    assert issued.details == {"source": "definition", "definition_id": "def-1"}
+    assert issued.actor is not None
+    assert (issued.type, issued.at, issued.actor.id) == ("issued", defn.created_at, "key-w")
+    assert issued.details == {
+        "source": "definition",
+        "definition_id": defn.id,
+        "request_id": "req-1",
+    }
+    # The code changed: the new code's story starts then, by the key that changed it.
+    w.fk.clock.advance(hours=1)
+    change = DefinitionUpdate.model_validate({"config": {"custom_code": "WINTER"}})
+    await definitions.update(TENANT, defn.id, change, Requester("key-v", None))
+    [winter] = (await w.page("WINTER")).events
+    assert winter.actor is not None
+    assert (winter.at, winter.actor.id) == (w.fk.clock(), "key-v")
+    with pytest.raises(CodeNotFound):
+        await w.page("SUMMER")
+
+
+async def test_a_coupon_stored_before_actors_were_kept_has_none() -> None:
+    w = World()
+    w.fk.coupons.add(coupon("shared:d", "OLDCODE", TENANT, kind="shared", source="definition"))
+    w.fk.coupons.add(coupon("k-bulk", "OLD-BULK", TENANT, source="bulk", user_id="u-1"))
+    for code in ("OLDCODE", "OLD-BULK"):
+        [issued] = (await w.page(code)).events
+        assert (issued.type, issued.actor) == ("issued", None)
 
 
 async def test_a_revocation_is_the_last_step_with_the_key_that_revoked() -> None:
