@@ -508,4 +508,13 @@ http 200 -X POST "$BASE/v1/tenants/$TENANT/codes/$STREAK_CODE/revoke" -H "X-API-
 http 409:coupon_revoked -X POST "$BASE/v1/tenants/$TENANT/coupons/redeem" -H "X-API-Key: $KEY" \
   -H 'Content-Type: application/json' -d '{"code": "'"$STREAK_CODE"'", "user_id": "user_123"}'
 
+#> The code's timeline tells its story oldest first (`limit`, `offset`, `after` as the other
+#> lists), each step with its time, its actor and its details: issued by the streak event
+#> (`actor.id` is its `event_id`), then the redemption and its rollback, and last the
+#> revocation by this key:
+
+http 200 "$BASE/v1/tenants/$TENANT/codes/$STREAK_CODE/history" -H "X-API-Key: $KEY" \
+  | jq -e --arg key "$KEY_ID" '(.events[0] | .type == "issued" and .actor.type == "event")
+      and (.events[-1] | .type == "revoked" and .actor.id == $key)' >/dev/null
+
 echo "walkthrough done: tenant $TENANT"

@@ -11,6 +11,7 @@ import structlog
 from phoenix_coupons.adapters.aiokafka_compat import install_fetch_pause
 from phoenix_coupons.adapters.announced_offsets import AnnouncedOffsets
 from phoenix_coupons.adapters.api_key_repo import MongoApiKeyRepo
+from phoenix_coupons.adapters.code_history import MongoCodeHistory
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.definition_cache import DefinitionCache
 from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
@@ -176,7 +177,12 @@ class Container:
             outbox,
         )
         self.coupon_queries = CouponQueries(
-            coupons, definitions, redemptions, self.clock, self.lookup_limiter
+            coupons,
+            definitions,
+            redemptions,
+            self.clock,
+            self.lookup_limiter,
+            MongoCodeHistory(self.mongo),
         )
         self.definition_cache = DefinitionCache(self.mongo, s.definitions_refresh_seconds)
         self.issuance = IssuanceService(

@@ -204,14 +204,16 @@ class FakeCouponRepo:
         found = [c for c in self._all() if c.tenant_id == tenant_id and c.user_id == user_id]
         return _page(found, "issued_at", "id", limit, offset, after)
 
-    async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None:
+    async def revoke(
+        self, tenant_id: str, code_norm: str, at: datetime, by: str | None = None
+    ) -> Coupon | None:
         """The first revocation stands: revoking again answers the coupon as it is."""
         coupon_id = self._codes.get((tenant_id, code_norm))
         if coupon_id is None:
             return None
         stored = self.rows[coupon_id]
         if stored.coupon.status == "active":
-            revoked = replace(stored.coupon, status="revoked", revoked_at=at)
+            revoked = replace(stored.coupon, status="revoked", revoked_at=at, revoked_by=by)
             self.rows[coupon_id] = StoredCoupon(revoked, stored.record)
         return replace(self.rows[coupon_id].coupon)
 
@@ -520,6 +522,29 @@ class FakeOutbox:
         return [self.entries[i] for i, s in self.states.items() if s == state]
 
 
+class FakeCodeHistory:
+    """Steps by id (by default the ones a FakeOutbox's readied entries stored, as the
+    collection holds them), read in id order like the `_id` ranges of code_history."""
+
+    def __init__(self, steps: dict[str, HistoryEntry] | None = None) -> None:
+        self.steps: dict[str, HistoryEntry] = {} if steps is None else steps
+        self.reads = 0
+
+    async def record(self, entries: Sequence[HistoryEntry]) -> None:
+        for e in entries:
+            self.steps.setdefault(e.id, e)
+
+    def _between(self, above: str, below: str) -> list[HistoryEntry]:
+        self.reads += 1
+        return [self.steps[i] for i in sorted(self.steps) if above < i < below]
+
+    async def between(self, above: str, below: str, skip: int, limit: int) -> list[HistoryEntry]:
+        return self._between(above, below)[skip : skip + limit]
+
+    async def count_between(self, above: str, below: str, cap: int) -> int:
+        return min(cap, len(self._between(above, below)))
+
+
 class FakeLookupLimiter:
     """At most `limit` failed look-ups per (API key, tenant); no window ends (a test that
     wants one over builds a new limiter)."""
@@ -589,9 +614,11 @@ class Fakes:
     marks: FakeMarks = field(default_factory=FakeMarks)
     api_keys: FakeApiKeyRepo = field(default_factory=FakeApiKeyRepo)
     definitions: FakeDefinitionRepo = field(init=False)
+    history: FakeCodeHistory = field(init=False)
 
     def __post_init__(self) -> None:
         self.definitions = FakeDefinitionRepo(self.coupons)
+        self.history = FakeCodeHistory(self.outbox.history)  # what readied entries stored
 
 
 if TYPE_CHECKING:  # mypy checks each fake against its port
@@ -607,5 +634,6 @@ if TYPE_CHECKING:  # mypy checks each fake against its port
     _idempotency: ports.IdempotencyRepo = FakeIdempotencyRepo()
     _redemptions: ports.RedemptionRepo = FakeRedemptionRepo()
     _lookups: ports.LookupLimiter = FakeLookupLimiter()
+    _history: ports.CodeHistory = FakeCodeHistory()
     _outbox: ports.Outbox = FakeOutbox()
     _marks: ports.AnnouncedMarks = FakeMarks()

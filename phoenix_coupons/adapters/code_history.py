@@ -50,8 +50,21 @@ async def insert_history(mongo: Mongo, docs: Sequence[Doc]) -> None:
 
 
 class MongoCodeHistory:
+    """Reads are `_id` ranges of one code (the collection's shard key: one shard's range)."""
+
     def __init__(self, mongo: Mongo) -> None:
         self._mongo = mongo
+        self._col = mongo.db[CODE_HISTORY.name]
 
     async def record(self, entries: Sequence[HistoryEntry]) -> None:
         await insert_history(self._mongo, [history_doc(e) for e in entries])
+
+    async def between(self, above: str, below: str, skip: int, limit: int) -> list[HistoryEntry]:
+        cursor = self._col.find({"_id": {"$gt": above, "$lt": below}}).sort("_id", 1)
+        if skip:
+            cursor = cursor.skip(skip)
+        return [from_doc(d) async for d in cursor.limit(limit)]
+
+    async def count_between(self, above: str, below: str, cap: int) -> int:
+        query = {"_id": {"$gt": above, "$lt": below}}
+        return len([d async for d in self._col.find(query, {"_id": 1}).limit(cap)])

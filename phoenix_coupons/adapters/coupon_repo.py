@@ -306,13 +306,15 @@ class MongoCouponRepo:
         query = {field: {"$gte": start, "$lt": start + list_keys.END}, **extra}
         return len([d async for d in self._col.find(query, {"_id": 1})])
 
-    async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None:
+    async def revoke(
+        self, tenant_id: str, code_norm: str, at: datetime, by: str | None = None
+    ) -> Coupon | None:
         coupon_id = await self.codes.holder(tenant_id, code_norm)
         if coupon_id is None:
             return None
         doc = await self._col.find_one_and_update(
             {"_id": coupon_id, "tenant_id": tenant_id, "code_norm": code_norm, "status": "active"},
-            {"$set": {"status": "revoked", "revoked_at": at}},
+            {"$set": {"status": "revoked", "revoked_at": at, "revoked_by": by}},
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:  # unknown, or revoked already: the first revocation stands

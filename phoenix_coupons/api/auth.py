@@ -8,6 +8,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from phoenix_coupons.api.deps import ApiKeys
 from phoenix_coupons.domain.errors import Forbidden, Unauthenticated
+from phoenix_coupons.domain.models import Requester
 from phoenix_coupons.services.api_keys import Principal
 
 api_key_header = APIKeyHeader(
@@ -59,6 +60,16 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return check
+
+
+def requester(scope: str) -> Callable[..., Awaitable[Requester]]:
+    """`require(scope)`, answered as what the call's writes keep of their author: the key's
+    id and the request's X-Request-Id (observe.py puts it in the request state)."""
+
+    async def who(request: Request, principal: Principal = Depends(require(scope))) -> Requester:
+        return Requester(principal.key_id, getattr(request.state, "request_id", None))
+
+    return who
 
 
 def require_global(scope: str) -> Callable[..., Awaitable[Principal]]:

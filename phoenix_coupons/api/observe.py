@@ -36,6 +36,7 @@ class RequestLog:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method, path=path)
         state = scope.setdefault("state", {})
+        state["request_id"] = request_id  # what a bulk generation stores on its coupons
         status = 500  # unless the app answers
         started = time.perf_counter()
 

@@ -70,3 +70,13 @@ After = Annotated[
         "is not used). Pages by cursor cost the same at any depth.",
     ),
 ]
+# A timeline page's `next_after`: "<15 digits>|<kind>|<ref>" (domain/history.py).
+HistoryAfter = Annotated[
+    str | None,
+    Query(
+        max_length=ID_MAX_LENGTH * 2 + 32,
+        pattern=r"^[0-9]{15}\|[a-z_]{1,16}\|[!-{}~]+$",
+        description="The `next_after` of the previous page: the page after it (then `offset` "
+        "is not used). Pages by cursor cost the same at any depth.",
+    ),
+]

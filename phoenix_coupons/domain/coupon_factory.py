@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.config_rules import code_spec, valid_for
-from phoenix_coupons.domain.models import Coupon, CouponSource
+from phoenix_coupons.domain.models import Coupon, CouponSource, Requester
 from schemas.coupons import CouponDefinition
 
 
@@ -54,8 +54,10 @@ class CouponFactory:
         issued_at: datetime,
         user_id: str | None = None,
         trigger_event_id: str | None = None,
+        requester: Requester | None = None,
     ) -> Coupon:
-        """`key`: the issue key (the coupon's id derives from it)."""
+        """`key`: the issue key (the coupon's id derives from it); `requester`: the API call
+        that asked for it."""
         starts_at, expires_at, valid_until = self.window(issued_at)
         return Coupon(
             id=issue_keys.coupon_id(key),
@@ -74,6 +76,8 @@ class CouponFactory:
             expires_at=expires_at,
             trigger_event_id=trigger_event_id,
             valid_until=valid_until,
+            issued_by=None if requester is None else requester.key_id,
+            request_id=None if requester is None else requester.request_id,
         )
 
     def window(

@@ -24,6 +24,15 @@ class ApiKey:
         return self.revoked_at is None
 
 
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked for coupons through the API (a bulk generation; a definition write that
+    sets its shared code): the API key's id and the request's X-Request-Id."""
+
+    key_id: str | None = None
+    request_id: str | None = None
+
+
 @dataclass
 class Coupon:
     id: str
@@ -47,3 +56,8 @@ class Coupon:
     # apart from `expires_at` (which also caps it by the definition's window as it was at
     # issuance): redemption reads this and the definition's window as it is now.
     valid_until: datetime | None = None
+    # Who asked for it through the API (a bulk coupon, a shared code: Requester) and who
+    # revoked it (an API key's id): the code's timeline shows them.
+    issued_by: str | None = None
+    request_id: str | None = None
+    revoked_by: str | None = None

@@ -16,7 +16,7 @@ from phoenix_coupons.domain.errors import (
     NotFound,
     ValidationFailed,
 )
-from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.models import Coupon, Requester
 from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
@@ -72,7 +72,10 @@ class DefinitionService:
         self._clock = clock
         self._new_id = new_id
 
-    async def create(self, tenant_id: str, body: DefinitionCreate) -> CouponDefinition:
+    async def create(
+        self, tenant_id: str, body: DefinitionCreate, by: Requester | None = None
+    ) -> CouponDefinition:
+        """`by`: kept on its shared code (the code's timeline shows who set it)."""
         config = validated(body.config)
         await self._check_reward(tenant_id, config)
         now = self._clock()
@@ -86,7 +89,7 @@ class DefinitionService:
             created_at=now,
             updated_at=now,
         )
-        shared = self._shared_coupon(defn)
+        shared = self._shared_coupon(defn, by)
         if shared and await self._coupons.taken(tenant_id, [shared.code_norm]):
             raise custom_code_taken(shared.code)
         try:
@@ -120,7 +123,11 @@ class DefinitionService:
         return await self._repo.page(tenant_id, statuses, limit, offset, after)
 
     async def update(
-        self, tenant_id: str, definition_id: str, body: DefinitionUpdate
+        self,
+        tenant_id: str,
+        definition_id: str,
+        body: DefinitionUpdate,
+        by: Requester | None = None,
     ) -> CouponDefinition:
         current = await self.get(tenant_id, definition_id)
         if current.status == "archived":
@@ -148,7 +155,7 @@ class DefinitionService:
         shared_changed = (old_code and codes.normalize(old_code)) != (
             new_code and codes.normalize(new_code)
         )
-        shared = self._shared_coupon(updated) if shared_changed else None
+        shared = self._shared_coupon(updated, by) if shared_changed else None
         if shared and await self._coupons.taken(tenant_id, [shared.code_norm]):
             raise custom_code_taken(shared.code)
         try:
@@ -199,10 +206,10 @@ class DefinitionService:
                 ],
             )
 
-    def _shared_coupon(self, defn: CouponDefinition) -> Coupon | None:
+    def _shared_coupon(self, defn: CouponDefinition, by: Requester | None) -> Coupon | None:
         """The definition's custom code as a coupon row any user may redeem."""
         code = defn.config.custom_code
         if defn.config.code_format != "custom" or code is None:
             return None
         factory = CouponFactory.of(defn, "definition")
-        return factory.coupon(issue_keys.shared(defn.id), code, defn.updated_at)
+        return factory.coupon(issue_keys.shared(defn.id), code, defn.updated_at, requester=by)

@@ -15,7 +15,7 @@ from phoenix_coupons.domain.errors import (
     FieldError,
     ValidationFailed,
 )
-from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.models import Coupon, Requester
 from phoenix_coupons.domain.outbox import issued
 from phoenix_coupons.services.definitions import definition_not_found
 from phoenix_coupons.services.drawing import draw_and_insert
@@ -59,9 +59,11 @@ class GenerationService:
         definition_id: str,
         body: GenerateRequest,
         idempotency_key: str | None = None,
+        requester: Requester | None = None,
     ) -> GenerateResponse:
+        """`requester`: stored on the coupons (their timelines show who issued them)."""
         if idempotency_key is None:
-            return await self._generate(tenant_id, definition_id, body, None)
+            return await self._generate(tenant_id, definition_id, body, None, requester)
         key = f"generate:{tenant_id}:{definition_id}:{idempotency_key}"
         claim = await self._idempotency.claim(key, request_hash(body), self._clock())
         if claim.outcome == "replay" and claim.response is not None:
@@ -74,7 +76,9 @@ class GenerationService:
                 code="idempotency_key_in_progress",
             )
         try:
-            response = await self._generate(tenant_id, definition_id, body, idempotency_key)
+            response = await self._generate(
+                tenant_id, definition_id, body, idempotency_key, requester
+            )
         except BaseException:
             await self._idempotency.release(key)
             raise
@@ -82,7 +86,12 @@ class GenerationService:
         return response
 
     async def _generate(
-        self, tenant_id: str, definition_id: str, body: GenerateRequest, idem: str | None
+        self,
+        tenant_id: str,
+        definition_id: str,
+        body: GenerateRequest,
+        idem: str | None,
+        by: Requester | None,
     ) -> GenerateResponse:
         defn = await self._definitions.get(tenant_id, definition_id)
         if defn is None:
@@ -95,14 +104,14 @@ class GenerationService:
             )
         self._check_users(body.user_ids)
         if defn.config.code_format == "custom":
-            issued = await self._custom(defn, body, idem)
+            issued = await self._custom(defn, body, idem, by)
         else:
             if body.custom_codes is not None:
                 raise ValidationFailed(
                     message="custom_codes are only accepted by custom-format definitions",
                     details=[FieldError("custom_codes", "not allowed for code_format 'random'")],
                 )
-            issued = await self._random(defn, body.user_ids, idem)
+            issued = await self._random(defn, body.user_ids, idem, by)
         self._on_issued()
         return GenerateResponse(
             generated=len(issued),
@@ -133,9 +142,10 @@ class GenerationService:
         code: str,
         position: int,
         idem: str | None,
+        by: Requester | None,
     ) -> Coupon:
         key = issue_keys.bulk(make.definition_id, idem, position, self._new_id())
-        return make.coupon(key, code, self._clock(), user_id)
+        return make.coupon(key, code, self._clock(), user_id, requester=by)
 
     async def _already_issued(
         self, defn: CouponDefinition, count: int, idem: str | None
@@ -154,7 +164,11 @@ class GenerationService:
         return {i: found[k] for i, k in enumerate(keys) if k in found}
 
     async def _random(
-        self, defn: CouponDefinition, user_ids: Sequence[str], idem: str | None
+        self,
+        defn: CouponDefinition,
+        user_ids: Sequence[str],
+        idem: str | None,
+        by: Requester | None,
     ) -> list[Coupon]:
         make = CouponFactory.of(defn, "bulk")
         spec = make.spec
@@ -175,7 +189,7 @@ class GenerationService:
             todo,
             self._codegen,
             lambda _: spec,
-            lambda i, code: self._coupon(make, user_ids[i], code, i, idem),
+            lambda i, code: self._coupon(make, user_ids[i], code, i, idem, by),
             announced_insert,
             # A refused keyed position may be another attempt's coupon, not a collision.
             self._coupons.by_issue_keys if idem is not None else None,
@@ -197,7 +211,7 @@ class GenerationService:
         return [done[i] for i in range(len(user_ids))]
 
     async def _custom(
-        self, defn: CouponDefinition, body: GenerateRequest, idem: str | None
+        self, defn: CouponDefinition, body: GenerateRequest, idem: str | None, by: Requester | None
     ) -> list[Coupon]:
         user_ids, custom = body.user_ids, body.custom_codes
         if custom is None or len(custom) != len(user_ids):
@@ -221,7 +235,7 @@ class GenerationService:
         ]
         todo = [i for i in range(len(user_ids)) if i not in done]
         make = CouponFactory.of(defn, "bulk")
-        batch = [self._coupon(make, user_ids[i], custom[i], i, idem) for i in todo]
+        batch = [self._coupon(make, user_ids[i], custom[i], i, idem, by) for i in todo]
         conflicts += await self._taken_conflicts(defn.tenant_id, batch)
         if conflicts:
             raise _codes_conflict(conflicts)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
+from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
@@ -120,7 +121,12 @@ class CouponRepo(Protocol):
         """A user's coupons across definitions, newest first, and their count."""
         ...
 
-    async def revoke(self, tenant_id: str, code_norm: str, at: datetime) -> Coupon | None: ...
+    async def revoke(
+        self, tenant_id: str, code_norm: str, at: datetime, by: str | None = None
+    ) -> Coupon | None:
+        """Revoke the code's coupon (`by`: the API key's id); the first revocation stands."""
+        ...
+
     async def for_trigger_events(self, events: Sequence[EventRef]) -> list[StoredCoupon]:
         """The coupons issued for these inbound events."""
         ...
@@ -194,6 +200,20 @@ class Outbox(Protocol):
 
     async def discard(self, ids: Sequence[str]) -> None:
         """Prepared ones whose documents were not stored (a refused write)."""
+        ...
+
+
+class CodeHistory(Protocol):
+    """The stored steps of codes' timelines (domain/history.py), by step id: ids above
+    `above` and below `below`, in id order (a code's steps in time order)."""
+
+    async def between(
+        self, above: str, below: str, skip: int, limit: int
+    ) -> list[HistoryEntry]: ...
+
+    async def count_between(self, above: str, below: str, cap: int) -> int:
+        """How many steps lie between, counted up to `cap` (a bounded read, not a count of
+        the collection)."""
         ...
 
 

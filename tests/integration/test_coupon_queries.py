@@ -217,6 +217,7 @@ async def test_code_state_of_a_code_never_redeemed(api: Tenant) -> None:
 
 async def test_an_unknown_code_is_404(api: Tenant) -> None:
     refused(await get(api, "/codes/NO-SUCH-CODE"), 404, "code_not_found")
+    refused(await get(api, "/codes/NO-SUCH-CODE/history"), 404, "code_not_found")
     response = await api.client.post(f"{api.base}/codes/NO-SUCH-CODE/revoke", headers=api.headers)
     refused(response, 404, "code_not_found")
 
@@ -270,7 +271,8 @@ async def test_queries_need_read_and_revoke_needs_write(api: Tenant, make_key: K
     code = (await api.generate(defn["id"], ["alice"]))["alice"]
     redeemer = (await make_key(scopes="coupons:redeem", tenant=api.id))["headers"]
     reader = (await make_key(scopes="coupons:read", tenant=api.id))["headers"]
-    for path in (f"/coupons/{defn['id']}/codes", "/users/alice/coupons", f"/codes/{code}"):
+    queries = ("/users/alice/coupons", f"/codes/{code}", f"/codes/{code}/history")
+    for path in (f"/coupons/{defn['id']}/codes", *queries):
         refused(await get(api, path, redeemer), 403, "missing_scope")
         assert (await get(api, path, reader)).status_code == 200
     response = await api.client.post(f"{api.base}/codes/{code}/revoke", headers=reader)
@@ -287,7 +289,8 @@ async def test_another_tenants_coupons_are_invisible(
     code = (await api.generate(defn["id"], ["alice"]))["alice"]
     other_tenant = f"t-{uuid.uuid4().hex[:12]}"
     stranger = (await make_key(tenant=other_tenant))["headers"]
-    for path in (f"/coupons/{defn['id']}/codes", "/users/alice/coupons", f"/codes/{code}"):
+    queries = ("/users/alice/coupons", f"/codes/{code}", f"/codes/{code}/history")
+    for path in (f"/coupons/{defn['id']}/codes", *queries):
         refused(await get(api, path, stranger), 403, "tenant_forbidden")
     refused(
         await client.post(f"{api.base}/codes/{code}/revoke", headers=stranger),
@@ -297,6 +300,7 @@ async def test_another_tenants_coupons_are_invisible(
     other = Tenant(client, other_tenant, stranger, {})
     refused(await get(other, f"/coupons/{defn['id']}/codes"), 404, "definition_not_found")
     refused(await get(other, f"/codes/{code}"), 404, "code_not_found")
+    refused(await get(other, f"/codes/{code}/history"), 404, "code_not_found")
     response = await client.post(f"{other.base}/codes/{code}/revoke", headers=stranger)
     refused(response, 404, "code_not_found")
     assert await got(other, "/users/alice/coupons") == {

@@ -53,6 +53,11 @@ class Caller:
             f"/v1/tenants/{self.tenant}/codes/{code}", headers=self.headers
         )
 
+    async def history(self, code: str) -> httpx.Response:
+        return await self.client.get(
+            f"/v1/tenants/{self.tenant}/codes/{code}/history", headers=self.headers
+        )
+
     async def fail(self, times: int, how: str = "validate") -> None:
         """`times` look-ups of codes that do not exist, each answered as not found."""
         for i in range(times):
@@ -130,7 +135,8 @@ async def test_the_31st_failed_lookup_in_a_minute_answers_429_with_retry_after(
     too_many(await guesser.validate(code))
     too_many(await guesser.redeem(code))
     too_many(await guesser.code_state(code))
-    assert refused_total() == before + 4
+    too_many(await guesser.history(code))
+    assert refused_total() == before + 5
 
 
 async def test_another_key_or_another_tenant_is_unaffected(
@@ -145,10 +151,11 @@ async def test_another_key_or_another_tenant_is_unaffected(
     await guesser.fail(1)
 
 
-async def test_validate_redeem_and_code_state_all_count(guesser: Caller) -> None:
+async def test_validate_redeem_code_state_and_history_all_count(guesser: Caller) -> None:
     await guesser.fail(10, "validate")
     await guesser.fail(10, "redeem")
-    await guesser.fail(10, "code_state")
+    await guesser.fail(5, "code_state")
+    await guesser.fail(5, "history")
     reason = {"reason": "too_many_failed_lookups"}
     before = REGISTRY.get_sample_value("phoenix_redemption_refusals_total", reason) or 0
     too_many(await guesser.redeem("GUESS9999"))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from phoenix_coupons.adapters.mongo import Mongo
-from phoenix_coupons.adapters.mongo_schema import COUPONS, DEFINITIONS, REWARDS
+from phoenix_coupons.adapters.mongo_schema import CODE_HISTORY, COUPONS, DEFINITIONS, REWARDS
 from phoenix_coupons.settings import Settings
 
 MongoFactory = Callable[..., Mongo]
@@ -121,6 +121,8 @@ QUERIES = [
     (DEFINITIONS.name, _range("by_status", "active"), [("by_status", 1)]),
     (DEFINITIONS.name, _range("by_tenant", "t|active"), [("by_tenant", 1)]),
     (REWARDS.name, _range("by_tenant", "t"), [("by_tenant", 1)]),
+    # A code's timeline (services/history.py): its `_id` range.
+    (CODE_HISTORY.name, {"_id": {"$gt": "t:C|0", "$lt": "t:C}"}}, [("_id", 1)]),
 ]
 
 

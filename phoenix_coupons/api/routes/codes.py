@@ -1,4 +1,4 @@
-"""Issued coupons: a definition's codes, a user's wallet, one code's state and history,
+"""Issued coupons: a definition's codes, a user's wallet, one code's state and timeline,
 revocation."""
 
 from typing import Annotated
@@ -13,6 +13,7 @@ from phoenix_coupons.api.params import (
     After,
     Code,
     DefinitionId,
+    HistoryAfter,
     Limit,
     Offset,
     TenantId,
@@ -22,10 +23,12 @@ from phoenix_coupons.api.params import (
 from phoenix_coupons.api.routes.redemptions import LIMITED
 from phoenix_coupons.domain.scopes import COUPONS_READ, COUPONS_WRITE
 from phoenix_coupons.services.api_keys import Principal
+from schemas.history import CodeHistory
 from schemas.redemptions import CodeState, CouponList, Wallet
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["coupons"], responses=ERROR_RESPONSES)
 READ = [Depends(require(COUPONS_READ))]
+Reader = Annotated[Principal, Depends(require(COUPONS_READ))]
 NOT_FOUND = documented(404, "No such definition or code in the tenant")
 
 
@@ -69,16 +72,39 @@ async def code_state(
     tenant_id: TenantId,
     code: Code,
     coupons: Coupons,
-    caller: Annotated[Principal, Depends(require(COUPONS_READ))],
+    caller: Reader,
 ) -> CodeState:
     """One code's state and its redemption history (newest first, at most 100). Counts
     against the failed look-up limit like validate and redeem."""
     return await coupons.code_state(tenant_id, code, caller.key_id)
 
 
-@router.post(
-    "/codes/{code}/revoke", dependencies=[Depends(require(COUPONS_WRITE))], responses=NOT_FOUND
-)
-async def revoke(tenant_id: TenantId, code: Code, coupons: Coupons) -> CodeState:
+@router.get("/codes/{code}/history", responses={**NOT_FOUND, **LIMITED} | CURSOR_HEADER)
+async def history(
+    tenant_id: TenantId,
+    code: Code,
+    coupons: Coupons,
+    caller: Reader,
+    response: Response,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    after: HistoryAfter = None,
+) -> CodeHistory:
+    """One code's timeline, oldest first: issued (by an inbound event or a bulk request),
+    reserved, released, redeemed, rolled back, revoked, expiry reminders sent, expired; each
+    with its time, its actor and its details. Counts against the failed look-up limit like
+    the code's state."""
+    page = await coupons.history(tenant_id, code, caller.key_id, limit, offset, after)
+    send_cursor(response, page.next_after)
+    return page
+
+
+@router.post("/codes/{code}/revoke", responses=NOT_FOUND)
+async def revoke(
+    tenant_id: TenantId,
+    code: Code,
+    coupons: Coupons,
+    caller: Annotated[Principal, Depends(require(COUPONS_WRITE))],
+) -> CodeState:
     """Revoke a code: redeeming it is refused from now on (`coupon_revoked`)."""
-    return await coupons.revoke(tenant_id, code)
+    return await coupons.revoke(tenant_id, code, caller.key_id)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
-from phoenix_coupons.api.auth import require, require_global
+from phoenix_coupons.api.auth import requester, require, require_global
 from phoenix_coupons.api.deps import Definitions, Generation
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
 from phoenix_coupons.api.pages import CURSOR_HEADER, send_cursor
@@ -16,6 +16,7 @@ from phoenix_coupons.api.params import (
     TenantFilter,
     TenantId,
 )
+from phoenix_coupons.domain.models import Requester
 from phoenix_coupons.domain.scopes import COUPONS_READ, COUPONS_WRITE
 from schemas.coupons import (
     CouponDefinition,
@@ -32,6 +33,8 @@ router = APIRouter(prefix="/v1", tags=["coupon definitions"], responses=ERROR_RE
 BASE = "/tenants/{tenant_id}/coupons"
 READ = [Depends(require(COUPONS_READ))]
 WRITE = [Depends(require(COUPONS_WRITE))]
+# A write whose coupons keep who asked for them (their timelines show it).
+Writer = Annotated[Requester, Depends(requester(COUPONS_WRITE))]
 NOT_FOUND = documented(404, "No such definition in the tenant")
 CONFLICT = documented(409, "Archived, paused or conflicting codes")
 StatusFilter = Annotated[Status | None, Query(description="Only definitions in this status.")]
@@ -59,13 +62,13 @@ async def list_all_definitions(
     return DefinitionList(definitions=page.items, total=page.total)
 
 
-@router.post(BASE, status_code=status.HTTP_201_CREATED, dependencies=WRITE, responses=CONFLICT)
+@router.post(BASE, status_code=status.HTTP_201_CREATED, responses=CONFLICT)
 async def create_definition(
-    tenant_id: TenantId, body: DefinitionCreate, definitions: Definitions
+    tenant_id: TenantId, body: DefinitionCreate, definitions: Definitions, by: Writer
 ) -> CouponDefinition:
     """Create a coupon definition (defaults: `case_sensitive: false`, `code_length: 8` for
     random codes, `status: active`)."""
-    return await definitions.create(tenant_id, body)
+    return await definitions.create(tenant_id, body, by)
 
 
 @router.get(BASE, dependencies=READ, responses=CURSOR_HEADER)
@@ -92,16 +95,17 @@ async def get_definition(
     return await definitions.get(tenant_id, definition_id)
 
 
-@router.put(BASE + "/{definition_id}", dependencies=WRITE, responses={**NOT_FOUND, **CONFLICT})
+@router.put(BASE + "/{definition_id}", responses={**NOT_FOUND, **CONFLICT})
 async def update_definition(
     tenant_id: TenantId,
     definition_id: DefinitionId,
     body: DefinitionUpdate,
     definitions: Definitions,
+    by: Writer,
 ) -> CouponDefinition:
     """Change name, description and config (a JSON merge patch of the stored config; the
     merged config is validated whole). Any other field answers 422."""
-    return await definitions.update(tenant_id, definition_id, body)
+    return await definitions.update(tenant_id, definition_id, body, by)
 
 
 @router.put(
@@ -131,7 +135,6 @@ async def archive_definition(
 @router.post(
     BASE + "/{definition_id}/generate",
     status_code=status.HTTP_201_CREATED,
-    dependencies=WRITE,
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def generate(
@@ -139,6 +142,7 @@ async def generate(
     definition_id: DefinitionId,
     body: GenerateRequest,
     generation: Generation,
+    by: Writer,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -148,5 +152,6 @@ async def generate(
         ),
     ] = None,
 ) -> GenerateResponse:
-    """Generate one coupon per user (1 to 10,000), each announced on the outbound topic."""
-    return await generation.generate(tenant_id, definition_id, body, idempotency_key)
+    """Generate one coupon per user (1 to 10,000), each announced on the outbound topic. The
+    coupons keep the caller's key id and the request's `X-Request-Id` (their timelines)."""
+    return await generation.generate(tenant_id, definition_id, body, idempotency_key, by)
