@@ -117,6 +117,8 @@ def _lifecycle_errors(config: CouponConfig) -> list[FieldError]:
             )
         elif reason := durations.reason(config.valid_for):
             errors.append(FieldError("config.valid_for", reason))
+    if config.issuance_limit is not None and config.issuance_limit.max_coupons < 1:
+        errors.append(FieldError("config.issuance_limit.max_coupons", "must be greater than 0"))
     leads = config.remind_before or []
     for i, lead in enumerate(leads):
         if reason := durations.reason(lead):

@@ -5,6 +5,7 @@ each coupon then adds its issue key, code, time and owner."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.config_rules import code_spec, valid_for
@@ -54,6 +55,7 @@ class CouponFactory:
         issued_at: datetime,
         user_id: str | None = None,
         trigger_event_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Coupon:
         """`key`: the issue key (the coupon's id derives from it)."""
         starts_at, expires_at, valid_until = self.window(issued_at)
@@ -74,6 +76,7 @@ class CouponFactory:
             expires_at=expires_at,
             trigger_event_id=trigger_event_id,
             valid_until=valid_until,
+            metadata=metadata,
         )
 
     def window(

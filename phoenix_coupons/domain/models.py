@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 CouponKind = Literal["issued", "shared"]
 CouponSource = Literal["bulk", "event", "definition"]
@@ -51,3 +51,5 @@ class Coupon:
     # apart from `expires_at` (which also caps it by the definition's window as it was at
     # issuance): redemption reads this and the definition's window as it is now.
     valid_until: datetime | None = None
+    # The client's `metadata` of the bulk call that issued it (schemas/metadata.py).
+    metadata: dict[str, Any] | None = None

@@ -3,6 +3,7 @@
 crash in between leaves nothing the sweep cannot settle (outbox.py)."""
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
@@ -17,6 +18,7 @@ from phoenix_coupons.domain.errors import (
 )
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.outbox import issued
+from phoenix_coupons.services.budget import IssuanceBudget, issuance_limit
 from phoenix_coupons.services.definitions import definition_not_found
 from phoenix_coupons.services.drawing import draw_and_insert
 from phoenix_coupons.services.idempotency import key_reused, request_hash
@@ -42,6 +44,7 @@ class GenerationService:
         new_id: IdFactory,
         on_issued: Callable[[], None],
         max_users: int,
+        budget: IssuanceBudget,
     ) -> None:
         self._definitions = definitions
         self._coupons = coupons
@@ -52,6 +55,7 @@ class GenerationService:
         self._new_id = new_id
         self._on_issued = on_issued
         self._max_users = max_users
+        self._budget = budget
 
     async def generate(
         self,
@@ -102,7 +106,7 @@ class GenerationService:
                     message="custom_codes are only accepted by custom-format definitions",
                     details=[FieldError("custom_codes", "not allowed for code_format 'random'")],
                 )
-            issued = await self._random(defn, body.user_ids, idem)
+            issued = await self._random(defn, body, idem)
         self._on_issued()
         return GenerateResponse(
             generated=len(issued),
@@ -133,9 +137,19 @@ class GenerationService:
         code: str,
         position: int,
         idem: str | None,
+        metadata: dict[str, Any] | None,
     ) -> Coupon:
         key = issue_keys.bulk(make.definition_id, idem, position, self._new_id())
-        return make.coupon(key, code, self._clock(), user_id)
+        return make.coupon(key, code, self._clock(), user_id, metadata=metadata)
+
+    async def _take(self, defn: CouponDefinition, count: int) -> None:
+        """Reserve `count` coupons of the definition's issuance budget, all or none: 409
+        `issuance_limit_reached` (with how many are left) when they do not fit."""
+        if not count:
+            return
+        taken = await self._budget.take(defn, count, partial=False)
+        if taken.granted < count:
+            raise _limit_reached(defn, count, taken.remaining or 0)
 
     async def _already_issued(
         self, defn: CouponDefinition, count: int, idem: str | None
@@ -154,8 +168,9 @@ class GenerationService:
         return {i: found[k] for i, k in enumerate(keys) if k in found}
 
     async def _random(
-        self, defn: CouponDefinition, user_ids: Sequence[str], idem: str | None
+        self, defn: CouponDefinition, body: GenerateRequest, idem: str | None
     ) -> list[Coupon]:
+        user_ids = body.user_ids
         make = CouponFactory.of(defn, "bulk")
         spec = make.spec
         assert spec is not None  # a random-format definition
@@ -163,6 +178,8 @@ class GenerationService:
         todo = [i for i in range(len(user_ids)) if i not in done]
         existing = await self._coupons.count_in_space(defn.tenant_id, spec.space)
         codes.check_capacity(spec.length, existing, len(todo))
+        # Positions a keyed call stored before are not reserved again.
+        await self._take(defn, len(todo))
         prepared: set[str] = set()
 
         async def announced_insert(batch: Sequence[Coupon]) -> list[int]:
@@ -175,7 +192,7 @@ class GenerationService:
             todo,
             self._codegen,
             lambda _: spec,
-            lambda i, code: self._coupon(make, user_ids[i], code, i, idem),
+            lambda i, code: self._coupon(make, user_ids[i], code, i, idem, body.metadata),
             announced_insert,
             # A refused keyed position may be another attempt's coupon, not a collision.
             self._coupons.by_issue_keys if idem is not None else None,
@@ -189,6 +206,8 @@ class GenerationService:
         stored = [issued(coupon) for _, coupon in drawn.placed] + found
         await self._outbox.ready(stored)
         await self._outbox.discard(sorted(prepared - {e.id for e in stored}))
+        # Reserved, not stored by us: another attempt's (which reserved it) or no free code.
+        await self._budget.give_back(defn, len(drawn.found) + len(drawn.left))
         if drawn.left:
             raise CodeSpaceExhausted(
                 message="could not find free codes after several rounds; use a longer code_length",
@@ -221,16 +240,18 @@ class GenerationService:
         ]
         todo = [i for i in range(len(user_ids)) if i not in done]
         make = CouponFactory.of(defn, "bulk")
-        batch = [self._coupon(make, user_ids[i], custom[i], i, idem) for i in todo]
+        batch = [self._coupon(make, user_ids[i], custom[i], i, idem, body.metadata) for i in todo]
         conflicts += await self._taken_conflicts(defn.tenant_id, batch)
         if conflicts:
             raise _codes_conflict(conflicts)
+        await self._take(defn, len(batch))
         entries = [issued(c) for c in batch]
         await self._outbox.prepare(entries)
         try:
             await self._coupons.insert_atomic(batch)
         except DuplicateCodes as exc:  # a concurrent request took some of them
             await self._outbox.discard([e.id for e in entries])
+            await self._budget.give_back(defn, len(batch))
             raise _codes_conflict(await self._taken_conflicts(defn.tenant_id, batch)) from exc
         await self._outbox.ready(entries)
         done.update({i: c for i, c in zip(todo, batch, strict=True)})
@@ -245,6 +266,19 @@ class GenerationService:
             for c in batch
             if c.code_norm in taken
         ]
+
+
+def _limit_reached(defn: CouponDefinition, asked: int, remaining: int) -> Conflict:
+    limit = issuance_limit(defn)
+    return Conflict(
+        message=f"the definition may issue {remaining} more coupon(s) of its "
+        f"issuance_limit.max_coupons ({limit}); the request asks for {asked}: nothing was "
+        "generated",
+        code="issuance_limit_reached",
+        conflicts=[
+            {"field": "user_ids", "requested": asked, "remaining": remaining, "max_coupons": limit}
+        ],
+    )
 
 
 def _codes_conflict(conflicts: list[dict[str, object]]) -> Conflict:

@@ -4,7 +4,7 @@ codes and stores them with unordered bulk inserts. Which records are replays, wh
 an earlier attempt stored and what is announced (again) is the redelivery's
 (services/redelivery.py); the worker raises its inflight mark between the two steps."""
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +16,7 @@ from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.delivery import RecordId
 from phoenix_coupons.domain.matching import DefinitionIndex, Event
 from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.services.budget import IssuanceBudget, issuance_limit
 from phoenix_coupons.services.drawing import Found, Placed, draw_and_insert
 from phoenix_coupons.services.ports import CouponRepo, StoredCoupon
 from schemas.coupons import CouponDefinition
@@ -50,11 +51,13 @@ class IssuePlan:
 class StoreOutcome:
     """`placed`: coupons stored now. `found`: coupons wanted that were stored before under
     the same issue key (by another record or attempt). `failed`: positions left without a
-    free code (their records go to the dead-letter topic, `NO_FREE_CODE`)."""
+    free code (their records go to the dead-letter topic, `NO_FREE_CODE`). `over_budget`:
+    coupons refused by their definition's issuance limit (no coupon, no dead letter)."""
 
     placed: list[Placed[Wanted]] = field(default_factory=list)
     found: list[Found[Wanted, StoredCoupon]] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    over_budget: list[Wanted] = field(default_factory=list)
 
 
 class IssuanceService:
@@ -64,11 +67,13 @@ class IssuanceService:
         index: Callable[[], DefinitionIndex],
         codegen: codes.CodeGenerator,
         clock: Clock,
+        budget: IssuanceBudget,
     ) -> None:
         self._coupons = coupons
         self._index = index
         self._codegen = codegen
         self._clock = clock
+        self._budget = budget
 
     def plan(self, events: Sequence[Event], skip: Collection[str] = ()) -> IssuePlan:
         """`skip`: issue keys known to be stored (an earlier attempt's): not wanted again."""
@@ -91,9 +96,11 @@ class IssuanceService:
 
     async def store(self, plan: IssuePlan, records: Mapping[str, RecordId]) -> StoreOutcome:
         """Stores the plan's coupons. `records`: the inbound record each issue key's coupon
-        is stored for (kept with it for redeliveries)."""
+        is stored for (kept with it for redeliveries). Coupons of definitions with an
+        issuance limit are reserved first, in event order; those past it are not stored."""
         if not plan.wanted:
             return StoreOutcome()
+        wanted, over = await self._within_budget(plan.wanted)
 
         factories: dict[str, CouponFactory] = {}
 
@@ -117,11 +124,41 @@ class IssuanceService:
             )
 
         drawn = await draw_and_insert(
-            plan.wanted,
+            wanted,
             self._codegen,
             spec,
             build,
             lambda coupons: self._coupons.insert_unordered(coupons, records),
             self._coupons.stored_by_issue_keys,
         )
-        return StoreOutcome(drawn.placed, drawn.found, [w.pos for w in drawn.left])
+        # Reserved, not stored by us: stored before (that attempt reserved it) or no code.
+        await self._give_back([f.item for f in drawn.found] + drawn.left)
+        return StoreOutcome(drawn.placed, drawn.found, [w.pos for w in drawn.left], over)
+
+    async def _within_budget(self, wanted: list[Wanted]) -> tuple[list[Wanted], list[Wanted]]:
+        """(the coupons to store, those past their definition's issuance limit)."""
+        limited = Counter(w.definition.id for w in wanted if issuance_limit(w.definition))
+        if not limited:
+            return wanted, []
+        granted: dict[str, int] = {}
+        for w in wanted:
+            if w.definition.id in limited and w.definition.id not in granted:
+                taken = await self._budget.take(w.definition, limited[w.definition.id], True)
+                granted[w.definition.id] = taken.granted
+        keep: list[Wanted] = []
+        over: list[Wanted] = []
+        for w in wanted:
+            left = granted.get(w.definition.id)
+            if left is None:
+                keep.append(w)
+            elif left > 0:
+                granted[w.definition.id] = left - 1
+                keep.append(w)
+            else:
+                over.append(w)
+        return keep, over
+
+    async def _give_back(self, unstored: Sequence[Wanted]) -> None:
+        definitions = {w.definition.id: w.definition for w in unstored}
+        for defn_id, n in Counter(w.definition.id for w in unstored).items():
+            await self._budget.give_back(definitions[defn_id], n)
