@@ -100,7 +100,7 @@ class IssuanceService:
         issuance limit are reserved first, in event order; those past it are not stored."""
         if not plan.wanted:
             return StoreOutcome()
-        wanted, over = await self._within_budget(plan.wanted)
+        wanted, over, before = await self._within_budget(plan.wanted)
 
         factories: dict[str, CouponFactory] = {}
 
@@ -131,32 +131,40 @@ class IssuanceService:
             lambda coupons: self._coupons.insert_unordered(coupons, records),
             self._coupons.stored_by_issue_keys,
         )
-        # Reserved, not stored by us: stored before (that attempt reserved it) or no code.
+        # Reserved, not stored by us: stored meanwhile (that writer reserved it) or no code.
         await self._give_back([f.item for f in drawn.found] + drawn.left)
-        return StoreOutcome(drawn.placed, drawn.found, [w.pos for w in drawn.left], over)
+        found = before + drawn.found
+        return StoreOutcome(drawn.placed, found, [w.pos for w in drawn.left], over)
 
-    async def _within_budget(self, wanted: list[Wanted]) -> tuple[list[Wanted], list[Wanted]]:
-        """(the coupons to store, those past their definition's issuance limit)."""
-        limited = Counter(w.definition.id for w in wanted if issuance_limit(w.definition))
+    async def _within_budget(
+        self, wanted: list[Wanted]
+    ) -> tuple[list[Wanted], list[Wanted], list[Found[Wanted, StoredCoupon]]]:
+        """(the coupons to store, those past their definition's issuance limit, those of
+        limited definitions stored before). Coupons stored before take no budget: they
+        are looked up first (by `_id`; only for definitions with a limit)."""
+        limited = [w for w in wanted if issuance_limit(w.definition) is not None]
         if not limited:
-            return wanted, []
-        granted: dict[str, int] = {}
-        for w in wanted:
-            if w.definition.id in limited and w.definition.id not in granted:
-                taken = await self._budget.take(w.definition, limited[w.definition.id], True)
-                granted[w.definition.id] = taken.granted
+            return wanted, [], []
+        stored = await self._coupons.stored_by_issue_keys([w.key for w in limited])
+        before = [Found(w, stored[w.key]) for w in limited if w.key in stored]
+        wanted = [w for w in wanted if w.key not in stored]
+        asks = Counter(w.definition.id for w in wanted if issuance_limit(w.definition) is not None)
+        left: dict[str, int] = {}
+        for w in wanted:  # one reservation per definition, for all its coupons of the batch
+            if w.definition.id in asks and w.definition.id not in left:
+                taken = await self._budget.take(w.definition, asks[w.definition.id], True)
+                left[w.definition.id] = taken.granted
         keep: list[Wanted] = []
         over: list[Wanted] = []
-        for w in wanted:
-            left = granted.get(w.definition.id)
-            if left is None:
+        for w in wanted:  # in event order: the first ones get the units granted
+            units = left.get(w.definition.id)
+            if units is None or units > 0:
                 keep.append(w)
-            elif left > 0:
-                granted[w.definition.id] = left - 1
-                keep.append(w)
+                if units is not None:
+                    left[w.definition.id] = units - 1
             else:
                 over.append(w)
-        return keep, over
+        return keep, over, before
 
     async def _give_back(self, unstored: Sequence[Wanted]) -> None:
         definitions = {w.definition.id: w.definition for w in unstored}
