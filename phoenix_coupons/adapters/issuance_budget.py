@@ -23,13 +23,16 @@ from phoenix_coupons.services.ports import Reserved
 # means another writer's grant went through, so a few hundred cover any real contention.
 MAX_RACES = 500
 _FIELDS = {"n": 1, "exhausted": 1}
+# No limit announced yet. Written with the document, never left missing: nx-27017's `$ne`
+# does not match a missing field (MongoDB's does; nx27017_compat.py).
+NONE = 0
 
 
 def _reserved(granted: int, doc: Doc | None) -> Reserved:
     if doc is None:
         return Reserved(granted, 0, None)
-    mark = doc.get("exhausted")
-    return Reserved(granted, max(0, int(doc.get("n", 0))), None if mark is None else int(mark))
+    mark = int(doc.get("exhausted") or NONE)
+    return Reserved(granted, max(0, int(doc.get("n", 0))), None if mark == NONE else mark)
 
 
 class MongoIssuanceBudgets:
@@ -56,7 +59,7 @@ class MongoIssuanceBudgets:
             doc = await self._col.find_one({"_id": key}, _FIELDS)
             if doc is None:
                 with contextlib.suppress(DuplicateKeyError):  # never counted: start at 0
-                    await self._col.insert_one({"_id": key, "n": 0})
+                    await self._col.insert_one({"_id": key, "n": 0, "exhausted": NONE})
                 continue
             count = int(doc.get("n", 0))
             grant = min(want, limit - count)
@@ -87,7 +90,7 @@ class MongoIssuanceBudgets:
         """The definition's coupons are counted from now on: at least the `stored` ones."""
         await self._col.update_one(
             {"_id": counter_keys.issued(tenant_id, definition_id)},
-            {"$max": {"n": stored}},
+            {"$max": {"n": stored}, "$setOnInsert": {"exhausted": NONE}},
             upsert=True,
         )
 
