@@ -17,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 from phoenix_coupons.adapters import counter_keys
 from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import COUNTERS
+from phoenix_coupons.domain.errors import Contended
 from phoenix_coupons.services.ports import Reserved
 
 # A compare-and-set lost to another writer is tried again on the count it read: each loss
@@ -73,7 +74,7 @@ class MongoIssuanceBudgets:
             )
             if taken is not None:
                 return _reserved(grant, taken)
-        raise RuntimeError(f"issuance budget {key}: lost {MAX_RACES} races in a row")
+        raise Contended(f"issuance budget {key}: lost {MAX_RACES} races in a row")
 
     async def give_back(self, tenant_id: str, definition_id: str, amount: int) -> None:
         if amount > 0:

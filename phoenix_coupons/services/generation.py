@@ -5,6 +5,8 @@ crash in between leaves nothing the sweep cannot settle (outbox.py)."""
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import structlog
+
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.config_rules import code_reason
@@ -30,6 +32,8 @@ from phoenix_coupons.services.ports import (
     Outbox,
 )
 from schemas.coupons import CouponDefinition, GeneratedCoupon, GenerateRequest, GenerateResponse
+
+log = structlog.get_logger(__name__)
 
 
 class GenerationService:
@@ -181,22 +185,28 @@ class GenerationService:
         # Positions a keyed call stored before are not reserved again.
         await self._take(defn, len(todo))
         prepared: set[str] = set()
+        tried: set[str] = set()  # issue keys whose insert was attempted
 
         async def announced_insert(batch: Sequence[Coupon]) -> list[int]:
             entries = [issued(c) for c in batch]  # a retried position's replaces its last
             await self._outbox.prepare(entries)
             prepared.update(e.id for e in entries)
+            tried.update(c.issue_key for c in batch)
             return await self._coupons.insert_unordered(batch)
 
-        drawn = await draw_and_insert(
-            todo,
-            self._codegen,
-            lambda _: spec,
-            lambda i, code: self._coupon(make, user_ids[i], code, i, idem, body.metadata),
-            announced_insert,
-            # A refused keyed position may be another attempt's coupon, not a collision.
-            self._coupons.by_issue_keys if idem is not None else None,
-        )
+        try:
+            drawn = await draw_and_insert(
+                todo,
+                self._codegen,
+                lambda _: spec,
+                lambda i, code: self._coupon(make, user_ids[i], code, i, idem, body.metadata),
+                announced_insert,
+                # A refused keyed position may be another attempt's coupon, not a collision.
+                self._coupons.by_issue_keys if idem is not None else None,
+            )
+        except Exception:
+            await self._settle_failed(defn, len(todo), tried)
+            raise
         done.update({i: coupon for i, coupon in drawn.placed})
         # Another attempt's coupons: their entries as they are stored (ours may have replaced
         # theirs while prepared).
@@ -214,6 +224,17 @@ class GenerationService:
                 details=[FieldError("user_ids", "too many collisions drawing codes")],
             )
         return [done[i] for i in range(len(user_ids))]
+
+    async def _settle_failed(self, defn: CouponDefinition, taken: int, tried: set[str]) -> None:
+        """A call that failed mid-write gives back the places of the coupons it did not
+        store, if MongoDB answers again; else they stay taken (fewer issued, never more)."""
+        if issuance_limit(defn) is None:
+            return
+        try:
+            stored = await self._coupons.by_issue_keys(sorted(tried))
+            await self._budget.give_back(defn, taken - len(stored))
+        except Exception as exc:
+            log.warning("issuance_budget_not_settled", definition_id=defn.id, error=str(exc))
 
     async def _custom(
         self, defn: CouponDefinition, body: GenerateRequest, idem: str | None

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+import structlog
+
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.coupon_factory import CouponFactory
@@ -20,6 +22,8 @@ from phoenix_coupons.services.budget import IssuanceBudget, issuance_limit
 from phoenix_coupons.services.drawing import Found, Placed, draw_and_insert
 from phoenix_coupons.services.ports import CouponRepo, StoredCoupon
 from schemas.coupons import CouponDefinition
+
+log = structlog.get_logger(__name__)
 
 # The dead letter of an event whose coupon found no free code (kind, message).
 NO_FREE_CODE = ("code_space_exhausted", "no free code left in the definition's code space")
@@ -123,14 +127,18 @@ class IssuanceService:
                 wanted.key, code, plan.at, wanted.event.user_id, wanted.event.event_id
             )
 
-        drawn = await draw_and_insert(
-            wanted,
-            self._codegen,
-            spec,
-            build,
-            lambda coupons: self._coupons.insert_unordered(coupons, records),
-            self._coupons.stored_by_issue_keys,
-        )
+        try:
+            drawn = await draw_and_insert(
+                wanted,
+                self._codegen,
+                spec,
+                build,
+                lambda coupons: self._coupons.insert_unordered(coupons, records),
+                self._coupons.stored_by_issue_keys,
+            )
+        except Exception:
+            await self._settle_failed(wanted)
+            raise
         # Reserved, not stored by us: stored meanwhile (that writer reserved it) or no code.
         await self._give_back([f.item for f in drawn.found] + drawn.left)
         found = before + drawn.found
@@ -165,6 +173,20 @@ class IssuanceService:
             else:
                 over.append(w)
         return keep, over, before
+
+    async def _settle_failed(self, wanted: Sequence[Wanted]) -> None:
+        """An attempt that failed mid-write (MongoDB unreachable, say) gives back the places
+        of the coupons it did not store, if MongoDB answers again: the retry reserves
+        again for those, not for the ones stored. Else they stay taken: fewer issued, never
+        more (a recount mends it)."""
+        limited = [w for w in wanted if issuance_limit(w.definition) is not None]
+        if not limited:
+            return
+        try:
+            stored = await self._coupons.stored_by_issue_keys([w.key for w in limited])
+            await self._give_back([w for w in limited if w.key not in stored])
+        except Exception as exc:
+            log.warning("issuance_budget_not_settled", coupons=len(limited), error=str(exc))
 
     async def _give_back(self, unstored: Sequence[Wanted]) -> None:
         definitions = {w.definition.id: w.definition for w in unstored}

@@ -306,3 +306,45 @@ async def test_max_coupons_must_be_positive(bad: int) -> None:
     with pytest.raises(ValidationFailed) as refused:
         await World().create(issuance_limit={"max_coupons": bad})
     assert [d.field for d in refused.value.details] == ["config.issuance_limit.max_coupons"]
+
+
+# --- a write that fails midway ----------------------------------------------------------------
+
+
+async def test_a_store_failing_midway_gives_back_the_places_of_coupons_not_stored() -> None:
+    fk = Fakes()
+    capped = limited(10)
+    service = issuance(fk, capped)
+    plan = service.plan([event(f"e-{i}", user=f"u-{i}") for i in range(4)])
+    insert = fk.coupons.insert_unordered
+
+    async def half_then_down(coupons: Any, records: Any = None) -> list[int]:
+        await insert(coupons[:2], records)  # the first two land, then MongoDB goes away
+        raise ConnectionError("MongoDB unreachable")
+
+    fk.coupons.insert_unordered = half_then_down  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await service.store(plan, records(plan))
+    assert await fk.budgets.issued(capped.tenant_id, capped.id) == 2
+    fk.coupons.insert_unordered = insert  # type: ignore[method-assign]
+    again = service.plan([event(f"e-{i}", user=f"u-{i}") for i in range(4)])
+    out = await service.store(again, records(again))
+    assert (len(out.placed), len(out.found)) == (2, 2)
+    assert await fk.budgets.issued(capped.tenant_id, capped.id) == 4, "exact after the retry"
+
+
+async def test_a_bulk_call_failing_midway_gives_back_what_it_did_not_store() -> None:
+    b = Bulk(10)
+    insert = b.fk.coupons.insert_unordered
+
+    async def half_then_down(coupons: Any, records: Any = None) -> list[int]:
+        await insert(coupons[:1], records)
+        raise ConnectionError("MongoDB unreachable")
+
+    b.fk.coupons.insert_unordered = half_then_down  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await b.generate(["a", "b", "c"], key="k-1")
+    assert await b.fk.budgets.issued(TENANT, b.defn.id) == 1
+    b.fk.coupons.insert_unordered = insert  # type: ignore[method-assign]
+    assert await b.generate(["a", "b", "c"], key="k-1") == 3
+    assert await b.fk.budgets.issued(TENANT, b.defn.id) == 3
