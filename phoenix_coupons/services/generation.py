@@ -292,9 +292,8 @@ class GenerationService:
 def _limit_reached(defn: CouponDefinition, asked: int, remaining: int) -> Conflict:
     limit = issuance_limit(defn)
     return Conflict(
-        message=f"the definition may issue {remaining} more coupon(s) of its "
-        f"issuance_limit.max_coupons ({limit}); the request asks for {asked}: nothing was "
-        "generated",
+        message=f"{remaining} coupon(s) left of the definition's issuance_limit.max_coupons "
+        f"({limit}); the request asks for {asked}: nothing was generated",
         code="issuance_limit_reached",
         conflicts=[
             {"field": "user_ids", "requested": asked, "remaining": remaining, "max_coupons": limit}
