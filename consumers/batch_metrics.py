@@ -39,6 +39,8 @@ def processed(
     matched = Counter(work.events[pos].event_type for pos in outcome.matched)
     for event_type, count in matched.items():
         metrics.EVENTS_MATCHED.labels(event_type).inc(count)
+    if outcome.over_budget:
+        over_budget(outcome)
     for record, code, message in outcome.dead:
         metrics.DEAD_LETTERS.labels(code).inc()
         log.warning(
@@ -58,10 +60,18 @@ def processed(
         records=len(batch.records),
         matched=len(outcome.matched),
         issued=outcome.issued,
+        over_budget=len(outcome.over_budget),
         announced=len(outcome.announce),
         dead=len(outcome.dead),
         ms=round(seconds * 1000, 1),
     )
+
+
+def over_budget(outcome: Outcome) -> None:
+    for event_type, count in Counter(w.event.event_type for w in outcome.over_budget).items():
+        metrics.OVER_BUDGET.labels(event_type).inc(count)
+    for definition_id, count in Counter(w.definition.id for w in outcome.over_budget).items():
+        log.info("issuance_budget_refused", definition_id=definition_id, coupons=count)
 
 
 def forget_lag(partitions: list[TopicPartition]) -> None:

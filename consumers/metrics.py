@@ -16,6 +16,12 @@ COUPONS_ISSUED = Counter(
 COUPONS_ANNOUNCED = Counter(
     "phoenix_worker_coupons_announced_total", "coupon.issued records produced by the worker"
 )
+# Labelled by event type, not definition: definitions are unbounded (the log names them).
+OVER_BUDGET = Counter(
+    "phoenix_worker_issuance_budget_refused_total",
+    "Coupons that matching events did not get: their definition's issuance limit was reached",
+    ["event_type"],
+)
 DEAD_LETTERS = Counter(
     "phoenix_worker_dead_letters_total", "Records sent to the dead-letter topic", ["reason"]
 )

@@ -15,7 +15,7 @@ from consumers.decode import decode_batch
 from consumers.poison import PoisonRecord
 from phoenix_coupons.domain.delivery import Partition
 from phoenix_coupons.domain.matching import Event
-from phoenix_coupons.services.issuance import NO_FREE_CODE, IssuanceService, StoreOutcome
+from phoenix_coupons.services.issuance import NO_FREE_CODE, IssuanceService, StoreOutcome, Wanted
 from phoenix_coupons.services.redelivery import Announcement, Redelivery, announcements
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -91,13 +91,15 @@ class Decoded:
 @dataclass
 class Outcome:
     """What an attempt at a batch hands the transport: the coupons to announce, in event
-    order, and the records to dead-letter; `issued` (new coupons) and `matched` (matches per
-    event position) for the metrics."""
+    order, and the records to dead-letter; `issued` (new coupons), `matched` (matches per
+    event position) and `over_budget` (coupons refused by an issuance limit) for the
+    metrics."""
 
     announce: list[Announcement] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     issued: int = 0
     matched: dict[int, int] = field(default_factory=dict)
+    over_budget: list[Wanted] = field(default_factory=list)
 
 
 class Pipeline:
@@ -123,4 +125,5 @@ class Pipeline:
             work.dead + failed,
             len(stored.placed),
             plan.matched,
+            stored.over_budget,
         )

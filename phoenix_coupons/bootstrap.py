@@ -16,6 +16,7 @@ from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.definition_cache import DefinitionCache
 from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
 from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
+from phoenix_coupons.adapters.issuance_budget import MongoIssuanceBudgets
 from phoenix_coupons.adapters.kafka import TopicsUnavailable, ensure_topics, make_producer
 from phoenix_coupons.adapters.lookup_limiter import MongoLookupLimiter
 from phoenix_coupons.adapters.migrations import require_migrated
@@ -29,6 +30,7 @@ from phoenix_coupons.domain.clock import Clock, utc_now
 from phoenix_coupons.domain.codes import CodeGenerator, RandomSource
 from phoenix_coupons.domain.errors import ConfigurationError
 from phoenix_coupons.services.api_keys import ApiKeyService
+from phoenix_coupons.services.budget import IssuanceBudget
 from phoenix_coupons.services.coupon_queries import CouponQueries
 from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.generation import GenerationService
@@ -136,6 +138,7 @@ class Container:
             lambda: make_producer(s.kafka_bootstrap_servers),
             {
                 "coupon.issued": s.topic_coupons_issued,
+                "coupon.definition_exhausted": s.topic_coupons_issued,
                 "coupon.redeemed": s.topic_coupons_redeemed,
                 "coupon.redemption_rolled_back": s.topic_coupons_redeemed,
             },
@@ -150,7 +153,11 @@ class Container:
         self.rewards = RewardService(
             rewards, definitions, self.clock, new_id, s.reward_payload_max_bytes
         )
-        self.definitions = DefinitionService(definitions, rewards, coupons, self.clock, new_id)
+        budgets = MongoIssuanceBudgets(self.mongo)
+        budget = IssuanceBudget(budgets, outbox, self.clock, new_id, self.relay.wake)
+        self.definitions = DefinitionService(
+            definitions, rewards, coupons, self.clock, new_id, budgets
+        )
         self.generation = GenerationService(
             definitions,
             coupons,
@@ -161,6 +168,7 @@ class Container:
             new_id,
             self.relay.wake,
             s.bulk_max_users,
+            budget,
         )
         redemptions = MongoRedemptionRepo(self.mongo)
         self.lookup_limiter = MongoLookupLimiter(
@@ -186,7 +194,7 @@ class Container:
         )
         self.definition_cache = DefinitionCache(self.mongo, s.definitions_refresh_seconds)
         self.issuance = IssuanceService(
-            coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock
+            coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock, budget
         )
 
     def worker(self) -> "Worker":

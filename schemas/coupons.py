@@ -32,6 +32,7 @@ from schemas.bounds import (
     ExternalId,
 )
 from schemas.free_json import JsonPatch
+from schemas.metadata import Metadata
 
 CodeFormat = Literal["random", "custom"]
 LimitType = Literal["per_user", "global", "unlimited"]
@@ -177,6 +178,27 @@ class CouponDefinition(BaseModel):
     updated_at: datetime
 
 
+class DefinitionView(CouponDefinition):
+    """A definition as `GET` of one answers it: with `config.issuance_limit`, also how many
+    coupons it has issued and how many it may still issue; without, exactly the spec's
+    body."""
+
+    issued: int | None = Field(
+        default=None, description="Coupons issued (with an issuance_limit only)."
+    )
+    remaining: int | None = Field(
+        default=None, description="Coupons it may still issue (with an issuance_limit only)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_unlimited(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        out = handler(self)
+        if self.issued is None:
+            out.pop("issued", None)
+            out.pop("remaining", None)
+        return out
+
+
 class DefinitionList(BaseModel):
     """Exactly the spec's body: the next page's cursor is the `X-Next-After` header."""
 
@@ -194,6 +216,7 @@ class GenerateRequest(BaseModel):
         max_length=BULK_MAX_ITEMS,
         description="Custom format only: one code per user id, in order.",
     )
+    metadata: Metadata | None = None
 
 
 class GeneratedCoupon(BaseModel):

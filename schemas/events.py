@@ -26,6 +26,22 @@ class CouponIssued(BaseModel):
     )
     starts_at: datetime | None = None
     expires_at: datetime | None = None
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="The `metadata` of the bulk call that issued the coupon."
+    )
+
+
+class DefinitionExhausted(BaseModel):
+    """Published on `phoenix.coupons.issued` once when a definition has issued as many
+    coupons as its `config.issuance_limit.max_coupons` allows: matching events issue nothing
+    more and bulk generation answers 409 until the limit is raised. Keyed by definition_id."""
+
+    event_id: str = Field(description="Stable: derived from the definition id and the limit.")
+    event_type: Literal["coupon.definition_exhausted"] = "coupon.definition_exhausted"
+    occurred_at: datetime = Field(description="When the last coupon of the budget was taken.")
+    tenant_id: str
+    definition_id: str
+    max_coupons: int = Field(description="The limit reached.")
 
 
 class _RedemptionEvent(BaseModel):

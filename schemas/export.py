@@ -10,7 +10,12 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from schemas import topics
-from schemas.events import CouponIssued, CouponRedeemed, RedemptionRolledBack
+from schemas.events import (
+    CouponIssued,
+    CouponRedeemed,
+    DefinitionExhausted,
+    RedemptionRolledBack,
+)
 from schemas.inbound import AchievementCompleted, LeaderboardRank, StreakMilestone
 
 OUT = Path(__file__).parent / "generated"
@@ -20,6 +25,7 @@ EVENTS: dict[str, type[BaseModel]] = {
     "streak_milestone": StreakMilestone,
     "leaderboard_rank": LeaderboardRank,
     "coupon.issued": CouponIssued,
+    "coupon.definition_exhausted": DefinitionExhausted,
     "coupon.redeemed": CouponRedeemed,
     "coupon.redemption_rolled_back": RedemptionRolledBack,
 }
@@ -46,11 +52,13 @@ CHANNELS: dict[str, dict[str, Any]] = {
     },
     "couponsIssued": {
         "address": topics.COUPONS_ISSUED,
-        "messages": ["coupon.issued"],
+        "messages": ["coupon.issued", "coupon.definition_exhausted"],
         "in": False,
         "description": "Every issued coupon, whatever its source (event or bulk). At least "
         "once (exactly once for read_committed consumers with PHOENIX_EXACTLY_ONCE=true for "
-        "event-issued coupons); deduplicate by event_id.",
+        "event-issued coupons); deduplicate by event_id. Also, once per definition and "
+        "limit, coupon.definition_exhausted (key definition_id) when a definition's "
+        "issuance limit is reached.",
     },
     "couponsRedeemed": {
         "address": topics.COUPONS_REDEEMED,

@@ -28,7 +28,7 @@ from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
-from phoenix_coupons.services.ports import Claim, Page, StoredCoupon
+from phoenix_coupons.services.ports import Claim, Page, Reserved, StoredCoupon
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
 
@@ -518,6 +518,16 @@ class FakeOutbox:
             if self.states.get(i) == "prepared":
                 del self.entries[i], self.states[i]
 
+    async def prepare_new(self, entry: OutboxEntry) -> bool:
+        if entry.id in self.states:
+            return False
+        self.entries[entry.id], self.states[entry.id] = entry, "prepared"
+        return True
+
+    def sent(self, entry_id: str) -> None:
+        """The relay sent it: gone from the outbox."""
+        del self.entries[entry_id], self.states[entry_id]
+
     def in_state(self, state: str) -> list[OutboxEntry]:
         return [self.entries[i] for i, s in self.states.items() if s == state]
 
@@ -562,6 +572,50 @@ class FakeLookupLimiter:
 
     async def failed(self, key_id: str, tenant_id: str) -> None:
         self.failures[(key_id, tenant_id)] = self.failures.get((key_id, tenant_id), 0) + 1
+
+
+# --- issuance budgets ------------------------------------------------------------------------
+
+
+class FakeIssuanceBudgets:
+    """Each definition's reserved count and exhaustion claim, as the adapter's conditional
+    updates keep them: never past the limit, one claim per limit."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self.claims: dict[tuple[str, str], tuple[int, str]] = {}
+
+    async def reserve(
+        self, tenant_id: str, definition_id: str, want: int, limit: int, partial: bool
+    ) -> Reserved:
+        key = (tenant_id, definition_id)
+        count = self.counts.get(key, 0)
+        grant = max(0, min(want, limit - count))
+        if grant < want and not partial:
+            grant = 0
+        self.counts[key] = count + grant
+        claim = self.claims.get(key)
+        return Reserved(grant, count + grant, None if claim is None else claim[0])
+
+    async def give_back(self, tenant_id: str, definition_id: str, amount: int) -> None:
+        key = (tenant_id, definition_id)
+        self.counts[key] = self.counts.get(key, 0) - amount
+
+    async def issued(self, tenant_id: str, definition_id: str) -> int:
+        return max(0, self.counts.get((tenant_id, definition_id), 0))
+
+    async def count_from(self, tenant_id: str, definition_id: str, stored: int) -> None:
+        key = (tenant_id, definition_id)
+        self.counts[key] = max(self.counts.get(key, 0), stored)
+
+    async def mark_exhausted(
+        self, tenant_id: str, definition_id: str, limit: int, state: str
+    ) -> bool:
+        key = (tenant_id, definition_id)
+        if key in self.claims and self.claims[key][0] == limit:
+            return False
+        self.claims[key] = (limit, state)
+        return True
 
 
 # --- the worker's marks ---------------------------------------------------------------------
@@ -613,6 +667,7 @@ class Fakes:
     outbox: FakeOutbox = field(default_factory=FakeOutbox)
     marks: FakeMarks = field(default_factory=FakeMarks)
     api_keys: FakeApiKeyRepo = field(default_factory=FakeApiKeyRepo)
+    budgets: FakeIssuanceBudgets = field(default_factory=FakeIssuanceBudgets)
     definitions: FakeDefinitionRepo = field(init=False)
     history: FakeCodeHistory = field(init=False)
 
@@ -620,10 +675,17 @@ class Fakes:
         self.definitions = FakeDefinitionRepo(self.coupons)
         self.history = FakeCodeHistory(self.outbox.history)  # what readied entries stored
 
+    def budget(self) -> "IssuanceBudget":
+        """The issuance budget service on these fakes (as bootstrap.py wires it)."""
+        from phoenix_coupons.services.budget import IssuanceBudget
+
+        return IssuanceBudget(self.budgets, self.outbox, self.clock, self.ids)
+
 
 if TYPE_CHECKING:  # mypy checks each fake against its port
     from phoenix_coupons.domain.clock import Clock
     from phoenix_coupons.services import ports
+    from phoenix_coupons.services.budget import IssuanceBudget
 
     _clock: Clock = FakeClock()
     _ids: ports.IdFactory = SequentialIds()
@@ -637,3 +699,4 @@ if TYPE_CHECKING:  # mypy checks each fake against its port
     _history: ports.CodeHistory = FakeCodeHistory()
     _outbox: ports.Outbox = FakeOutbox()
     _marks: ports.AnnouncedMarks = FakeMarks()
+    _budgets: ports.IssuanceBudgets = FakeIssuanceBudgets()

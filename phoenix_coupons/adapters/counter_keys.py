@@ -29,3 +29,12 @@ def definitions(tenant_id: str | None, status: str) -> str:
 
 def rewards(tenant_id: str) -> str:
     return f"rewards:{tenant_id}"
+
+
+ISSUED = "issued"
+
+
+def issued(tenant_id: str, definition_id: str) -> str:
+    """Coupons a definition with an issuance limit has reserved (issuance_budget.py): taken
+    before its coupons are stored, given back for those not stored."""
+    return f"{ISSUED}:{tenant_id}:{definition_id}"

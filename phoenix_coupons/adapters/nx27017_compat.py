@@ -12,6 +12,8 @@ Checked against nx-27017 0.8.1:
   datetimes compare to the millisecond in 0.8.1; earlier versions compared to the second.)
 - `$or: [{f: None}, ...]` matches a bare None only against a missing field: `free_lease()`
   says `{"$eq": None}`.
+- `{f: {"$ne": v}}` does not match a document without `f` (MongoDB's does): a field a
+  `$ne` filters on is written with its document (the issuance budget's `exhausted`).
 - `update_many` with an `$or` applies a branch without the filter's other conditions:
   `update_many_or()` runs one update per branch.
 - An upsert by `replace_one` ignores the filter's `_id` (each call inserts a new ObjectId

@@ -12,23 +12,24 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from phoenix_coupons.adapters import counter_keys
 from phoenix_coupons.adapters.code_history import history_doc, insert_history
 from phoenix_coupons.adapters.kafka import event_record, stored_parts
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
-from phoenix_coupons.adapters.mongo_schema import OUTBOX
+from phoenix_coupons.adapters.mongo_schema import COUNTERS, OUTBOX
 from phoenix_coupons.domain.outbox import OutboxEntry
 
 PREPARED, READY = "prepared", "ready"
-COLLECTIONS = {"coupon": "coupons", "redemption": "redemptions"}
+COLLECTIONS = {"coupon": "coupons", "redemption": "redemptions", "budget": COUNTERS.name}
 CHUNK = 1000
 SWEEP_BATCH = 1000
 
 
 def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
     key, value, headers = stored_parts(event_record(entry.event, ""))  # topic: the relay's
-    subject: Doc = {"collection": COLLECTIONS[entry.subject.kind], "_id": entry.subject.id}
+    subject: Doc = {"collection": COLLECTIONS[entry.subject.kind], "_id": _subject_id(entry)}
     if entry.subject.code is not None:
         subject["code"] = entry.subject.code
     if entry.subject.state is not None:
@@ -48,6 +49,13 @@ def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
         "owner": None,
         "history": None if entry.history is None else history_doc(entry.history),
     }
+
+
+def _subject_id(entry: OutboxEntry) -> str:
+    """A budget's subject is its count's document (`issued:<tenant>:<definition>`)."""
+    if entry.subject.kind == "budget":
+        return counter_keys.issued(entry.event.tenant_id, entry.subject.id)
+    return entry.subject.id
 
 
 def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
@@ -79,6 +87,13 @@ class MongoOutbox:
     async def discard(self, ids: Sequence[str]) -> None:
         for chunk in _chunks(ids):
             await self._col.delete_many({"_id": {"$in": chunk}, "state": PREPARED})
+
+    async def prepare_new(self, entry: OutboxEntry) -> bool:
+        try:
+            await self._col.insert_one(entry_doc(entry))
+        except DuplicateKeyError:
+            return False
+        return True
 
 
 async def _set_ready(col: AsyncCollection[Doc], ids: Sequence[str]) -> None:

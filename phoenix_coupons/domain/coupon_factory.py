@@ -5,6 +5,7 @@ each coupon then adds its issue key, code, time and owner."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.config_rules import code_spec, valid_for
@@ -55,6 +56,7 @@ class CouponFactory:
         user_id: str | None = None,
         trigger_event_id: str | None = None,
         requester: Requester | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Coupon:
         """`key`: the issue key (the coupon's id derives from it); `requester`: the API call
         that asked for it."""
@@ -78,6 +80,7 @@ class CouponFactory:
             valid_until=valid_until,
             issued_by=None if requester is None else requester.key_id,
             request_id=None if requester is None else requester.request_id,
+            metadata=metadata,
         )
 
     def window(

@@ -6,9 +6,14 @@ from typing import TypeVar
 
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import Redemption
-from schemas.events import CouponIssued, CouponRedeemed, RedemptionRolledBack
+from schemas.events import (
+    CouponIssued,
+    CouponRedeemed,
+    DefinitionExhausted,
+    RedemptionRolledBack,
+)
 
-OutboundEvent = CouponIssued | CouponRedeemed | RedemptionRolledBack
+OutboundEvent = CouponIssued | CouponRedeemed | RedemptionRolledBack | DefinitionExhausted
 
 EVENT_NAMESPACE = uuid.UUID("5b0f4e6e-2f43-4c5c-9d0a-6f0c0b7a3c11")
 
@@ -34,6 +39,21 @@ def coupon_issued(coupon: Coupon) -> CouponIssued:
         trigger_event_id=coupon.trigger_event_id,
         starts_at=coupon.starts_at,
         expires_at=coupon.expires_at,
+        metadata=coupon.metadata,
+    )
+
+
+def definition_exhausted(
+    tenant_id: str, definition_id: str, max_coupons: int, at: datetime
+) -> DefinitionExhausted:
+    """One per definition and limit: raising the limit and reaching it again announces the
+    new one."""
+    return DefinitionExhausted(
+        event_id=event_id("coupon.definition_exhausted", f"{definition_id}:{max_coupons}"),
+        occurred_at=at,
+        tenant_id=tenant_id,
+        definition_id=definition_id,
+        max_coupons=max_coupons,
     )
 
 

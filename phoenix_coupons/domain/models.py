@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 CouponKind = Literal["issued", "shared"]
 CouponSource = Literal["bulk", "event", "definition"]
@@ -61,3 +61,5 @@ class Coupon:
     issued_by: str | None = None
     request_id: str | None = None
     revoked_by: str | None = None
+    # The client's `metadata` of the bulk call that issued it (schemas/metadata.py).
+    metadata: dict[str, Any] | None = None

@@ -17,14 +17,17 @@ from phoenix_coupons.domain.events import (
 from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import Redemption
+from schemas.events import DefinitionExhausted
 
 
 @dataclass(frozen=True)
 class Subject:
     """The document an entry announces: its kind and id, and what it must still hold for
-    the entry to be announced (a coupon its code, a redemption its state)."""
+    the entry to be announced (a coupon its code, a redemption its state, a definition's
+    issuance budget the exhaustion claim that prepared the entry: `budget`, id the
+    definition's)."""
 
-    kind: Literal["coupon", "redemption"]
+    kind: Literal["coupon", "redemption", "budget"]
     id: str
     code: str | None = None
     state: str | None = None
@@ -61,3 +64,9 @@ def rolled_back(redemption: Redemption) -> OutboxEntry:
         Subject("redemption", redemption.id, state="rolled_back"),
         after=event_id("coupon.redeemed", redemption.id),
     )
+
+
+def exhausted(event: DefinitionExhausted, claim: str) -> OutboxEntry:
+    """`claim`: the exhaustion claim this entry is for (the budget's state once claimed):
+    an entry whose writer did not win the claim is dropped by the sweep, never sent."""
+    return OutboxEntry(event, Subject("budget", event.definition_id, state=claim))

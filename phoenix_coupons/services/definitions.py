@@ -21,6 +21,7 @@ from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
     IdFactory,
+    IssuanceBudgets,
     Page,
     RewardRepo,
 )
@@ -29,6 +30,7 @@ from schemas.coupons import (
     CouponDefinition,
     DefinitionCreate,
     DefinitionUpdate,
+    DefinitionView,
     SettableStatus,
     Status,
 )
@@ -65,12 +67,14 @@ class DefinitionService:
         coupons: CouponRepo,
         clock: Clock,
         new_id: IdFactory,
+        budgets: IssuanceBudgets,
     ) -> None:
         self._repo = repo
         self._rewards = rewards
         self._coupons = coupons
         self._clock = clock
         self._new_id = new_id
+        self._budgets = budgets
 
     async def create(
         self, tenant_id: str, body: DefinitionCreate, by: Requester | None = None
@@ -103,6 +107,16 @@ class DefinitionService:
         if defn is None:
             raise definition_not_found(definition_id)
         return defn
+
+    async def view(self, tenant_id: str, definition_id: str) -> DefinitionView:
+        """The definition, with `issued` and `remaining` when it has an issuance limit."""
+        defn = await self.get(tenant_id, definition_id)
+        view = DefinitionView.model_validate(defn.model_dump())
+        if defn.config.issuance_limit is not None:
+            issued = await self._budgets.issued(tenant_id, definition_id)
+            view.issued = issued
+            view.remaining = max(0, defn.config.issuance_limit.max_coupons - issued)
+        return view
 
     async def page(
         self,
@@ -158,6 +172,8 @@ class DefinitionService:
         shared = self._shared_coupon(updated, by) if shared_changed else None
         if shared and await self._coupons.taken(tenant_id, [shared.code_norm]):
             raise custom_code_taken(shared.code)
+        if config.issuance_limit is not None and current.config.issuance_limit is None:
+            await self._count_issued(current)
         try:
             stored = await self._repo.replace(updated, shared, bool(shared_changed))
         except DuplicateCodes as exc:
@@ -180,6 +196,13 @@ class DefinitionService:
         current = await self.get(tenant_id, definition_id)
         if current.status != "archived":
             await self._repo.set_status(tenant_id, definition_id, "archived", self._clock())
+
+    async def _count_issued(self, defn: CouponDefinition) -> None:
+        """A limit set on a definition that issued coupons without one: its budget starts
+        from the coupons stored (a kept count; its shared code is not issued)."""
+        page = await self._coupons.definition_codes(defn.tenant_id, defn.id, None, 1, 0)
+        shared = 1 if defn.config.code_format == "custom" and defn.config.custom_code else 0
+        await self._budgets.count_from(defn.tenant_id, defn.id, max(0, page.total - shared))
 
     @staticmethod
     def _merged_config(current: CouponConfig, patch: dict[str, Any]) -> CouponConfig:

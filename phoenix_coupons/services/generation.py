@@ -3,6 +3,9 @@
 crash in between leaves nothing the sweep cannot settle (outbox.py)."""
 
 from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
 
 from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
@@ -17,6 +20,7 @@ from phoenix_coupons.domain.errors import (
 )
 from phoenix_coupons.domain.models import Coupon, Requester
 from phoenix_coupons.domain.outbox import issued
+from phoenix_coupons.services.budget import IssuanceBudget, issuance_limit
 from phoenix_coupons.services.definitions import definition_not_found
 from phoenix_coupons.services.drawing import draw_and_insert
 from phoenix_coupons.services.idempotency import key_reused, request_hash
@@ -28,6 +32,8 @@ from phoenix_coupons.services.ports import (
     Outbox,
 )
 from schemas.coupons import CouponDefinition, GeneratedCoupon, GenerateRequest, GenerateResponse
+
+log = structlog.get_logger(__name__)
 
 
 class GenerationService:
@@ -42,6 +48,7 @@ class GenerationService:
         new_id: IdFactory,
         on_issued: Callable[[], None],
         max_users: int,
+        budget: IssuanceBudget,
     ) -> None:
         self._definitions = definitions
         self._coupons = coupons
@@ -52,6 +59,7 @@ class GenerationService:
         self._new_id = new_id
         self._on_issued = on_issued
         self._max_users = max_users
+        self._budget = budget
 
     async def generate(
         self,
@@ -111,7 +119,7 @@ class GenerationService:
                     message="custom_codes are only accepted by custom-format definitions",
                     details=[FieldError("custom_codes", "not allowed for code_format 'random'")],
                 )
-            issued = await self._random(defn, body.user_ids, idem, by)
+            issued = await self._random(defn, body, idem, by)
         self._on_issued()
         return GenerateResponse(
             generated=len(issued),
@@ -142,10 +150,20 @@ class GenerationService:
         code: str,
         position: int,
         idem: str | None,
+        metadata: dict[str, Any] | None,
         by: Requester | None,
     ) -> Coupon:
         key = issue_keys.bulk(make.definition_id, idem, position, self._new_id())
-        return make.coupon(key, code, self._clock(), user_id, requester=by)
+        return make.coupon(key, code, self._clock(), user_id, requester=by, metadata=metadata)
+
+    async def _take(self, defn: CouponDefinition, count: int) -> None:
+        """Reserve `count` coupons of the definition's issuance budget, all or none: 409
+        `issuance_limit_reached` (with how many are left) when they do not fit."""
+        if not count:
+            return
+        taken = await self._budget.take(defn, count, partial=False)
+        if taken.granted < count:
+            raise _limit_reached(defn, count, taken.remaining or 0)
 
     async def _already_issued(
         self, defn: CouponDefinition, count: int, idem: str | None
@@ -166,10 +184,11 @@ class GenerationService:
     async def _random(
         self,
         defn: CouponDefinition,
-        user_ids: Sequence[str],
+        body: GenerateRequest,
         idem: str | None,
         by: Requester | None,
     ) -> list[Coupon]:
+        user_ids = body.user_ids
         make = CouponFactory.of(defn, "bulk")
         spec = make.spec
         assert spec is not None  # a random-format definition
@@ -177,23 +196,31 @@ class GenerationService:
         todo = [i for i in range(len(user_ids)) if i not in done]
         existing = await self._coupons.count_in_space(defn.tenant_id, spec.space)
         codes.check_capacity(spec.length, existing, len(todo))
+        # Positions a keyed call stored before are not reserved again.
+        await self._take(defn, len(todo))
         prepared: set[str] = set()
+        tried: set[str] = set()  # issue keys whose insert was attempted
 
         async def announced_insert(batch: Sequence[Coupon]) -> list[int]:
             entries = [issued(c) for c in batch]  # a retried position's replaces its last
             await self._outbox.prepare(entries)
             prepared.update(e.id for e in entries)
+            tried.update(c.issue_key for c in batch)
             return await self._coupons.insert_unordered(batch)
 
-        drawn = await draw_and_insert(
-            todo,
-            self._codegen,
-            lambda _: spec,
-            lambda i, code: self._coupon(make, user_ids[i], code, i, idem, by),
-            announced_insert,
-            # A refused keyed position may be another attempt's coupon, not a collision.
-            self._coupons.by_issue_keys if idem is not None else None,
-        )
+        try:
+            drawn = await draw_and_insert(
+                todo,
+                self._codegen,
+                lambda _: spec,
+                lambda i, code: self._coupon(make, user_ids[i], code, i, idem, body.metadata, by),
+                announced_insert,
+                # A refused keyed position may be another attempt's coupon, not a collision.
+                self._coupons.by_issue_keys if idem is not None else None,
+            )
+        except Exception:
+            await self._settle_failed(defn, len(todo), tried)
+            raise
         done.update({i: coupon for i, coupon in drawn.placed})
         # Another attempt's coupons: their entries as they are stored (ours may have replaced
         # theirs while prepared).
@@ -203,12 +230,25 @@ class GenerationService:
         stored = [issued(coupon) for _, coupon in drawn.placed] + found
         await self._outbox.ready(stored)
         await self._outbox.discard(sorted(prepared - {e.id for e in stored}))
+        # Reserved, not stored by us: another attempt's (which reserved it) or no free code.
+        await self._budget.give_back(defn, len(drawn.found) + len(drawn.left))
         if drawn.left:
             raise CodeSpaceExhausted(
                 message="could not find free codes after several rounds; use a longer code_length",
                 details=[FieldError("user_ids", "too many collisions drawing codes")],
             )
         return [done[i] for i in range(len(user_ids))]
+
+    async def _settle_failed(self, defn: CouponDefinition, taken: int, tried: set[str]) -> None:
+        """A call that failed mid-write gives back the places of the coupons it did not
+        store, if MongoDB answers again; else they stay taken (fewer issued, never more)."""
+        if issuance_limit(defn) is None:
+            return
+        try:
+            stored = await self._coupons.by_issue_keys(sorted(tried))
+            await self._budget.give_back(defn, taken - len(stored))
+        except Exception as exc:
+            log.warning("issuance_budget_not_settled", definition_id=defn.id, error=str(exc))
 
     async def _custom(
         self, defn: CouponDefinition, body: GenerateRequest, idem: str | None, by: Requester | None
@@ -235,16 +275,20 @@ class GenerationService:
         ]
         todo = [i for i in range(len(user_ids)) if i not in done]
         make = CouponFactory.of(defn, "bulk")
-        batch = [self._coupon(make, user_ids[i], custom[i], i, idem, by) for i in todo]
+        batch = [
+            self._coupon(make, user_ids[i], custom[i], i, idem, body.metadata, by) for i in todo
+        ]
         conflicts += await self._taken_conflicts(defn.tenant_id, batch)
         if conflicts:
             raise _codes_conflict(conflicts)
+        await self._take(defn, len(batch))
         entries = [issued(c) for c in batch]
         await self._outbox.prepare(entries)
         try:
             await self._coupons.insert_atomic(batch)
         except DuplicateCodes as exc:  # a concurrent request took some of them
             await self._outbox.discard([e.id for e in entries])
+            await self._budget.give_back(defn, len(batch))
             raise _codes_conflict(await self._taken_conflicts(defn.tenant_id, batch)) from exc
         await self._outbox.ready(entries)
         done.update({i: c for i, c in zip(todo, batch, strict=True)})
@@ -259,6 +303,18 @@ class GenerationService:
             for c in batch
             if c.code_norm in taken
         ]
+
+
+def _limit_reached(defn: CouponDefinition, asked: int, remaining: int) -> Conflict:
+    limit = issuance_limit(defn)
+    return Conflict(
+        message=f"{remaining} coupon(s) left of the definition's issuance_limit.max_coupons "
+        f"({limit}); the request asks for {asked}: nothing was generated",
+        code="issuance_limit_reached",
+        conflicts=[
+            {"field": "user_ids", "requested": asked, "remaining": remaining, "max_coupons": limit}
+        ],
+    )
 
 
 def _codes_conflict(conflicts: list[dict[str, object]]) -> Conflict:

@@ -45,6 +45,17 @@ class Claim:
     response: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Reserved:
+    """What a reservation of an issuance budget got: `granted` units; `count`, the units
+    reserved after it (every writer's); `exhausted`, the limit whose reaching was announced
+    (None: none)."""
+
+    granted: int
+    count: int
+    exhausted: int | None
+
+
 class ApiKeyRepo(Protocol):
     async def insert(self, key: ApiKey) -> None: ...
     async def by_hash(self, key_hash: str) -> ApiKey | None: ...
@@ -200,6 +211,37 @@ class Outbox(Protocol):
 
     async def discard(self, ids: Sequence[str]) -> None:
         """Prepared ones whose documents were not stored (a refused write)."""
+        ...
+
+    async def prepare_new(self, entry: OutboxEntry) -> bool:
+        """Store it prepared unless an entry of its id exists (prepared or ready): True
+        when stored. For an event that one writer of several announces."""
+        ...
+
+
+class IssuanceBudgets(Protocol):
+    """Each definition's reserved count against its issuance limit, exact across processes:
+    units are reserved before coupons are stored and given back for those not stored."""
+
+    async def reserve(
+        self, tenant_id: str, definition_id: str, want: int, limit: int, partial: bool
+    ) -> Reserved:
+        """Take `want` units (never passing `limit`); when fewer are left, as many as are
+        left if `partial`, else none."""
+        ...
+
+    async def give_back(self, tenant_id: str, definition_id: str, amount: int) -> None: ...
+    async def issued(self, tenant_id: str, definition_id: str) -> int: ...
+    async def count_from(self, tenant_id: str, definition_id: str, stored: int) -> None:
+        """Counting starts (a limit set on a definition that has coupons): at least
+        `stored`."""
+        ...
+
+    async def mark_exhausted(
+        self, tenant_id: str, definition_id: str, limit: int, state: str
+    ) -> bool:
+        """Claim the announcement that `limit` is reached (`state`: the claim's, the outbox
+        entry's subject): True only for the claim that set it."""
         ...
 
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from phoenix_coupons.domain.events import coupon_issued, event_id
+from phoenix_coupons.adapters.kafka import event_record
+from phoenix_coupons.domain.events import coupon_issued, definition_exhausted, event_id
 from phoenix_coupons.domain.models import Coupon
 
 ISSUED_AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -51,6 +52,7 @@ def test_fields_are_copied_from_the_coupon() -> None:
         "trigger_event_id": "evt-42",
         "starts_at": datetime(2030, 1, 1, tzinfo=UTC),
         "expires_at": datetime(2030, 2, 1, tzinfo=UTC),
+        "metadata": None,
     }
 
 
@@ -94,3 +96,27 @@ def test_event_id_depends_on_the_kind() -> None:
 def test_shared_coupon_is_not_announced(overrides: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="shared"):
         coupon_issued(make_coupon(**overrides))
+
+
+def test_a_bulk_coupons_metadata_is_carried() -> None:
+    meta = {"campaign": "spring", "nested": {"batch": 3}}
+    event = coupon_issued(make_coupon(source="bulk", trigger_event_id=None, metadata=meta))
+    assert event.metadata == meta
+
+
+def test_definition_exhausted_is_one_event_per_definition_and_limit() -> None:
+    first = definition_exhausted("tenant-1", "def-1", 50, ISSUED_AT)
+    later = definition_exhausted("tenant-1", "def-1", 50, datetime(2031, 1, 1, tzinfo=UTC))
+    raised = definition_exhausted("tenant-1", "def-1", 80, ISSUED_AT)
+    assert first.event_id == later.event_id == event_id("coupon.definition_exhausted", "def-1:50")
+    assert raised.event_id != first.event_id
+    assert first.model_dump() == {
+        "event_id": first.event_id,
+        "event_type": "coupon.definition_exhausted",
+        "occurred_at": ISSUED_AT,
+        "tenant_id": "tenant-1",
+        "definition_id": "def-1",
+        "max_coupons": 50,
+    }
+    record = event_record(first, "phoenix.coupons.issued")
+    assert record.key == b"def-1", "keyed by definition: it has no user"

@@ -61,6 +61,24 @@ async def coupons(db: Db) -> None:
     await _store(db, ("codes", "wallet"), counts)
 
 
+async def issued(db: Db) -> None:
+    """The issuance budgets: coupons stored per definition (its shared code is not issued),
+    for the definitions counted (a count exists only where a limit was set). A crash between
+    a reservation and its insert leaves a budget above what was stored: set back to it."""
+    counts: Counter[str] = Counter()
+
+    def count(doc: dict[str, object]) -> None:
+        if doc.get("source") != "definition":
+            counts[counter_keys.issued(str(doc["tenant_id"]), str(doc["definition_id"]))] += 1
+
+    await _walk(db, COUPONS.name, ["tenant_id", "definition_id", "source"], count)
+    col = db[COUNTERS.name]
+    kept = [d["_id"] async for d in col.find({"_id": {"$regex": f"^{counter_keys.ISSUED}:"}})]
+    ops = [UpdateOne({"_id": k}, {"$set": {"n": counts.get(k, 0)}}) for k in kept]
+    for start in range(0, len(ops), BATCH):
+        await col.bulk_write(ops[start : start + BATCH], ordered=False)
+
+
 async def definitions(db: Db) -> None:
     counts: Counter[str] = Counter()
 
@@ -97,6 +115,7 @@ RECOUNTS = [
     _recount("0100_recount_coupons", "coupons per definition", coupons),
     _recount("0100_recount_definitions", "definitions per tenant and status", definitions),
     _recount("0100_recount_rewards", "reward items per tenant", rewards),
+    _recount("0105_recount_issued", "coupons issued per definition with a limit", issued),
 ]
 
 

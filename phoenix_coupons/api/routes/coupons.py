@@ -23,6 +23,7 @@ from schemas.coupons import (
     DefinitionCreate,
     DefinitionList,
     DefinitionUpdate,
+    DefinitionView,
     GenerateRequest,
     GenerateResponse,
     Status,
@@ -91,8 +92,9 @@ async def list_definitions(
 @router.get(BASE + "/{definition_id}", dependencies=READ, responses=NOT_FOUND)
 async def get_definition(
     tenant_id: TenantId, definition_id: DefinitionId, definitions: Definitions
-) -> CouponDefinition:
-    return await definitions.get(tenant_id, definition_id)
+) -> DefinitionView:
+    """The definition; with `config.issuance_limit`, also `issued` and `remaining`."""
+    return await definitions.view(tenant_id, definition_id)
 
 
 @router.put(BASE + "/{definition_id}", responses={**NOT_FOUND, **CONFLICT})

@@ -20,7 +20,12 @@ class World:
         self.fk = Fakes()
         self.reward = given.reward(self.fk)
         self.service = DefinitionService(
-            self.fk.definitions, self.fk.rewards, self.fk.coupons, self.fk.clock, self.fk.ids
+            self.fk.definitions,
+            self.fk.rewards,
+            self.fk.coupons,
+            self.fk.clock,
+            self.fk.ids,
+            self.fk.budgets,
         )
 
     async def create(self, **fields: Any) -> CouponDefinition:

@@ -45,6 +45,7 @@ class World:
             self.fk.ids,
             self._on_issued,
             MAX_USERS,
+            self.fk.budget(),
         )
 
     def _on_issued(self) -> None:

@@ -92,6 +92,7 @@ async def test_a_bulk_coupons_issuance_names_the_key_and_the_request() -> None:
         w.fk.ids,
         lambda: None,
         10,
+        w.fk.budget(),
     )
     body = GenerateRequest(user_ids=["u-7"])
     answer = await generation.generate(TENANT, defn.id, body, None, Requester("key-w", "req-9"))
@@ -110,7 +111,7 @@ async def test_a_shared_codes_issuance_is_by_the_key_that_set_it_on_its_definiti
     w = World()
     reward = given.reward(w.fk)
     definitions = DefinitionService(
-        w.fk.definitions, w.fk.rewards, w.fk.coupons, w.fk.clock, w.fk.ids
+        w.fk.definitions, w.fk.rewards, w.fk.coupons, w.fk.clock, w.fk.ids, w.fk.budgets
     )
     config = given.config(reward.item_id, code_format="custom", custom_code="SUMMER")
     config.update(code_prefix=None, code_length=None)

@@ -10,7 +10,7 @@ from phoenix_coupons.domain.matching import DefinitionIndex
 from phoenix_coupons.services.drawing import MAX_DRAW_ROUNDS
 from phoenix_coupons.services.issuance import IssuanceService
 from phoenix_coupons.services.ports import StoredCoupon
-from tests.fakes import FakeClock, FakeCouponRepo, coupon
+from tests.fakes import FakeClock, FakeCouponRepo, Fakes, coupon
 from tests.unit.test_codes import ScriptedRandom
 from tests.unit.test_matching import NOW, TENANT, definition
 
@@ -31,7 +31,11 @@ def service(coupons: FakeCouponRepo | None = None, *draws: str) -> IssuanceServi
     )
     rng = ScriptedRandom(*draws) if draws else None
     return IssuanceService(
-        coupons or FakeCouponRepo(), lambda: index, CodeGenerator(rng), FakeClock(NOW)
+        coupons or FakeCouponRepo(),
+        lambda: index,
+        CodeGenerator(rng),
+        FakeClock(NOW),
+        Fakes().budget(),
     )
 
 

@@ -209,7 +209,7 @@ async def test_nothing_to_look_up_asks_storage_for_nothing() -> None:
 def pipeline(fk: Fakes, *draws: str) -> Pipeline:
     index = DefinitionIndex([definition(id=d, tenant_id="t-1") for d in ("def-1", "def-2")])
     issuance = IssuanceService(
-        fk.coupons, lambda: index, CodeGenerator(ScriptedRandom(*draws)), fk.clock
+        fk.coupons, lambda: index, CodeGenerator(ScriptedRandom(*draws)), fk.clock, fk.budget()
     )
     return Pipeline(issuance, Redelivery(fk.marks, fk.coupons))  # a new worker's own marks
 
