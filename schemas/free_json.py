@@ -3,13 +3,17 @@ that stores or forwards it can take: bounded nesting, integers MongoDB stores (6
 finite numbers (JSON has no NaN or Infinity, though Python's parser accepts them), text that
 is valid UTF-8 (no lone surrogates) and keys MongoDB accepts without special handling (no `$`
 prefix, no NUL). Its size is bounded by `PHOENIX_REWARD_PAYLOAD_MAX_BYTES` (checked by the
-service). A config merge patch only has its nesting bounded here."""
+service). A request's `metadata` is held to the same, and to `METADATA_MAX_BYTES` here. A
+config merge patch only has its nesting bounded here."""
 
+import json
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
+
+from schemas.bounds import METADATA_MAX_BYTES
 
 MAX_DEPTH = 16  # `{}` is one level, `{"a": {}}` two
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -71,3 +75,30 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_checked)]
 # A merge patch of a typed document: its values are judged once merged, by the document's
 # model (which names each field); only the nesting is bounded here.
 JsonPatch = Annotated[dict[str, Any], AfterValidator(lambda v: _checked(v, values=False))]
+
+
+def serialized_size(value: Any) -> int:
+    """The bytes of `value` as compact JSON text in UTF-8 (as stored and published)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _checked(value)
+    if serialized_size(value) > METADATA_MAX_BYTES:
+        raise PydanticCustomError(
+            "json_size",
+            "must be at most {limit} bytes as compact JSON",
+            {"limit": METADATA_MAX_BYTES},
+        )
+    return value
+
+
+# A client's own data carried along (redeem, reserve): stored, and carried by the events.
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(_metadata),
+    Field(
+        description=f"Free-form JSON object of yours (string keys, at most "
+        f"{METADATA_MAX_BYTES} bytes as compact JSON), stored and carried by the events."
+    ),
+]

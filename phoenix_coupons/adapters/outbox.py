@@ -21,7 +21,7 @@ from phoenix_coupons.adapters.mongo_schema import OUTBOX
 from phoenix_coupons.domain.outbox import OutboxEntry
 
 PREPARED, READY = "prepared", "ready"
-COLLECTIONS = {"coupon": "coupons", "redemption": "redemptions"}
+COLLECTIONS = {"coupon": "coupons", "redemption": "redemptions", "reservation": "reservations"}
 CHUNK = 1000
 SWEEP_BATCH = 1000
 
