@@ -14,10 +14,12 @@ import httpx
 import pytest
 
 from phoenix_coupons.adapters.mongo_schema import CODE_HISTORY, COUNTERS, REDEMPTION_SLOTS
-from phoenix_coupons.adapters.reservation_repo import sweep_holds
+from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
+from phoenix_coupons.adapters.reservation_repo import MongoReservationRepo, sweep_holds
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.events import event_id
+from phoenix_coupons.domain.redemption import Redemption
 from phoenix_coupons.settings import Settings
 from tests.conftest import KeyFactory
 from tests.integration.test_redemption import at, events_to_end, refused, topic_reader
@@ -368,3 +370,58 @@ async def test_bad_hold_and_rollback_bodies_are_422_naming_the_field(
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "validation_error"
     assert [d["field"] for d in response.json()["details"]] == [field]
+
+
+async def test_the_sweep_finishes_what_a_crash_left_of_a_release_and_of_a_confirm(
+    api: Holds, reward: Json, container: Container, settings: Settings
+) -> None:
+    """A release stopped after its state write (slot still held, nothing announced), and a
+    confirm stopped after storing its redemption (the hold still `held`): once past the
+    grace, the sweep frees the one's slot and announces both ends, and the confirmed one's
+    redemption, once."""
+    released_defn = await api.define("CRASH-REL", {"limit_type": "global", "max_uses": 1}, reward)
+    confirmed_defn = await api.define("CRASH-CONF", {"limit_type": "global", "max_uses": 1}, reward)
+    repo, redemptions = MongoReservationRepo(container.mongo), MongoRedemptionRepo(container.mongo)
+    first = await api.held("CRASH-REL", "alice")
+    second = await api.held("CRASH-CONF", "bob")
+    now = datetime.now(UTC)
+    hold = await repo.get(api.id, first["reservation_id"])
+    assert hold is not None
+    assert await repo.settle(hold, "released", now) is not None  # ... and the process died
+    other = await repo.get(api.id, second["reservation_id"])
+    assert other is not None
+    rid = str(uuid.uuid4())
+    claimed = await repo.claim_confirm(api.id, other.id, rid, now)
+    assert claimed is not None and claimed.redemption_id == rid
+    made = Redemption(
+        id=rid,
+        tenant_id=api.id,
+        user_id="bob",
+        group=claimed.group,
+        state="redeemed",
+        redeemed_at=now,
+        coupon=claimed.coupon,
+        reward=claimed.reward,
+        reservation_id=claimed.id,
+    )
+    assert await redemptions.insert_held(made, claimed, now) == "turned"  # ... and it died
+    grace = timedelta(seconds=settings.sweep_grace_seconds)
+    assert await sweep_holds(container.mongo, now, grace) == 0  # within the grace: theirs
+    later = at(second["expires_at"]) + grace + timedelta(seconds=1)
+    assert await sweep_holds(container.mongo, later, grace) == 2
+    assert await sweep_holds(container.mongo, later, grace) == 0
+    assert await held_slots(container, f"g:{released_defn['id']}") == (0, 0)
+    assert await held_slots(container, f"g:{confirmed_defn['id']}") == (1, 1)  # the redemption's
+    settled = await repo.get(api.id, other.id)
+    assert settled is not None and (settled.state, settled.redemption_id) == ("confirmed", rid)
+    events = await topic_reader(settings, api.id)(5)
+    ends = {
+        (e["event_type"], e.get("reason")) for e in events if e["event_type"] != "coupon.reserved"
+    }
+    assert ends == {
+        ("coupon.reservation_released", "released"),
+        ("coupon.reservation_released", "confirmed"),
+        ("coupon.redeemed", None),
+    }
+    replay = await api.confirm(other.id)
+    assert (replay.status_code, replay.json()["redemption_id"]) == (200, rid)
