@@ -6,7 +6,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from phoenix_coupons.domain import codes
@@ -52,6 +52,15 @@ REDEMPTION_NAMESPACE = uuid.UUID("8d1f2b9e-3c44-4f0a-9b6e-2a7c5e1d0f42")
 
 # Claims one slot (number; `replaces`: the expired hold it takes over) or raises SlotTaken.
 ClaimSlot = Callable[[str, int, str | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    coupon: Coupon
+    defn: CouponDefinition
+    reward: RewardItem
+    group: UsageGroup
+    now: datetime
 
 
 def keyed_id(namespace: uuid.UUID, tenant_id: str, idempotency_key: str) -> str:
@@ -189,6 +198,15 @@ class RedemptionService:
             reward=reward,
         )
 
+    async def admit(self, tenant_id: str, body: RedeemRequest, caller: str) -> Admitted:
+        """What a redeem or a reserve goes on with once the rules let it, limits aside."""
+        coupon, defn, reward = await self.load(tenant_id, body, caller)
+        now = self._clock()
+        reason = refusal(coupon, defn, body.user_id, now)
+        if reason is not None:
+            raise refused(reason)
+        return Admitted(coupon, defn, reward, usage_group(defn, body.user_id), now)
+
     async def has_room(self, group: UsageGroup, now: datetime) -> bool:
         """Whether a use of the group is free at `now`: its kept count under the limit, or,
         at the limit, some holds' time over (their uses are free)."""
@@ -216,21 +234,17 @@ class RedemptionService:
                 return self._replay(earlier, body), False
         else:
             rid = str(uuid.uuid4())
-        coupon, defn, reward = await self.load(tenant_id, body, caller)
-        now = self._clock()
-        reason = refusal(coupon, defn, body.user_id, now)
-        if reason is not None:
-            raise refused(reason)
-        group = usage_group(defn, body.user_id)
+        ok = await self.admit(tenant_id, body, caller)
+        group = ok.group
         redemption = Redemption(
             id=rid,
             tenant_id=tenant_id,
             user_id=body.user_id,
             group=group.key,
             state="redeemed",
-            redeemed_at=now,
-            coupon=coupon_view(coupon),
-            reward=reward,
+            redeemed_at=ok.now,
+            coupon=coupon_view(ok.coupon),
+            reward=ok.reward,
             request_hash=request_hash(body),
             metadata=body.metadata,
         )

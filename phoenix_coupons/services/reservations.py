@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import Conflict, NotFound, Refused, SlotTaken
 from phoenix_coupons.domain.outbox import redeemed, released, reserved
-from phoenix_coupons.domain.redemption import Redemption, refusal, refused, usage_group
+from phoenix_coupons.domain.redemption import Redemption, refusal, refused
 from phoenix_coupons.domain.reservation import Reservation, hold_end
 from phoenix_coupons.services.idempotency import key_reused, request_hash
 from phoenix_coupons.services.ports import Outbox, RedemptionRepo, ReservationRepo
@@ -109,12 +109,8 @@ class ReservationService:
                 return self._replay(earlier, body), False
         else:
             rid = str(uuid.uuid4())
-        coupon, defn, reward = await self._redeeming.load(tenant_id, body, caller)
-        now = self._clock()
-        reason = refusal(coupon, defn, body.user_id, now)
-        if reason is not None:
-            raise refused(reason)
-        group = usage_group(defn, body.user_id)
+        ok = await self._redeeming.admit(tenant_id, body, caller)
+        group, now = ok.group, ok.now
         hold = Reservation(
             id=rid,
             tenant_id=tenant_id,
@@ -122,9 +118,9 @@ class ReservationService:
             group=group.key,
             state="held",
             reserved_at=now,
-            expires_at=hold_end(coupon, defn, now, body.ttl_seconds),
-            coupon=coupon_view(coupon),
-            reward=reward,
+            expires_at=hold_end(ok.coupon, ok.defn, now, body.ttl_seconds),
+            coupon=coupon_view(ok.coupon),
+            reward=ok.reward,
             slot=None,
             slot_no=None,
             request_hash=request_hash(body),
