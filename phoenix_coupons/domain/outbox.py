@@ -124,7 +124,8 @@ def released(
     reservation: Reservation, reason: ReleaseReason, at: datetime, actor: Actor | None = None
 ) -> OutboxEntry:
     """The end of a hold, announced once its reservation is stored in the state it names;
-    never before the hold's own `coupon.reserved` (actor None: the sweep's, for an expiry)."""
+    never before the hold's own `coupon.reserved`, nor a confirm's before the redemption's
+    `coupon.redeemed` (actor None: the sweep's, for an expiry)."""
     r = reservation
     details = {
         "reason": reason,
@@ -133,6 +134,10 @@ def released(
     return OutboxEntry(
         reservation_released(r, reason, at),
         Subject("reservation", r.id, state=reason),
-        after=event_id("coupon.reserved", r.id),
+        after=(
+            event_id("coupon.redeemed", r.redemption_id)
+            if reason == "confirmed" and r.redemption_id is not None
+            else event_id("coupon.reserved", r.id)
+        ),
         history=_step(r.coupon, at, "released", r.id, actor, details),
     )
