@@ -133,9 +133,7 @@ async def test_confirm_turns_the_hold_into_its_redemption_once() -> None:
     ]
     assert w.fk.outbox.in_state("prepared") == []
     # The hold's end is announced after the redemption it became.
-    end = next(
-        e for e in w.fk.outbox.in_state("ready") if e.event.event_type.endswith("released")
-    )
+    end = next(e for e in w.fk.outbox.in_state("ready") if e.event.event_type.endswith("released"))
     grant = next(e for e in w.fk.outbox.in_state("ready") if e.subject.kind == "redemption")
     assert (end.event.event_type, end.after) == ("coupon.reservation_released", grant.id)
     # Past the hold's time, the confirmed use stays taken.
