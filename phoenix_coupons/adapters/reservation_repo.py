@@ -163,6 +163,15 @@ class MongoReservationRepo:
                 self._slots, self._counts, [(r.slot, r.id, r.group)], "reservation_id"
             )
 
+    async def lease(self, r: Reservation, now: datetime, grace: timedelta) -> bool:
+        """A settled hold's unfinished work, for one sweep: its mark moved past `now` by the
+        grace (due again then, should this sweep die too). False: another sweep has it."""
+        done = await self._col.update_one(
+            {"_id": r.id, "state": r.state, "open_until": {"$lte": epoch_ms(now)}},
+            {"$set": {"open_until": epoch_ms(now + grace)}},
+        )
+        return done.modified_count == 1
+
     async def due(self, now: datetime, limit: int = SWEEP_BATCH) -> list[Reservation]:
         """Holds whose time is over, and settles left unfinished."""
         cursor = self._col.find({"open_until": {"$lte": epoch_ms(now)}}).limit(limit)
@@ -191,6 +200,8 @@ async def sweep_holds(mongo: Mongo, now: datetime, grace: timedelta) -> int:
             done = await repo.settle(r, target, now)
         elif r.settled_at is not None and r.settled_at > now - grace:
             continue  # its settle is under way
+        elif not await repo.lease(r, now, grace):
+            continue  # another sweep is finishing it
         end = None if done is None else ending(done)
         if done is None or end is None:
             continue  # settled by another meanwhile: it finishes
