@@ -4,6 +4,7 @@ release and what they answer once the hold is over; the redeem rules at confirm;
 reserves and confirms; events and timeline steps; rollback's reason and
 `rollback_restores_use`; `metadata` on redeem and reserve."""
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from phoenix_coupons.domain.errors import (
 )
 from phoenix_coupons.domain.history import Actor
 from phoenix_coupons.domain.reservation import ending, hold_end
+from phoenix_coupons.services.idempotency import request_hash
 from phoenix_coupons.services.reservations import ReservationService
 from schemas.redemptions import RedeemRequest, ReserveRequest
 from tests.fakes import Fakes
@@ -317,3 +319,11 @@ async def test_metadata_of_a_redeem_is_stored_announced_and_in_the_timeline() ->
     [entry] = w.fk.outbox.in_state("ready")
     assert entry.event.model_dump()["metadata"] == {"order": {"id": 5}}
     assert entry.history is not None and entry.history.details["metadata"] == {"order": {"id": 5}}
+
+
+def test_a_body_without_metadata_hashes_as_it_did_before_metadata_existed() -> None:
+    """Keyed redeems stored before `metadata` existed still replay (their stored hash)."""
+    before = hashlib.sha256(b'{"code":"WIN-AAAA","user_id":"u-1"}').hexdigest()
+    assert request_hash(RedeemRequest(code="WIN-AAAA", user_id="u-1")) == before
+    with_metadata = RedeemRequest(code="WIN-AAAA", user_id="u-1", metadata={"a": 1})
+    assert request_hash(with_metadata) != before
