@@ -7,7 +7,8 @@
 (c) end-to-end latency at 200 events/s, event produced -> `coupon.issued` consumed
     (target p99 <= 100 ms);
 (d) redemption over HTTP at a fixed concurrency vs as many raw conditional
-    find_one_and_update calls (reported: redeems/s, p99);
+    find_one_and_update calls (reported: redeems/s, p99), and as many reserve + confirm
+    pairs through the same API process (reported: pairs/s, p99 of a pair);
 (scale) the hot paths' p50 with 0, 10,000 and 100,000 coupons stored, each against its
     value at 0 (target <= 1.5; bench/scale.py).
 Throughput runs alternate baseline and worker so that noise hits both; the medians are
@@ -256,10 +257,10 @@ async def scenario_c(servers: Servers, args: argparse.Namespace) -> list[Row]:
 async def scenario_d(servers: Servers, args: argparse.Namespace, log: Path) -> list[Row]:
     say(
         f"\n(d) redemption: {args.redeems:,} redeems over HTTP, {args.concurrency} in flight, "
-        "vs as many conditional find_one_and_update calls"
+        "vs as many conditional find_one_and_update calls; then as many reserve + confirm"
     )
-    raw, api = await redemption_runs(servers, args.redeems, args.concurrency, log)
-    for run in (raw, api):
+    raw, api, holds = await redemption_runs(servers, args.redeems, args.concurrency, log)
+    for run in (raw, api, holds):
         say(
             f"  {run.name:<26} {run.calls:>6} calls in {run.seconds:6.2f} s = "
             f"{run.rate:>8,.0f}/s  p50 {run.percentile(50):.1f} ms  "
@@ -275,7 +276,17 @@ async def scenario_d(servers: Servers, args: argparse.Namespace, log: Path) -> l
             f"p99 {api.percentile(99):.0f} ms",
             "(reported)",
             "",
-        )
+        ),
+        (
+            "    reserve+confirm",
+            "raw find_one_and_update",
+            f"{raw.rate:,.0f} op/s",
+            f"{holds.rate:,.0f} op/s",
+            f"{holds.rate / raw.rate:.2f}",
+            f"p99 {holds.percentile(99):.0f} ms",
+            "(reported)",
+            "",
+        ),
     ]
 
 

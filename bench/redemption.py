@@ -1,7 +1,8 @@
 """(d) Redemption over HTTP: redeems/s and latency at a fixed concurrency through a real API
 process, against a raw baseline of as many conditional `find_one_and_update` calls (the
 cheapest exact "use one if any is left" MongoDB offers) at the same concurrency, on the same
-server in the same run."""
+server in the same run; and holds through the same process: a reserve then its confirm per
+call (two requests; the latency is the pair's)."""
 
 import asyncio
 import contextlib
@@ -24,6 +25,7 @@ from schemas.coupons import CouponConfig, DefinitionCreate, UsageLimit
 from schemas.rewards import RewardItemCreate
 
 CODE = "BENCHPROMO"
+HOLD_CODE = "BENCHHOLD"
 READY_S = 60.0
 
 
@@ -110,7 +112,8 @@ async def _api_process(settings: Settings, log: Path):  # type: ignore[no-untype
 
 async def redemption_runs(
     servers: Servers, calls: int, concurrency: int, log: Path
-) -> tuple[CallRun, CallRun]:
+) -> tuple[CallRun, CallRun, CallRun]:
+    """The raw baseline, redeems, and reserve + confirm pairs (as many as redeems)."""
     settings = scenario_settings(servers, "d")
     container = Container(settings)
     await container.start_storage()
@@ -118,18 +121,19 @@ async def redemption_runs(
         reward = await container.rewards.create(
             TENANT, RewardItemCreate(name="Points", reward_type="points", payload={"n": 1})
         )
-        await container.definitions.create(
-            TENANT,
-            DefinitionCreate(
-                name="bench promo",
-                config=CouponConfig(
-                    reward_item_id=reward.item_id,
-                    code_format="custom",
-                    custom_code=CODE,
-                    usage_limit=UsageLimit(limit_type="per_user", max_uses=1),
+        for code in (CODE, HOLD_CODE):
+            await container.definitions.create(
+                TENANT,
+                DefinitionCreate(
+                    name=f"bench {code}",
+                    config=CouponConfig(
+                        reward_item_id=reward.item_id,
+                        code_format="custom",
+                        custom_code=code,
+                        usage_limit=UsageLimit(limit_type="per_user", max_uses=1),
+                    ),
                 ),
-            ),
-        )
+            )
         _, key = await container.api_keys.create("bench", "coupons:redeem", TENANT)
     finally:
         await container.mongo.close()
@@ -147,6 +151,20 @@ async def redemption_runs(
                     raise BenchError(f"redeem answered {answer.status_code}: {answer.text}")
 
             api = await _timed("HTTP redeem", calls, concurrency, redeem)
+            base = f"/v1/tenants/{TENANT}/coupons"
+
+            async def reserve_and_confirm(i: int) -> None:
+                held = await http.post(
+                    f"{base}/reserve", json={"code": HOLD_CODE, "user_id": f"user-{i}"}
+                )
+                if held.status_code != 201:
+                    raise BenchError(f"reserve answered {held.status_code}: {held.text}")
+                hid = held.json()["reservation_id"]
+                made = await http.post(f"{base}/reservations/{hid}/confirm")
+                if made.status_code != 201:
+                    raise BenchError(f"confirm answered {made.status_code}: {made.text}")
+
+            holds = await _timed("HTTP reserve + confirm", calls, concurrency, reserve_and_confirm)
 
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(servers.mongodb)
     try:
@@ -163,4 +181,4 @@ async def redemption_runs(
         raw = await _timed("raw find_one_and_update", calls, concurrency, use)
     finally:
         await client.close()
-    return raw, api
+    return raw, api, holds

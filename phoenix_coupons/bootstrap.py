@@ -24,6 +24,7 @@ from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.outbox import MongoOutbox
 from phoenix_coupons.adapters.outbox_relay import OutboxRelay
 from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
+from phoenix_coupons.adapters.reservation_repo import MongoReservationRepo
 from phoenix_coupons.adapters.reward_repo import MongoRewardRepo
 from phoenix_coupons.adapters.sweeper import Sweeper
 from phoenix_coupons.domain.clock import Clock, utc_now
@@ -37,6 +38,7 @@ from phoenix_coupons.services.generation import GenerationService
 from phoenix_coupons.services.issuance import IssuanceService
 from phoenix_coupons.services.redelivery import Redelivery
 from phoenix_coupons.services.redemptions import RedemptionService
+from phoenix_coupons.services.reservations import ReservationService
 from phoenix_coupons.services.rewards import RewardService
 from phoenix_coupons.services.secrets_box import SecretBox
 from phoenix_coupons.settings import (
@@ -125,6 +127,7 @@ class Container:
     definition_cache: DefinitionCache = field(init=False)
     issuance: IssuanceService = field(init=False)
     redemptions: RedemptionService = field(init=False)
+    reservations: ReservationService = field(init=False)
     coupon_queries: CouponQueries = field(init=False)
 
     def __post_init__(self, given: Settings) -> None:
@@ -141,6 +144,8 @@ class Container:
                 "coupon.definition_exhausted": s.topic_coupons_issued,
                 "coupon.redeemed": s.topic_coupons_redeemed,
                 "coupon.redemption_rolled_back": s.topic_coupons_redeemed,
+                "coupon.reserved": s.topic_coupons_redeemed,
+                "coupon.reservation_released": s.topic_coupons_redeemed,
             },
             self.clock,
             batch_size=s.outbox_batch_size,
@@ -183,6 +188,14 @@ class Container:
             self.relay.wake,
             self.lookup_limiter,
             outbox,
+        )
+        self.reservations = ReservationService(
+            self.redemptions,
+            MongoReservationRepo(self.mongo),
+            redemptions,
+            outbox,
+            self.clock,
+            self.relay.wake,
         )
         self.coupon_queries = CouponQueries(
             coupons,

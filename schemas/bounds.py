@@ -26,6 +26,12 @@ ID_MAX_LENGTH = 64
 EXTERNAL_ID_MAX_LENGTH = 255
 NAME_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 2000
+# A client's free-form `metadata` (redeem, reserve): its compact JSON text, in UTF-8 bytes.
+METADATA_MAX_BYTES = 4096
+# Why a redemption was rolled back: free text for people and the event's consumers.
+REASON_MAX_LENGTH = 500
+# How long a hold (reservation) lasts, in seconds.
+HOLD_TTL_DEFAULT, HOLD_TTL_MIN, HOLD_TTL_MAX = 300, 1, 3600
 # Integers a client sends fit in 32 bits (past 64 bits MongoDB cannot store them: a 500).
 INT_MAX = 2**31 - 1
 

@@ -54,6 +54,9 @@ class _RedemptionEvent(BaseModel):
     code: str
     definition_id: str
     reward: dict[str, Any] = Field(description="Snapshot of the reward item when redeemed.")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="The redeem's (or its reservation's) `metadata`."
+    )
 
 
 class CouponRedeemed(_RedemptionEvent):
@@ -67,3 +70,42 @@ class RedemptionRolledBack(_RedemptionEvent):
     given back; a reward service reverses the grant."""
 
     event_type: Literal["coupon.redemption_rolled_back"] = "coupon.redemption_rolled_back"
+    reason: str | None = Field(default=None, description="The rollback's `reason`, if given.")
+    use_kept: bool = Field(
+        default=False,
+        description="The use stays taken (the definition's config.rollback_restores_use is "
+        "false): nothing is given back to the user's limit.",
+    )
+
+
+ReleaseReason = Literal["released", "expired", "confirmed"]
+
+
+class _ReservationEvent(BaseModel):
+    event_id: str = Field(description="Stable: derived from the reservation id.")
+    occurred_at: datetime
+    tenant_id: str
+    user_id: str
+    reservation_id: str
+    coupon_id: str
+    code: str
+    definition_id: str
+    expires_at: datetime = Field(description="When the hold ends (or ended) unless confirmed.")
+
+
+class CouponReserved(_ReservationEvent):
+    """Published on `phoenix.coupons.redeemed` when a use is held for a while (a checkout):
+    it counts against the limits until confirmed or released."""
+
+    event_type: Literal["coupon.reserved"] = "coupon.reserved"
+    metadata: dict[str, Any] | None = Field(default=None, description="The reserve's `metadata`.")
+
+
+class ReservationReleased(_ReservationEvent):
+    """Published on `phoenix.coupons.redeemed` once per reservation when its hold ends:
+    `released` by the caller (the use is free again), `expired` unconfirmed (free again), or
+    `confirmed` into the redemption `redemption_id` (announced by its `coupon.redeemed`)."""
+
+    event_type: Literal["coupon.reservation_released"] = "coupon.reservation_released"
+    reason: ReleaseReason
+    redemption_id: str | None = Field(default=None, description="Reason `confirmed` only.")

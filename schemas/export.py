@@ -13,8 +13,10 @@ from schemas import topics
 from schemas.events import (
     CouponIssued,
     CouponRedeemed,
+    CouponReserved,
     DefinitionExhausted,
     RedemptionRolledBack,
+    ReservationReleased,
 )
 from schemas.inbound import AchievementCompleted, LeaderboardRank, StreakMilestone
 
@@ -28,6 +30,8 @@ EVENTS: dict[str, type[BaseModel]] = {
     "coupon.definition_exhausted": DefinitionExhausted,
     "coupon.redeemed": CouponRedeemed,
     "coupon.redemption_rolled_back": RedemptionRolledBack,
+    "coupon.reserved": CouponReserved,
+    "coupon.reservation_released": ReservationReleased,
 }
 
 # At the default topic names (each is configurable).
@@ -62,10 +66,16 @@ CHANNELS: dict[str, dict[str, Any]] = {
     },
     "couponsRedeemed": {
         "address": topics.COUPONS_REDEEMED,
-        "messages": ["coupon.redeemed", "coupon.redemption_rolled_back"],
+        "messages": [
+            "coupon.redeemed",
+            "coupon.redemption_rolled_back",
+            "coupon.reserved",
+            "coupon.reservation_released",
+        ],
         "in": False,
         "description": "Every redemption and every rollback of one, with the reward item's "
-        "snapshot, for the reward service to grant or reverse. At least once; deduplicate "
+        "snapshot, for the reward service to grant or reverse; every hold (reservation) "
+        "of a use and its end (released, expired or confirmed). At least once; deduplicate "
         "by event_id. A rollback follows its redemption on the same partition (key user_id).",
     },
     "deadLetters": {

@@ -3,7 +3,8 @@ that stores or forwards it can take: bounded nesting, integers MongoDB stores (6
 finite numbers (JSON has no NaN or Infinity, though Python's parser accepts them), text that
 is valid UTF-8 (no lone surrogates) and keys MongoDB accepts without special handling (no `$`
 prefix, no NUL). Its size is bounded by `PHOENIX_REWARD_PAYLOAD_MAX_BYTES` (checked by the
-service). A config merge patch only has its nesting bounded here."""
+service). A request's `metadata` is held to the same (metadata.py). A config merge patch
+only has its nesting bounded here."""
 
 import math
 from typing import Annotated, Any

@@ -9,12 +9,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
+from schemas.bounds import METADATA_MAX_BYTES
 from schemas.free_json import JsonObject
 
-METADATA_MAX_BYTES = 4096
 
-
-def serialized_size(value: dict[str, Any]) -> int:
+def serialized_size(value: Any) -> int:
     """Bytes of `value` as compact UTF-8 JSON (as stored and sent)."""
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 

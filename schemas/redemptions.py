@@ -1,11 +1,21 @@
-"""Redemption and coupon query bodies (validate, redeem, roll back; codes and wallets)."""
+"""Redemption and coupon query bodies (validate, redeem, reserve, roll back; codes and
+wallets)."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.bounds import CODE_MAX_LENGTH, CODE_PATTERN, ExternalId
+from schemas.bounds import (
+    CODE_MAX_LENGTH,
+    CODE_PATTERN,
+    HOLD_TTL_DEFAULT,
+    HOLD_TTL_MAX,
+    HOLD_TTL_MIN,
+    REASON_MAX_LENGTH,
+    ExternalId,
+)
+from schemas.metadata import Metadata
 from schemas.pages import next_after
 from schemas.rewards import RewardItem
 
@@ -46,6 +56,27 @@ class RedeemRequest(BaseModel):
         "are ASCII letters, digits, hyphens and underscores.",
     )
     user_id: ExternalId
+    metadata: Metadata | None = None
+
+
+class ReserveRequest(RedeemRequest):
+    ttl_seconds: int = Field(
+        default=HOLD_TTL_DEFAULT,
+        ge=HOLD_TTL_MIN,
+        le=HOLD_TTL_MAX,
+        description="How long the hold lasts (it never outlasts the coupon's validity).",
+    )
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=REASON_MAX_LENGTH,
+        description="Why (e.g. the order was cancelled): stored and carried by the event.",
+    )
 
 
 class Coupon(BaseModel):
@@ -87,6 +118,32 @@ class Redemption(BaseModel):
     rolled_back_at: datetime | None = None
     coupon: Coupon
     reward: RewardItem = Field(description="The reward item as it was when redeemed.")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="The redeem's (or its reservation's) `metadata`."
+    )
+    rollback_reason: str | None = None
+    use_kept: bool = Field(
+        default=False,
+        description="Rolled back with the use kept taken (config.rollback_restores_use false).",
+    )
+
+
+ReservationStatus = Literal["held", "confirmed", "released", "expired"]
+
+
+class Reservation(BaseModel):
+    """A hold of one use of a coupon, until `expires_at`: confirmed into a redemption, or
+    released (by the caller, or by itself when it expires)."""
+
+    reservation_id: str
+    status: ReservationStatus
+    user_id: str
+    reserved_at: datetime
+    expires_at: datetime = Field(description="The hold ends then unless confirmed.")
+    coupon: Coupon
+    reward: RewardItem = Field(description="The reward item as it was when reserved.")
+    metadata: dict[str, Any] | None = None
+    redemption_id: str | None = Field(default=None, description="Once confirmed.")
 
 
 class CouponList(BaseModel):

@@ -27,7 +27,8 @@ from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFail
 from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import OutboxEntry
-from phoenix_coupons.domain.redemption import Redemption
+from phoenix_coupons.domain.redemption import Redemption, free_slot
+from phoenix_coupons.domain.reservation import HoldTurn, Reservation, Settled
 from phoenix_coupons.services.ports import Claim, Page, Reserved, StoredCoupon
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
@@ -438,59 +439,170 @@ class _Held:
     slot_no: int | None
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """A numbered slot of a usage group, held by a redemption or by a hold until a time."""
+
+    group: str
+    slot_no: int
+    redemption_id: str | None = None
+    reservation_id: str | None = None
+    hold_until: datetime | None = None
+
+
 class FakeRedemptionRepo:
-    """Redemptions, each holding a slot: the unique slot index (and the id) refuse a second
-    holder with SlotTaken."""
+    """Redemptions, and the numbered slots of usage groups that redemptions and holds hold:
+    a taken slot (and a taken id) refuses a second holder with SlotTaken; a hold's slot is
+    taken over once its time is over. Counts are the slots held, as the kept counts are."""
 
     def __init__(self) -> None:
         self.rows: dict[str, _Held] = {}
+        self.slots: dict[str, _Slot] = {}
         self._hints: dict[str, int] = {}
 
     async def next_slot_hint(self, group: str) -> int:
         self._hints[group] = self._hints.get(group, 0) + 1
         return self._hints[group]
 
-    async def insert(self, redemption: Redemption, slot: str, slot_no: int | None) -> None:
-        if redemption.id in self.rows or any(h.slot == slot for h in self.rows.values()):
-            raise SlotTaken(f"slot {slot} or redemption {redemption.id} is taken")
-        self.rows[redemption.id] = _Held(redemption, slot, slot_no)
+    def claim(self, slot: str, holder: _Slot, replaces: str | None, now: datetime) -> None:
+        held = self.slots.get(slot)
+        if replaces is None:
+            if held is not None:
+                raise SlotTaken(f"slot {slot} is taken")
+        elif held is None or held.reservation_id != replaces or not _over(held, now):
+            raise SlotTaken(f"slot {slot} is not held by the expired hold {replaces}")
+        self.slots[slot] = holder
+
+    async def insert(
+        self, redemption: Redemption, slot: str, slot_no: int | None, replaces: str | None = None
+    ) -> None:
+        r = redemption
+        if r.id in self.rows:
+            raise SlotTaken(f"redemption {r.id} exists")
+        if slot_no is not None:
+            self.claim(slot, _Slot(r.group, slot_no, redemption_id=r.id), replaces, r.redeemed_at)
+        self.rows[r.id] = _Held(r, slot, slot_no)
+
+    async def insert_held(
+        self, redemption: Redemption, hold: Reservation, now: datetime
+    ) -> HoldTurn:
+        r = redemption
+        if hold.slot is not None and hold.slot_no is not None:
+            held = self.slots.get(hold.slot)
+            if held is not None and held.reservation_id == hold.id and not _over(held, now):
+                self.slots[hold.slot] = _Slot(r.group, hold.slot_no, redemption_id=r.id)
+            elif held is None or held.redemption_id != r.id:
+                return "lost"
+        if r.id in self.rows:
+            return "again"
+        self.rows[r.id] = _Held(r, hold.slot or free_slot(r.id), hold.slot_no)
+        return "turned"
+
+    async def expired_holds(self, group: str, now: datetime) -> dict[int, str]:
+        return {
+            s.slot_no: s.reservation_id
+            for s in self.slots.values()
+            if s.group == group and s.reservation_id is not None and _over(s, now)
+        }
 
     async def get(self, tenant_id: str, redemption_id: str) -> Redemption | None:
         held = self.rows.get(redemption_id)
         return held.redemption if held and held.redemption.tenant_id == tenant_id else None
 
-    def _active(self, group: str) -> list[_Held]:
-        return [
-            h
-            for h in self.rows.values()
-            if h.redemption.group == group and h.redemption.state == "redeemed"
-        ]
-
     async def active_count(self, group: str) -> int:
-        return len(self._active(group))
+        return sum(1 for s in self.slots.values() if s.group == group)
 
     async def used_slots(self, group: str) -> set[int]:
-        return {h.slot_no for h in self._active(group) if h.slot_no is not None}
+        return {s.slot_no for s in self.slots.values() if s.group == group}
 
     async def active_counts(self, groups: Sequence[str]) -> dict[str, int]:
-        counts = {g: len(self._active(g)) for g in groups}
+        counts = {g: await self.active_count(g) for g in groups}
         return {g: n for g, n in counts.items() if n}  # an aggregation has no empty groups
 
     async def roll_back(
-        self, tenant_id: str, redemption_id: str, free_slot: str, at: datetime
+        self,
+        tenant_id: str,
+        redemption_id: str,
+        at: datetime,
+        reason: str | None = None,
+        keep_use: bool = False,
     ) -> Redemption | None:
         held = self.rows.get(redemption_id)
         if held is None or held.redemption.tenant_id != tenant_id:
             return None
         if held.redemption.state != "redeemed":
             return None
-        rolled = replace(held.redemption, state="rolled_back", rolled_back_at=at)
-        self.rows[redemption_id] = _Held(rolled, free_slot, None)
+        rolled = replace(
+            held.redemption,
+            state="rolled_back",
+            rolled_back_at=at,
+            rollback_reason=reason,
+            use_kept=keep_use,
+        )
+        if keep_use:
+            self.rows[redemption_id] = _Held(rolled, held.slot, held.slot_no)
+        else:
+            if self.slots.get(held.slot, _Slot("", 0)).redemption_id == redemption_id:
+                del self.slots[held.slot]
+            self.rows[redemption_id] = _Held(rolled, free_slot(redemption_id), None)
         return rolled
 
     async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[Redemption]:
         found = [h.redemption for h in self.rows.values() if h.redemption.coupon.id == coupon_id]
         return sorted(found, key=lambda r: r.redeemed_at, reverse=True)[:limit]
+
+
+def _over(slot: _Slot, now: datetime) -> bool:
+    return slot.hold_until is not None and slot.hold_until <= now
+
+
+class FakeReservationRepo:
+    """Holds, over the slots of a FakeRedemptionRepo (they share the usage groups' slots)."""
+
+    def __init__(self, redemptions: FakeRedemptionRepo) -> None:
+        self.rows: dict[str, Reservation] = {}
+        self._slots = redemptions
+
+    async def insert(self, reservation: Reservation, replaces: str | None = None) -> None:
+        r = reservation
+        if r.id in self.rows:
+            raise SlotTaken(f"reservation {r.id} exists")
+        if r.slot is not None and r.slot_no is not None:
+            holder = _Slot(r.group, r.slot_no, reservation_id=r.id, hold_until=r.expires_at)
+            self._slots.claim(r.slot, holder, replaces, r.reserved_at)
+        self.rows[r.id] = r
+
+    async def get(self, tenant_id: str, reservation_id: str) -> Reservation | None:
+        r = self.rows.get(reservation_id)
+        return r if r is not None and r.tenant_id == tenant_id else None
+
+    async def claim_confirm(
+        self, tenant_id: str, reservation_id: str, redemption_id: str, now: datetime
+    ) -> Reservation | None:
+        r = await self.get(tenant_id, reservation_id)
+        if r is not None and r.redemption_id is None and r.held_at(now):
+            r = self.rows[r.id] = replace(r, redemption_id=redemption_id)
+        return r
+
+    async def settle(
+        self,
+        reservation: Reservation,
+        state: Settled,
+        now: datetime,
+    ) -> Reservation | None:
+        r = self.rows.get(reservation.id)
+        if r is None or r.state != "held" or r.redemption_id != reservation.redemption_id:
+            return None
+        if (state == "released" and not r.held_at(now)) or (state == "expired" and r.held_at(now)):
+            return None
+        done = self.rows[r.id] = replace(r, state=state, settled_at=now)
+        return done
+
+    async def finish(self, reservation: Reservation) -> None:
+        r = reservation
+        held = self._slots.slots.get(r.slot or "")
+        if r.state in ("released", "expired") and held and held.reservation_id == r.id:
+            del self._slots.slots[r.slot or ""]
 
 
 class FakeOutbox:
@@ -670,10 +782,12 @@ class Fakes:
     budgets: FakeIssuanceBudgets = field(default_factory=FakeIssuanceBudgets)
     definitions: FakeDefinitionRepo = field(init=False)
     history: FakeCodeHistory = field(init=False)
+    reservations: FakeReservationRepo = field(init=False)
 
     def __post_init__(self) -> None:
         self.definitions = FakeDefinitionRepo(self.coupons)
         self.history = FakeCodeHistory(self.outbox.history)  # what readied entries stored
+        self.reservations = FakeReservationRepo(self.redemptions)
 
     def budget(self) -> "IssuanceBudget":
         """The issuance budget service on these fakes (as bootstrap.py wires it)."""
@@ -695,6 +809,7 @@ if TYPE_CHECKING:  # mypy checks each fake against its port
     _keys: ports.ApiKeyRepo = FakeApiKeyRepo()
     _idempotency: ports.IdempotencyRepo = FakeIdempotencyRepo()
     _redemptions: ports.RedemptionRepo = FakeRedemptionRepo()
+    _reservations: ports.ReservationRepo = FakeReservationRepo(FakeRedemptionRepo())
     _lookups: ports.LookupLimiter = FakeLookupLimiter()
     _history: ports.CodeHistory = FakeCodeHistory()
     _outbox: ports.Outbox = FakeOutbox()

@@ -161,6 +161,10 @@ REDEMPTIONS = Collection(
 REDEMPTION_SLOTS = Collection(
     "redemption_slots", (Index((("group", ASC),)), Index((("unconfirmed", ASC),)))
 )
+# Holds of uses (reservation_repo.py), `_id` = the reservation id. `open_until` (epoch ms):
+# set while the hold is open (its end) or its settling unfinished, so the sweep's query of
+# holds due reads only those.
+RESERVATIONS = Collection("reservations", (Index((("open_until", ASC),)),))
 # Events waiting to be published (outbox.py): pending records only, deleted once sent, so the
 # collection stays small. `state`: the relay's `ready` query and the sweep's `prepared` one.
 OUTBOX = Collection("outbox", (Index((("state", ASC),)),))
@@ -202,6 +206,7 @@ def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
         COUPONS,
         REDEMPTIONS,
         REDEMPTION_SLOTS,
+        RESERVATIONS,
         OUTBOX,
         CODE_HISTORY,
         USAGE_HINTS,

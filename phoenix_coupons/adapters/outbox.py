@@ -22,7 +22,12 @@ from phoenix_coupons.adapters.mongo_schema import COUNTERS, OUTBOX
 from phoenix_coupons.domain.outbox import OutboxEntry
 
 PREPARED, READY = "prepared", "ready"
-COLLECTIONS = {"coupon": "coupons", "redemption": "redemptions", "budget": COUNTERS.name}
+COLLECTIONS = {
+    "coupon": "coupons",
+    "redemption": "redemptions",
+    "reservation": "reservations",
+    "budget": COUNTERS.name,
+}
 CHUNK = 1000
 SWEEP_BATCH = 1000
 

@@ -1,8 +1,15 @@
 """Redemptions in MongoDB. Usage limits are exact through `redemption_slots`: one document
 per held slot (`_id` = the slot), claimed before the redemption is inserted and confirmed
 after (a crash between leaves an unconfirmed slot that `sweep_slots` confirms or releases);
-a rollback deletes its slot. Each group's held slots are counted in `counters`
-(`uses:<group>`), read by `_id`. The events wait in the outbox (services prepare them)."""
+a rollback deletes its slot (or keeps it: `use_kept`). Each group's held slots are counted
+in `counters` (`uses:<group>`), read by `_id`. The events wait in the outbox (services
+prepare them).
+
+A hold (reservation_repo.py) holds a slot too: the slot names its `reservation_id` and
+`hold_until` (epoch ms) instead of a redemption. Once `hold_until` has passed, a new holder
+takes the slot over in one conditional update (`_id`, the old holder, `hold_until` passed):
+the count is unchanged, and the expired hold has freed its use without waiting for a sweep.
+A confirm turns its hold's slot into its redemption's the same way (`insert_held`)."""
 
 from collections import Counter
 from collections.abc import Sequence
@@ -17,7 +24,8 @@ from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import REDEMPTION_SLOTS
 from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
 from phoenix_coupons.domain.errors import Contended, SlotTaken
-from phoenix_coupons.domain.redemption import Redemption
+from phoenix_coupons.domain.redemption import Redemption, free_slot
+from phoenix_coupons.domain.reservation import HoldTurn, Reservation
 from schemas.redemptions import Coupon as CouponSnapshot
 from schemas.rewards import RewardItem
 
@@ -49,7 +57,25 @@ def to_doc(redemption: Redemption, slot: str, slot_no: int | None) -> Doc:
         "request_hash": r.request_hash,
         "slot": slot,
         "slot_no": slot_no,
+        "metadata": None if r.metadata is None else dict(r.metadata),
+        "rollback_reason": r.rollback_reason,
+        "use_kept": r.use_kept,
+        "reservation_id": r.reservation_id,
     }
+
+
+def hold_taken_over(slot: str, holder: str, new_holder: Doc, now: datetime) -> tuple[Doc, Doc]:
+    """The filter and update that take over `slot` from the hold `holder` once its time is
+    over (at `now`): one atomic write, the slot's count unchanged."""
+    return (
+        {"_id": slot, "reservation_id": holder, "hold_until": {"$lte": epoch_ms(now)}},
+        {"$set": new_holder, "$unset": {k: "" for k in HOLDER_FIELDS if k not in new_holder}},
+    )
+
+
+# What names a slot's holder: a redemption (unconfirmed while its write is under way), or a
+# hold (a reservation, until `hold_until`).
+HOLDER_FIELDS = ("redemption_id", "unconfirmed", "reservation_id", "hold_until")
 
 
 def from_doc(doc: Doc) -> Redemption:
@@ -64,6 +90,10 @@ def from_doc(doc: Doc) -> Redemption:
         coupon=CouponSnapshot.model_validate(doc["coupon"]),
         reward=RewardItem.model_validate(doc["reward"]),
         request_hash=doc.get("request_hash"),
+        metadata=doc.get("metadata"),
+        rollback_reason=doc.get("rollback_reason"),
+        use_kept=bool(doc.get("use_kept")),
+        reservation_id=doc.get("reservation_id"),
     )
 
 
@@ -89,31 +119,65 @@ class MongoRedemptionRepo:
                 continue
         raise Contended(f"could not allocate a slot hint for {group}")
 
-    async def insert(self, redemption: Redemption, slot: str, slot_no: int | None) -> None:
-        """Claim the slot (a numbered one), insert the redemption, confirm the slot. Raises
-        SlotTaken when the slot (or the id) is taken; nothing of this call is left then."""
+    async def insert(
+        self, redemption: Redemption, slot: str, slot_no: int | None, replaces: str | None = None
+    ) -> None:
+        """Claim the slot (a numbered one; `replaces`: take it over from that expired hold),
+        insert the redemption, confirm the slot. Raises SlotTaken when the slot (or the id)
+        is taken; nothing of this call is left then."""
         r = redemption
         if slot_no is not None:
-            claim = {
-                "_id": slot,
-                "redemption_id": r.id,
-                "group": r.group,
-                "slot_no": slot_no,
-                "unconfirmed": epoch_ms(r.redeemed_at),
-            }
-            try:
-                await self._slots.insert_one(claim)
-            except DuplicateKeyError as exc:
-                raise SlotTaken(str(exc)) from exc
-            await self._counts.add({uses_key(r.group): 1})
+            holder = {"redemption_id": r.id, "unconfirmed": epoch_ms(r.redeemed_at)}
+            await claim_slot(
+                self._slots, self._counts, slot, r.group, slot_no, holder, replaces, r.redeemed_at
+            )
         try:
             await self._col.insert_one(to_doc(r, slot, slot_no))
         except DuplicateKeyError as exc:  # the id: a keyed redeem stored before
             if slot_no is not None:
-                await _release(self._slots, self._counts, [(slot, r.id, r.group)])
+                await release_slots(self._slots, self._counts, [(slot, r.id, r.group)])
             raise SlotTaken(str(exc)) from exc
         if slot_no is not None:
             await self._slots.update_one({"_id": slot}, {"$unset": {"unconfirmed": ""}})
+
+    async def insert_held(
+        self, redemption: Redemption, hold: Reservation, now: datetime
+    ) -> HoldTurn:
+        """Turn the hold's slot into the redemption's (while the hold is still the slot's and
+        its time not over), insert the redemption, confirm the slot: "turned"; "again" when
+        an earlier call of this hold stored it; "lost" when the hold lost its slot."""
+        r = redemption
+        slot = hold.slot or free_slot(r.id)
+        if hold.slot is not None:
+            turned = await self._slots.find_one_and_update(
+                {"_id": hold.slot, "reservation_id": hold.id, "hold_until": {"$gt": epoch_ms(now)}},
+                {
+                    "$set": {"redemption_id": r.id, "unconfirmed": epoch_ms(now)},
+                    "$unset": {"reservation_id": "", "hold_until": ""},
+                },
+            )
+            if turned is None:
+                held = await self._slots.find_one({"_id": hold.slot}, {"redemption_id": 1})
+                if held is None or held.get("redemption_id") != r.id:
+                    return "lost"
+        outcome: HoldTurn = "turned"
+        try:
+            await self._col.insert_one(to_doc(r, slot, hold.slot_no))
+        except DuplicateKeyError:  # an earlier confirm of this hold stored it
+            outcome = "again"
+        if hold.slot is not None:
+            await self._slots.update_one(
+                {"_id": hold.slot, "redemption_id": r.id}, {"$unset": {"unconfirmed": ""}}
+            )
+        return outcome
+
+    async def expired_holds(self, group: str, now: datetime) -> dict[int, str]:
+        """The group's slots held by holds whose time is over at `now`: number -> holder."""
+        cursor = self._slots.find(
+            {"group": group, "hold_until": {"$lte": epoch_ms(now)}},
+            {"slot_no": 1, "reservation_id": 1},
+        )
+        return {int(d["slot_no"]): d["reservation_id"] async for d in cursor}
 
     async def get(self, tenant_id: str, redemption_id: str) -> Redemption | None:
         doc = await self._col.find_one({"_id": redemption_id, "tenant_id": tenant_id})
@@ -131,54 +195,88 @@ class MongoRedemptionRepo:
         return {g: n for g in groups if (n := counts[uses_key(g)])}
 
     async def roll_back(
-        self, tenant_id: str, redemption_id: str, free_slot: str, at: datetime
+        self,
+        tenant_id: str,
+        redemption_id: str,
+        at: datetime,
+        reason: str | None = None,
+        keep_use: bool = False,
     ) -> Redemption | None:
-        """Give the use back, once: None when missing or rolled back already. Its slot is
-        put in question first (`unconfirmed`) and deleted after: a crash between leaves a
-        slot `sweep_slots` settles by the redemption's state."""
+        """Roll back once: None when missing or rolled back already. The use is given back
+        (its slot put in question first, `unconfirmed`, and deleted after: a crash between
+        leaves a slot `sweep_slots` settles by the redemption's state), or, `keep_use`,
+        kept: the rolled-back redemption still holds its slot (`use_kept`)."""
         held = await self._col.find_one(
             {"_id": redemption_id, "tenant_id": tenant_id, "state": "redeemed"},
             {"slot_no": 1, "slot": 1},
         )
         if held is None:
             return None
-        if held.get("slot_no") is not None:
+        frees = held.get("slot_no") is not None and not keep_use
+        if frees:
             await self._slots.update_one(
                 {"_id": held["slot"], "redemption_id": redemption_id},
                 {"$set": {"unconfirmed": epoch_ms(at)}},
             )
+        change: Doc = {"state": "rolled_back", "rolled_back_at": at, "rollback_reason": reason}
+        if keep_use:
+            change["use_kept"] = True
+        else:
+            change.update(slot=free_slot(redemption_id), slot_no=None)
         before = await self._col.find_one_and_update(
             {"_id": redemption_id, "tenant_id": tenant_id, "state": "redeemed"},
-            {
-                "$set": {
-                    "state": "rolled_back",
-                    "slot": free_slot,
-                    "slot_no": None,
-                    "rolled_back_at": at,
-                }
-            },
+            {"$set": change},
             return_document=ReturnDocument.BEFORE,
         )
         if before is None:
             return None
-        if before.get("slot_no") is not None:
-            await _release(
+        if frees and before.get("slot_no") is not None:
+            await release_slots(
                 self._slots, self._counts, [(before["slot"], redemption_id, before["group"])]
             )
-        return from_doc({**before, "state": "rolled_back", "rolled_back_at": at})
+        return from_doc({**before, **change})
 
     async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[Redemption]:
         cursor = self._col.find({"coupon_id": coupon_id}).sort("redeemed_at", -1).limit(limit)
         return [from_doc(d) async for d in cursor]
 
 
-async def _release(
-    slots: AsyncCollection[Doc], counts: MongoCounters, held: Sequence[tuple[str, str, str]]
+async def claim_slot(
+    slots: AsyncCollection[Doc],
+    counts: MongoCounters,
+    slot: str,
+    group: str,
+    slot_no: int,
+    holder: Doc,
+    replaces: str | None,
+    now: datetime,
 ) -> None:
-    """Delete each (slot, redemption id, group) still held by that redemption, and count it."""
+    """Claim a free slot for `holder` (its fields: `HOLDER_FIELDS`), counted; or, `replaces`,
+    take it over from that hold whose time is over at `now` (the count unchanged). SlotTaken
+    when it is not to be had."""
+    if replaces is not None:
+        taken = await slots.find_one_and_update(*hold_taken_over(slot, replaces, holder, now))
+        if taken is None:
+            raise SlotTaken(f"slot {slot} is no longer held by the expired hold {replaces}")
+        return
+    try:
+        await slots.insert_one({"_id": slot, "group": group, "slot_no": slot_no, **holder})
+    except DuplicateKeyError as exc:
+        raise SlotTaken(str(exc)) from exc
+    await counts.add({uses_key(group): 1})
+
+
+async def release_slots(
+    slots: AsyncCollection[Doc],
+    counts: MongoCounters,
+    held: Sequence[tuple[str, str, str]],
+    holder_field: str = "redemption_id",
+) -> None:
+    """Delete each (slot, holder id, group) still held by that holder (a redemption, or a
+    reservation: `holder_field`), and count it."""
     released: Counter[str] = Counter()
-    for slot, redemption_id, group in held:
-        result = await slots.delete_one({"_id": slot, "redemption_id": redemption_id})
+    for slot, holder, group in held:
+        result = await slots.delete_one({"_id": slot, holder_field: holder})
         released[uses_key(group)] -= result.deleted_count
     await counts.add(released)
 
@@ -196,16 +294,19 @@ async def sweep_slots(mongo: Mongo, now: datetime, grace: timedelta) -> int:
     ids = list({d["redemption_id"] for d in stale})
     holders = {
         d["_id"]: d
-        async for d in mongo.redemptions.find({"_id": {"$in": ids}}, {"state": 1, "slot": 1})
+        async for d in mongo.redemptions.find(
+            {"_id": {"$in": ids}}, {"state": 1, "slot": 1, "use_kept": 1}
+        )
     }
     confirm, release = [], []
     for d in stale:
         r = holders.get(d["redemption_id"])
-        if r is not None and r.get("state") == "redeemed" and r.get("slot") == d["_id"]:
+        holds = r is not None and (r.get("state") == "redeemed" or r.get("use_kept"))
+        if holds and r is not None and r.get("slot") == d["_id"]:
             confirm.append(d["_id"])
         else:
             release.append((d["_id"], d["redemption_id"], d["group"]))
     if confirm:
         await slots.update_many({"_id": {"$in": confirm}}, {"$unset": {"unconfirmed": ""}})
-    await _release(slots, MongoCounters(mongo), release)
+    await release_slots(slots, MongoCounters(mongo), release)
     return len(stale)

@@ -16,6 +16,7 @@ from phoenix_coupons.adapters.claims_sweep import sweep_claim_batches, sweep_cla
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.outbox import sweep_outbox
 from phoenix_coupons.adapters.redemption_repo import sweep_slots
+from phoenix_coupons.adapters.reservation_repo import sweep_holds
 from phoenix_coupons.domain.clock import Clock
 
 log = structlog.get_logger(__name__)
@@ -27,6 +28,7 @@ SWEEPS: tuple[Sweep, ...] = (
     sweep_claim_batches,  # batches of claims a crash left open
     sweep_claims,  # code claims without their coupon (or confirmed late)
     sweep_slots,  # redemption slots claimed without their redemption (or left by a rollback)
+    sweep_holds,  # holds whose time is over (expired, announced), settles left unfinished
     sweep_outbox,  # prepared outbox entries: readied when their subject came, dropped if not
 )
 

@@ -17,7 +17,7 @@ from phoenix_coupons import __version__
 from phoenix_coupons.api.body_limit import BodyLimit
 from phoenix_coupons.api.errors import install_error_handlers
 from phoenix_coupons.api.observe import RequestLog
-from phoenix_coupons.api.routes import codes, coupons, redemptions, rewards
+from phoenix_coupons.api.routes import codes, coupons, redemptions, reservations, rewards
 from phoenix_coupons.bootstrap import Container
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ def create_app(
     app.include_router(rewards.router)
     # Redemption before definitions: `/coupons/validate` is no definition id.
     app.include_router(redemptions.router)
+    app.include_router(reservations.router)
     app.include_router(coupons.router)
     app.include_router(codes.router)
 

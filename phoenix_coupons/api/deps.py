@@ -12,6 +12,7 @@ from phoenix_coupons.services.coupon_queries import CouponQueries
 from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.generation import GenerationService
 from phoenix_coupons.services.redemptions import RedemptionService
+from phoenix_coupons.services.reservations import ReservationService
 from phoenix_coupons.services.rewards import RewardService
 
 T = TypeVar("T")
@@ -32,4 +33,5 @@ Rewards = Annotated[RewardService, Depends(_of_container(lambda c: c.rewards))]
 Definitions = Annotated[DefinitionService, Depends(_of_container(lambda c: c.definitions))]
 Generation = Annotated[GenerationService, Depends(_of_container(lambda c: c.generation))]
 Redemptions = Annotated[RedemptionService, Depends(_of_container(lambda c: c.redemptions))]
+Reservations = Annotated[ReservationService, Depends(_of_container(lambda c: c.reservations))]
 Coupons = Annotated[CouponQueries, Depends(_of_container(lambda c: c.coupon_queries))]

@@ -40,6 +40,9 @@ ItemId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, description
 RedemptionId = Annotated[
     str, Path(min_length=1, max_length=ID_MAX_LENGTH, description="Redemption id.")
 ]
+ReservationId = Annotated[
+    str, Path(min_length=1, max_length=ID_MAX_LENGTH, description="Reservation id.")
+]
 UserId = Annotated[
     str, Path(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, description="The user's id.")
 ]

@@ -8,9 +8,15 @@ REDEMPTIONS = Counter(
     "Idempotency-Key and body again), rolled_back",
     ["outcome"],
 )
+RESERVATIONS = Counter(
+    "phoenix_reservations_total",
+    "Hold requests answered: reserved (a new hold), replayed (a keyed reserve again), "
+    "confirmed (a hold turned into its redemption), released",
+    ["outcome"],
+)
 REFUSALS = Counter(
     "phoenix_redemption_refusals_total",
-    "Redeem requests refused, by the refusal code (code_not_found, expired, ..., "
+    "Redeem and reserve requests refused, by the refusal code (code_not_found, expired, ..., "
     "too_many_failed_lookups)",
     ["reason"],
 )

@@ -2,18 +2,29 @@
 
 import uuid
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import Redemption
+from phoenix_coupons.domain.reservation import Reservation
 from schemas.events import (
     CouponIssued,
     CouponRedeemed,
+    CouponReserved,
     DefinitionExhausted,
     RedemptionRolledBack,
+    ReleaseReason,
+    ReservationReleased,
 )
 
-OutboundEvent = CouponIssued | CouponRedeemed | RedemptionRolledBack | DefinitionExhausted
+OutboundEvent = (
+    CouponIssued
+    | CouponRedeemed
+    | RedemptionRolledBack
+    | CouponReserved
+    | ReservationReleased
+    | DefinitionExhausted
+)
 
 EVENT_NAMESPACE = uuid.UUID("5b0f4e6e-2f43-4c5c-9d0a-6f0c0b7a3c11")
 
@@ -64,7 +75,46 @@ def coupon_redeemed(redemption: Redemption) -> CouponRedeemed:
 def redemption_rolled_back(redemption: Redemption) -> RedemptionRolledBack:
     if redemption.rolled_back_at is None:
         raise ValueError("the redemption has not been rolled back")
-    return _redemption_event(RedemptionRolledBack, redemption, redemption.rolled_back_at)
+    event = _redemption_event(RedemptionRolledBack, redemption, redemption.rolled_back_at)
+    return event.model_copy(
+        update={"reason": redemption.rollback_reason, "use_kept": redemption.use_kept}
+    )
+
+
+def coupon_reserved(reservation: Reservation) -> CouponReserved:
+    r = reservation
+    return CouponReserved(
+        event_id=event_id("coupon.reserved", r.id),
+        occurred_at=r.reserved_at,
+        metadata=None if r.metadata is None else dict(r.metadata),
+        **_reservation_fields(r),
+    )
+
+
+def reservation_released(
+    reservation: Reservation, reason: ReleaseReason, at: datetime
+) -> ReservationReleased:
+    """One per reservation, whatever ended it (the same event id)."""
+    r = reservation
+    return ReservationReleased(
+        event_id=event_id("coupon.reservation_released", r.id),
+        occurred_at=at,
+        reason=reason,
+        redemption_id=r.redemption_id if reason == "confirmed" else None,
+        **_reservation_fields(r),
+    )
+
+
+def _reservation_fields(r: Reservation) -> dict[str, Any]:
+    return {
+        "tenant_id": r.tenant_id,
+        "user_id": r.user_id,
+        "reservation_id": r.id,
+        "coupon_id": r.coupon.id,
+        "code": r.coupon.code,
+        "definition_id": r.coupon.definition_id,
+        "expires_at": r.expires_at,
+    }
 
 
 RedemptionEvent = TypeVar("RedemptionEvent", CouponRedeemed, RedemptionRolledBack)
@@ -82,4 +132,5 @@ def _redemption_event(model: type[RedemptionEvent], r: Redemption, at: datetime)
         code=r.coupon.code,
         definition_id=r.coupon.definition_id,
         reward=r.reward.model_dump(),
+        metadata=None if r.metadata is None else dict(r.metadata),
     )

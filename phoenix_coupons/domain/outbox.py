@@ -4,20 +4,27 @@ A writer prepares its entries before the documents they announce and readies the
 a crash in between leaves a prepared entry that a sweep readies (its subject came) or drops
 (it never did): no document without its event, no event without its document."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
+from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.events import (
     OutboundEvent,
     coupon_issued,
     coupon_redeemed,
+    coupon_reserved,
     event_id,
     redemption_rolled_back,
+    reservation_released,
 )
-from phoenix_coupons.domain.history import HistoryEntry
+from phoenix_coupons.domain.history import Actor, HistoryEntry, HistoryKind
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import Redemption
-from schemas.events import DefinitionExhausted
+from phoenix_coupons.domain.reservation import Reservation
+from schemas.events import DefinitionExhausted, ReleaseReason
+from schemas.redemptions import Coupon as CouponSnapshot
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Subject:
     issuance budget the exhaustion claim that prepared the entry: `budget`, id the
     definition's)."""
 
-    kind: Literal["coupon", "redemption", "budget"]
+    kind: Literal["coupon", "redemption", "reservation", "budget"]
     id: str
     code: str | None = None
     state: str | None = None
@@ -53,16 +60,88 @@ def issued(coupon: Coupon) -> OutboxEntry:
     return OutboxEntry(coupon_issued(coupon), Subject("coupon", coupon.id, code=coupon.code))
 
 
-def redeemed(redemption: Redemption) -> OutboxEntry:
-    return OutboxEntry(coupon_redeemed(redemption), Subject("redemption", redemption.id))
+def _step(
+    coupon: CouponSnapshot,
+    at: datetime,
+    kind: HistoryKind,
+    ref: str,
+    actor: Actor | None,
+    details: Mapping[str, Any],
+) -> HistoryEntry:
+    """A step of the coupon's timeline; details left out while empty (None)."""
+    return HistoryEntry(
+        tenant_id=coupon.tenant_id,
+        code_norm=codes.normalize(coupon.code),
+        at=at,
+        kind=kind,
+        ref=ref,
+        actor=actor,
+        details={k: v for k, v in details.items() if v is not None},
+    )
 
 
-def rolled_back(redemption: Redemption) -> OutboxEntry:
-    """Never announced before the redemption's own event (a reversal before its grant)."""
+def redeemed(redemption: Redemption, actor: Actor | None = None) -> OutboxEntry:
+    r = redemption
+    details = {
+        "user_id": r.user_id,
+        "metadata": None if r.metadata is None else dict(r.metadata),
+        "reservation_id": r.reservation_id,
+    }
     return OutboxEntry(
-        redemption_rolled_back(redemption),
-        Subject("redemption", redemption.id, state="rolled_back"),
-        after=event_id("coupon.redeemed", redemption.id),
+        coupon_redeemed(r),
+        Subject("redemption", r.id),
+        history=_step(r.coupon, r.redeemed_at, "redeemed", r.id, actor, details),
+    )
+
+
+def rolled_back(redemption: Redemption, actor: Actor | None = None) -> OutboxEntry:
+    """Never announced before the redemption's own event (a reversal before its grant)."""
+    r = redemption
+    if r.rolled_back_at is None:
+        raise ValueError("the redemption has not been rolled back")
+    details = {"reason": r.rollback_reason, "use_kept": r.use_kept or None}
+    return OutboxEntry(
+        redemption_rolled_back(r),
+        Subject("redemption", r.id, state="rolled_back"),
+        after=event_id("coupon.redeemed", r.id),
+        history=_step(r.coupon, r.rolled_back_at, "rolled_back", r.id, actor, details),
+    )
+
+
+def reserved(reservation: Reservation, actor: Actor | None = None) -> OutboxEntry:
+    r = reservation
+    details = {
+        "user_id": r.user_id,
+        "expires_at": r.expires_at.isoformat(),
+        "metadata": None if r.metadata is None else dict(r.metadata),
+    }
+    return OutboxEntry(
+        coupon_reserved(r),
+        Subject("reservation", r.id),
+        history=_step(r.coupon, r.reserved_at, "reserved", r.id, actor, details),
+    )
+
+
+def released(
+    reservation: Reservation, reason: ReleaseReason, at: datetime, actor: Actor | None = None
+) -> OutboxEntry:
+    """The end of a hold, announced once its reservation is stored in the state it names;
+    never before the hold's own `coupon.reserved`, nor a confirm's before the redemption's
+    `coupon.redeemed` (actor None: the sweep's, for an expiry)."""
+    r = reservation
+    details = {
+        "reason": reason,
+        "redemption_id": r.redemption_id if reason == "confirmed" else None,
+    }
+    return OutboxEntry(
+        reservation_released(r, reason, at),
+        Subject("reservation", r.id, state=reason),
+        after=(
+            event_id("coupon.redeemed", r.redemption_id)
+            if reason == "confirmed" and r.redemption_id is not None
+            else event_id("coupon.reserved", r.id)
+        ),
+        history=_step(r.coupon, at, "released", r.id, actor, details),
     )
 
 

@@ -8,9 +8,10 @@ after (adapters/redemption_repo.py).
 """
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.errors import CodeNotFound, Refused
@@ -27,7 +28,9 @@ RedemptionState = Literal["redeemed", "rolled_back"]
 class Redemption:
     """One use of a coupon, with the coupon and the reward item as they were when redeemed.
     `group`: the usage group it counts against while redeemed; `request_hash`: the body of
-    the keyed request that made it (a replay with another body is refused)."""
+    the keyed request that made it (a replay with another body is refused); `metadata`: the
+    caller's (the redeem's, or its reservation's); `use_kept`: rolled back without giving the
+    use back (config.rollback_restores_use false: it still holds its slot)."""
 
     id: str
     tenant_id: str
@@ -39,6 +42,10 @@ class Redemption:
     reward: RewardItem
     request_hash: str | None = None
     rolled_back_at: datetime | None = None
+    metadata: Mapping[str, Any] | None = None
+    rollback_reason: str | None = None
+    use_kept: bool = False
+    reservation_id: str | None = None  # the hold it confirmed
 
 
 @dataclass(frozen=True)

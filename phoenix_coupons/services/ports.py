@@ -10,6 +10,7 @@ from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
+from phoenix_coupons.domain.reservation import HoldTurn, Reservation, Settled
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
 
@@ -175,9 +176,24 @@ class RedemptionRepo(Protocol):
         """1, 2, 3, ... per group (atomic): the slot number a new redemption tries first."""
         ...
 
-    async def insert(self, redemption: Redemption, slot: str, slot_no: int | None) -> None:
-        """Store it in `slot` (number `slot_no` of its group, None: a free slot); SlotTaken
-        when that slot or the redemption's id is taken."""
+    async def insert(
+        self, redemption: Redemption, slot: str, slot_no: int | None, replaces: str | None = None
+    ) -> None:
+        """Store it in `slot` (number `slot_no` of its group, None: a free slot; `replaces`:
+        taken over from that hold, whose time is over); SlotTaken when that slot or the
+        redemption's id is taken."""
+        ...
+
+    async def insert_held(
+        self, redemption: Redemption, hold: Reservation, now: datetime
+    ) -> HoldTurn:
+        """Store it in the slot `hold` holds, while the hold still holds it and is open at
+        `now`: "turned"; "again" when an earlier call stored it; "lost" when the hold lost
+        its slot."""
+        ...
+
+    async def expired_holds(self, group: str, now: datetime) -> dict[int, str]:
+        """The group's slots held by holds whose time is over at `now`: number -> holder."""
         ...
 
     async def get(self, tenant_id: str, redemption_id: str) -> Redemption | None: ...
@@ -185,13 +201,51 @@ class RedemptionRepo(Protocol):
     async def used_slots(self, group: str) -> set[int]: ...
     async def active_counts(self, groups: Sequence[str]) -> dict[str, int]: ...
     async def roll_back(
-        self, tenant_id: str, redemption_id: str, free_slot: str, at: datetime
+        self,
+        tenant_id: str,
+        redemption_id: str,
+        at: datetime,
+        reason: str | None = None,
+        keep_use: bool = False,
     ) -> Redemption | None:
-        """Rolled back into `free_slot`, once: None when missing or rolled back already."""
+        """Rolled back once, its use given back (`keep_use`: kept, its slot still held):
+        None when missing or rolled back already."""
         ...
 
     async def for_coupon(self, coupon_id: str, limit: int = 100) -> list[Redemption]:
         """The coupon's redemptions, newest first."""
+        ...
+
+
+class ReservationRepo(Protocol):
+    """Holds: each holds a slot of its usage group as a redemption does (none when the group
+    has no limit), until confirmed, released or its time is over."""
+
+    async def insert(self, reservation: Reservation, replaces: str | None = None) -> None:
+        """Hold its slot (`replaces`: taken over from that expired hold) and store it;
+        SlotTaken when the slot or its id is taken."""
+        ...
+
+    async def get(self, tenant_id: str, reservation_id: str) -> Reservation | None: ...
+    async def claim_confirm(
+        self, tenant_id: str, reservation_id: str, redemption_id: str, now: datetime
+    ) -> Reservation | None:
+        """Name the one redemption its confirms make, if none is named and the hold is open
+        at `now`; the reservation as it is after (None: missing)."""
+        ...
+
+    async def settle(
+        self,
+        reservation: Reservation,
+        state: Settled,
+        now: datetime,
+    ) -> Reservation | None:
+        """Held -> `state` once (released: while open and unclaimed; expired: once over;
+        confirmed: with the redemption it names); None when another settled it first."""
+        ...
+
+    async def finish(self, reservation: Reservation) -> None:
+        """After its event: a released or expired hold's slot freed (if still its own)."""
         ...
 
 

@@ -1,14 +1,17 @@
 """Validate, redeem and roll back coupons; exact usage limits under concurrency. Their events
-go through the outbox: prepared before the redemption is written, readied after."""
+go through the outbox: prepared before the redemption is written, readied after. Holds
+(services/reservations.py) take their uses through the same slots (`take_slot`)."""
 
 import asyncio
 import random
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 
 from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.clock import Clock
+from phoenix_coupons.domain.config_rules import rollback_restores_use
 from phoenix_coupons.domain.errors import (
     CodeNotFound,
     Conflict,
@@ -16,6 +19,7 @@ from phoenix_coupons.domain.errors import (
     Refused,
     SlotTaken,
 )
+from phoenix_coupons.domain.history import Actor
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.outbox import redeemed, rolled_back
 from phoenix_coupons.domain.redemption import (
@@ -46,6 +50,68 @@ from schemas.rewards import RewardItem
 SMALL_LIMIT = 4
 REDEMPTION_NAMESPACE = uuid.UUID("8d1f2b9e-3c44-4f0a-9b6e-2a7c5e1d0f42")
 
+# Claims one slot (number; `replaces`: the expired hold it takes over) or raises SlotTaken.
+ClaimSlot = Callable[[str, int, str | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    coupon: Coupon
+    defn: CouponDefinition
+    reward: RewardItem
+    group: UsageGroup
+    now: datetime
+
+
+def keyed_id(namespace: uuid.UUID, tenant_id: str, idempotency_key: str) -> str:
+    """The id of what a keyed request makes: the same for the same tenant and key."""
+    return str(uuid.uuid5(namespace, f"{tenant_id}\x1f{idempotency_key}"))
+
+
+def caller_actor(caller: str | None) -> Actor | None:
+    return None if caller is None else Actor("api_key", caller)
+
+
+async def take_slot(
+    redemptions: RedemptionRepo,
+    group: UsageGroup,
+    now: datetime,
+    claim: ClaimSlot,
+    clash: Callable[[], Awaitable[bool]],
+) -> None:
+    """Claim a free slot of a limited group for a redemption or a hold, or refuse at the limit.
+    No slot free: the slots of holds whose time is over at `now` are taken over. `clash`:
+    whether a SlotTaken was about the id itself (a keyed request stored before), then raised."""
+    limit, full = group.limit, group.refusal
+    if limit is None or full is None:
+        raise ValueError(f"the group {group.key} has no limit: it needs no numbered slot")
+    if limit <= SMALL_LIMIT:  # a few slots: try them in order, no hint needed
+        candidates: list[tuple[int, str | None]] = [(n, None) for n in range(1, limit + 1)]
+    else:
+        hint = await redemptions.next_slot_hint(group.key)
+        candidates = [(hint, None)] if hint <= limit else []
+    while True:
+        for number, holder in candidates:
+            try:
+                await claim(group.slot(number), number, holder)
+                return
+            except SlotTaken:
+                if await clash():
+                    raise  # the id itself exists: a keyed replay, handled by the caller
+        # Past the hint: slots freed by rollbacks (or left by a crash) are reused.
+        used = await redemptions.used_slots(group.key)
+        holes: list[tuple[int, str | None]] = [
+            (n, None) for n in range(1, limit + 1) if n not in used
+        ]
+        if not holes:
+            # Every slot held: those of holds whose time is over are free all the same.
+            expired = await redemptions.expired_holds(group.key, now)
+            holes = [(n, holder) for n, holder in expired.items() if n <= limit]
+        if not holes:
+            raise refused(full)
+        random.shuffle(holes)  # concurrent callers spread over the free slots
+        candidates = list(holes)
+
 
 def coupon_view(coupon: Coupon) -> CouponView:
     data = asdict(coupon)
@@ -62,6 +128,9 @@ def redemption_view(redemption: Redemption) -> RedemptionView:
         rolled_back_at=r.rolled_back_at,
         coupon=r.coupon,
         reward=r.reward,
+        metadata=None if r.metadata is None else dict(r.metadata),
+        rollback_reason=r.rollback_reason,
+        use_kept=r.use_kept,
     )
 
 
@@ -86,7 +155,7 @@ class RedemptionService:
         self._lookups = lookups
         self._outbox = outbox
 
-    async def _load(
+    async def load(
         self, tenant_id: str, body: RedeemRequest, caller: str
     ) -> tuple[Coupon, CouponDefinition, RewardItem]:
         """The coupon, its definition and reward, or the reason a redeem is refused now.
@@ -113,14 +182,14 @@ class RedemptionService:
 
     async def validate(self, tenant_id: str, body: RedeemRequest, caller: str) -> ValidateResponse:
         try:
-            coupon, defn, reward = await self._load(tenant_id, body, caller)
+            coupon, defn, reward = await self.load(tenant_id, body, caller)
         except CodeNotFound as exc:
             return ValidateResponse(valid=False, reason=exc.code, coupon=None, reward=None)
-        reason = refusal(coupon, defn, body.user_id, self._clock())
+        now = self._clock()
+        reason = refusal(coupon, defn, body.user_id, now)
         if reason is None:
             group = usage_group(defn, body.user_id)
-            limit = group.limit
-            if limit is not None and await self._redemptions.active_count(group.key) >= limit:
+            if not await self.has_room(group, now):
                 reason = group.refusal
         return ValidateResponse(
             valid=reason is None,
@@ -128,6 +197,26 @@ class RedemptionService:
             coupon=coupon_view(coupon),
             reward=reward,
         )
+
+    async def admit(self, tenant_id: str, body: RedeemRequest, caller: str) -> Admitted:
+        """What a redeem or a reserve goes on with once the rules let it, limits aside."""
+        coupon, defn, reward = await self.load(tenant_id, body, caller)
+        now = self._clock()
+        reason = refusal(coupon, defn, body.user_id, now)
+        if reason is not None:
+            raise refused(reason)
+        return Admitted(coupon, defn, reward, usage_group(defn, body.user_id), now)
+
+    async def has_room(self, group: UsageGroup, now: datetime) -> bool:
+        """Whether a use of the group is free at `now`: its kept count under the limit, or,
+        at the limit, some holds' time over (their uses are free)."""
+        limit = group.limit
+        if limit is None:
+            return True
+        used = await self._redemptions.active_count(group.key)
+        if used < limit:
+            return True
+        return used - len(await self._redemptions.expired_holds(group.key, now)) < limit
 
     async def redeem(
         self,
@@ -139,30 +228,28 @@ class RedemptionService:
         """The redemption, and whether it is new (False: the replay of a keyed redeem). A
         replay looks up no code: it is answered even while `caller` is over its limit."""
         if idempotency_key is not None:
-            rid = str(uuid.uuid5(REDEMPTION_NAMESPACE, f"{tenant_id}\x1f{idempotency_key}"))
+            rid = keyed_id(REDEMPTION_NAMESPACE, tenant_id, idempotency_key)
             earlier = await self._redemptions.get(tenant_id, rid)
             if earlier is not None:
                 return self._replay(earlier, body), False
         else:
             rid = str(uuid.uuid4())
-        coupon, defn, reward = await self._load(tenant_id, body, caller)
-        now = self._clock()
-        reason = refusal(coupon, defn, body.user_id, now)
-        if reason is not None:
-            raise refused(reason)
-        group = usage_group(defn, body.user_id)
+        ok = await self.admit(tenant_id, body, caller)
+        group = ok.group
         redemption = Redemption(
             id=rid,
             tenant_id=tenant_id,
             user_id=body.user_id,
             group=group.key,
             state="redeemed",
-            redeemed_at=now,
-            coupon=coupon_view(coupon),
-            reward=reward,
+            redeemed_at=ok.now,
+            coupon=coupon_view(ok.coupon),
+            reward=ok.reward,
             request_hash=request_hash(body),
+            metadata=body.metadata,
         )
-        entry = redeemed(redemption)
+        actor = caller_actor(caller)
+        entry = redeemed(redemption, actor)
         await self._outbox.prepare([entry])
         try:
             await self._take_slot(redemption, group, keyed=idempotency_key is not None)
@@ -178,8 +265,8 @@ class RedemptionService:
                     await self._outbox.discard([entry.id])
                 raise
             # The entry as the earlier call stored it (ours may have replaced it, prepared).
-            await self._outbox.prepare([redeemed(earlier)])
-            await self._outbox.ready([redeemed(earlier)])
+            await self._outbox.prepare([redeemed(earlier, actor)])
+            await self._outbox.ready([redeemed(earlier, actor)])
             return self._replay(earlier, body), False
         await self._outbox.ready([entry])
         self._on_redeemed()
@@ -188,30 +275,18 @@ class RedemptionService:
     async def _take_slot(self, redemption: Redemption, group: UsageGroup, keyed: bool) -> None:
         """Insert the redemption into a free slot of its group, or refuse at the limit.
         `keyed`: the redemption id comes from an Idempotency-Key, so a clash may be on it."""
-        limit, full = group.limit, group.refusal
-        if limit is None or full is None:
-            await self._redemptions.insert(redemption, free_slot(redemption.id), None)
+        r, repo = redemption, self._redemptions
+        if group.limit is None:
+            await repo.insert(r, free_slot(r.id), None)
             return
-        if limit <= SMALL_LIMIT:  # a few slots: try them in order, no hint needed
-            candidates = list(range(1, limit + 1))
-        else:
-            hint = await self._redemptions.next_slot_hint(group.key)
-            candidates = [hint] if hint <= limit else []
-        while True:
-            for number in candidates:
-                try:
-                    await self._redemptions.insert(redemption, group.slot(number), number)
-                    return
-                except SlotTaken:
-                    if keyed and await self._redemptions.get(redemption.tenant_id, redemption.id):
-                        raise  # the id itself exists: a keyed replay, handled by the caller
-            # Past the hint: slots freed by rollbacks (or left by a crash) are reused.
-            used = await self._redemptions.used_slots(group.key)
-            holes = [n for n in range(1, limit + 1) if n not in used]
-            if not holes:
-                raise refused(full)
-            random.shuffle(holes)  # concurrent callers spread over the free slots
-            candidates = holes
+
+        async def claim(slot: str, number: int, replaces: str | None) -> None:
+            await repo.insert(r, slot, number, replaces)
+
+        async def clash() -> bool:
+            return keyed and await repo.get(r.tenant_id, r.id) is not None
+
+        await take_slot(repo, group, r.redeemed_at, claim, clash)
 
     def _replay(self, earlier: Redemption, body: RedeemRequest) -> RedemptionView:
         if earlier.request_hash != request_hash(body):
@@ -219,7 +294,15 @@ class RedemptionService:
             raise key_reused("this Idempotency-Key was used for another redeem request")
         return redemption_view(earlier)
 
-    async def rollback(self, tenant_id: str, redemption_id: str) -> RedemptionView:
+    async def rollback(
+        self,
+        tenant_id: str,
+        redemption_id: str,
+        caller: str | None = None,
+        reason: str | None = None,
+    ) -> RedemptionView:
+        """Roll back once; the use is given back unless the definition's
+        `config.rollback_restores_use` is false (then the redemption keeps its slot)."""
         now = self._clock()
         existing = await self._redemptions.get(tenant_id, redemption_id)
         if existing is None:
@@ -231,10 +314,19 @@ class RedemptionService:
         )
         if existing.state != "redeemed":
             raise already
-        entry = rolled_back(replace(existing, state="rolled_back", rolled_back_at=now))
+        defn = await self._definitions.get(tenant_id, existing.coupon.definition_id)
+        keep = defn is not None and not rollback_restores_use(defn.config)
+        undone = replace(
+            existing,
+            state="rolled_back",
+            rolled_back_at=now,
+            rollback_reason=reason,
+            use_kept=keep,
+        )
+        entry = rolled_back(undone, caller_actor(caller))
         await self._outbox.prepare([entry])
         redemption = await self._redemptions.roll_back(
-            tenant_id, redemption_id, free_slot(redemption_id), now
+            tenant_id, redemption_id, now, reason, keep_use=keep
         )
         if redemption is None:
             # A concurrent rollback won: the entry (same id) is its to ready.

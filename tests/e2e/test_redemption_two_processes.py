@@ -141,16 +141,21 @@ async def define(
 
 
 async def redeem_split(
-    apis: list[ApiProcess], tenant: str, headers: dict[str, str], bodies: list[Json]
+    apis: list[ApiProcess],
+    tenant: str,
+    headers: dict[str, str],
+    bodies: list[Json],
+    action: str = "redeem",
 ) -> list[tuple[int, httpx.Response]]:
-    """Send every redeem at once, alternating between the processes: (process, response)."""
+    """Send every redeem (or reserve: `action`) at once, alternating between the processes:
+    (process, response)."""
     limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
     clients = [
         httpx.AsyncClient(base_url=p.url, timeout=60.0, limits=limits, headers=headers)
         for p in apis
     ]
     try:
-        path = f"/v1/tenants/{tenant}/coupons/redeem"
+        path = f"/v1/tenants/{tenant}/coupons/{action}"
         responses = await asyncio.gather(
             *[clients[i % len(clients)].post(path, json=b) for i, b in enumerate(bodies)]
         )
@@ -170,8 +175,9 @@ def check_outcome(
         if r.status_code == 409:
             assert r.json()["error"] == refusal, r.text
     won = [r.json() for _, r in answers if r.status_code == 201]
-    assert len({w["redemption_id"] for w in won}) == successes
-    assert all(w["status"] == "redeemed" for w in won)
+    ids = {w.get("redemption_id") or w.get("reservation_id") for w in won}
+    assert len(ids) == successes
+    assert all(w["status"] in ("redeemed", "held") for w in won)
     return won
 
 
@@ -261,3 +267,42 @@ async def test_per_user_limit_is_exact_across_two_api_processes(
         [{"code": "TWO-PROC-2", "user_id": "alice"} for _ in range(10)],
     )
     assert [r.status_code for _, r in again].count(201) == 1
+
+
+async def test_holds_share_the_exact_limit_across_two_api_processes(
+    apis: list[ApiProcess],
+    client: httpx.AsyncClient,
+    make_key: KeyFactory,
+    admin: Json,
+    reward: Json,
+    tenant: str,
+) -> None:
+    """Reserves split over both processes hold exactly the limit; a release on one frees a
+    use that a redeem on either takes, and a confirm keeps its use."""
+    await define(
+        client, admin, tenant, reward, "TWO-PROC-HOLD", {"limit_type": "global", "max_uses": 5}
+    )
+    key = await make_key(scopes="coupons:redeem", tenant=tenant)
+    bodies = [
+        {"code": "TWO-PROC-HOLD", "user_id": f"user-{i:02d}", "ttl_seconds": 600} for i in range(60)
+    ]
+    held = check_outcome(
+        await redeem_split(apis, tenant, key["headers"], bodies, "reserve"),
+        5,
+        "global_limit_reached",
+    )
+    base = f"/v1/tenants/{tenant}/coupons/reservations"
+    async with (
+        httpx.AsyncClient(base_url=apis[0].url, headers=key["headers"]) as first,
+        httpx.AsyncClient(base_url=apis[1].url, headers=key["headers"]) as second,
+    ):
+        for hold in held[:2]:
+            gone = await first.post(f"{base}/{hold['reservation_id']}/release")
+            assert gone.status_code == 200, gone.text
+        for hold in held[2:]:
+            made = await second.post(f"{base}/{hold['reservation_id']}/confirm")
+            assert made.status_code == 201, made.text
+            again = await first.post(f"{base}/{hold['reservation_id']}/confirm")
+            assert (again.status_code, again.json()) == (200, made.json())
+    more = [{"code": "TWO-PROC-HOLD", "user_id": f"late-{i:02d}"} for i in range(20)]
+    check_outcome(await redeem_split(apis, tenant, key["headers"], more), 2, "global_limit_reached")

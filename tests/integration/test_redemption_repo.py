@@ -104,12 +104,12 @@ async def test_a_rollback_answers_the_rolled_back_record_once(
     made = replace(redemption(tenant, "coupon-3"), group=f"g:{tenant}")
     await repo.insert(made, f"g:{tenant}#1", 1)
     later = AT + timedelta(minutes=5, microseconds=123000)
-    back = await repo.roll_back(tenant, made.id, free_slot(made.id), later)
+    back = await repo.roll_back(tenant, made.id, later)
     assert back is not None
     assert (back.state, back.rolled_back_at) == ("rolled_back", later)
     assert back.coupon == made.coupon and back.reward == made.reward
     assert await repo.get(tenant, made.id) == back
-    assert await repo.roll_back(tenant, made.id, free_slot(made.id), later) is None
+    assert await repo.roll_back(tenant, made.id, later) is None
     row = await container.mongo.redemptions.find_one({"_id": made.id})
     assert row is not None
     assert row["slot"] == free_slot(made.id) and row["slot_no"] is None
@@ -167,3 +167,26 @@ async def test_the_sweep_releases_slots_whose_redemption_never_came_and_confirms
     assert await repo.active_count(group) == 1
     [left] = await slots.find({"group": group}).to_list()
     assert "unconfirmed" not in left
+
+
+async def test_a_rollback_that_keeps_the_use_keeps_the_slot_held(
+    container: Container, tenant: str
+) -> None:
+    """`rollback_restores_use` false: the rolled-back redemption still holds its slot (and
+    is counted), and the slots sweep leaves it so."""
+    repo = MongoRedemptionRepo(container.mongo)
+    made = replace(redemption(tenant, "coupon-4"), group=f"g:{tenant}")
+    await repo.insert(made, f"g:{tenant}#1", 1)
+    later = AT + timedelta(minutes=5)
+    back = await repo.roll_back(tenant, made.id, later, "order cancelled", keep_use=True)
+    assert back is not None
+    assert (back.state, back.rollback_reason, back.use_kept) == (
+        "rolled_back",
+        "order cancelled",
+        True,
+    )
+    assert await repo.get(tenant, made.id) == back
+    slot = await container.mongo.db[REDEMPTION_SLOTS.name].find_one({"_id": f"g:{tenant}#1"})
+    assert slot is not None and slot["redemption_id"] == made.id
+    assert await repo.active_count(f"g:{tenant}") == 1
+    assert await repo.used_slots(f"g:{tenant}") == {1}

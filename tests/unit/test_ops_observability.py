@@ -35,6 +35,7 @@ DASHBOARD_SHOWS = {
     "phoenix_outbox_oldest_pending_seconds",
     "phoenix_outbox_backlog",
     "phoenix_redemptions_total",
+    "phoenix_reservations_total",
     "phoenix_redemption_refusals_total",
     "phoenix_code_lookups_refused_total",
     "phoenix_worker_events_consumed_total",

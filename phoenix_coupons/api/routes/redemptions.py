@@ -13,7 +13,13 @@ from phoenix_coupons.domain.errors import CodeNotFound, Refused, TooManyFailedLo
 from phoenix_coupons.domain.redemption import refused
 from phoenix_coupons.domain.scopes import COUPONS_REDEEM
 from phoenix_coupons.services.api_keys import Principal
-from schemas.redemptions import RedeemRequest, Redemption, RefusalReason, ValidateResponse
+from schemas.redemptions import (
+    RedeemRequest,
+    Redemption,
+    RefusalReason,
+    RollbackRequest,
+    ValidateResponse,
+)
 
 
 def _listed(codes: list[str]) -> str:
@@ -25,6 +31,14 @@ router = APIRouter(
 )
 REDEEM = [Depends(require(COUPONS_REDEEM))]
 Redeemer = Annotated[Principal, Depends(require(COUPONS_REDEEM))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=255,
+        description="Same key and body: the first answer again, no second use.",
+    ),
+]
 LIMITED = documented(
     429,
     "`too_many_failed_lookups`: this API key's look-ups of unknown codes in the tenant are "
@@ -58,14 +72,7 @@ async def redeem(
     redemptions: Redemptions,
     caller: Redeemer,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=255,
-            description="Same key and body: the first redemption again, no second use.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Redemption:
     """Consume one use; answers the redemption with the reward item's snapshot, and
     announces `coupon.redeemed`. A replayed `Idempotency-Key` answers 200."""
@@ -82,11 +89,17 @@ async def redeem(
     return redemption
 
 
-@router.post("/redemptions/{redemption_id}/rollback", dependencies=REDEEM, responses=REFUSED)
+@router.post("/redemptions/{redemption_id}/rollback", responses=REFUSED)
 async def rollback(
-    tenant_id: TenantId, redemption_id: RedemptionId, redemptions: Redemptions
+    tenant_id: TenantId,
+    redemption_id: RedemptionId,
+    redemptions: Redemptions,
+    caller: Redeemer,
+    body: RollbackRequest | None = None,
 ) -> Redemption:
-    """Give the use back, once; announces `coupon.redemption_rolled_back`."""
-    redemption = await redemptions.rollback(tenant_id, redemption_id)
+    """Roll back once, with an optional `reason`; announces `coupon.redemption_rolled_back`.
+    The use is given back unless the definition's `config.rollback_restores_use` is false."""
+    reason = None if body is None else body.reason
+    redemption = await redemptions.rollback(tenant_id, redemption_id, caller.key_id, reason)
     REDEMPTIONS.labels("rolled_back").inc()
     return redemption
