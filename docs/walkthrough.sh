@@ -16,37 +16,17 @@
 #>
 #> Every id is captured from a response (`jq -r`), never pasted from another run. Each run
 #> uses a tenant of its own (`TENANT`), so the walk can be repeated on the same data. The
-#> helper `http` runs `curl`, prints the response body and stops the walk unless the status
-#> (and, after a colon, the `error` code) is the one given. Responses shown are from a real
+#> helper `http` ([walk-lib.sh](walk-lib.sh), with the defaults of `PY`, `BASE` and `TENANT`)
+#> runs `curl`, prints the response body and stops the walk unless the status (and, after a
+#> colon, the `error` code) is the one given. Responses shown are from a real
 #> run; ids and times differ in yours, long bodies are trimmed where marked.
 #>
 #> ## 0. Setup
 
 set -euo pipefail  # stop at the first failure (leave it out when pasting into your shell)
 
-PY=${PY:-.venv/bin/python}              # the project's venv (`make run` creates it)
-BASE=${BASE:-http://127.0.0.1:${PHOENIX_API_PORT:-8080}}
-TENANT=${TENANT:-acme-$(date +%Y%m%d%H%M%S)}
-export PHOENIX_DATA_DIR=${PHOENIX_DATA_DIR:-.phoenix}  # where `make run` wrote services.env
-
-# http STATUS[:ERROR] CURL-ARGS...: print the response body; fail unless the status (and the
-# body's `error` code) is the one expected.
-http() {
-  local want=$1 response status body
-  shift
-  response=$(curl -sS --max-time 30 -w '\n%{http_code}' "$@")
-  status=${response##*$'\n'}
-  body=${response%$'\n'*}
-  printf '%s\n' "$body"
-  if [[ $status != "${want%%:*}" ]]; then
-    echo "expected HTTP ${want%%:*}, got $status: $body" >&2
-    return 1
-  fi
-  if [[ $want == *:* && $(jq -r .error <<<"$body") != "${want#*:}" ]]; then
-    echo "expected error ${want#*:}, got: $body" >&2
-    return 1
-  fi
-}
+# PY, BASE, TENANT (with their defaults) and the helpers `http` and `records`:
+source docs/walk-lib.sh
 
 #> **Is the service ready?** `GET /readyz` answers 200 `{"status": "ready"}` once MongoDB
 #> answers and the worker has joined its consumer group (503 with the reasons before that);

@@ -4,10 +4,9 @@ from phoenix_coupons.docgen import DOCS, configuration, walkthrough
 
 
 def main() -> None:
-    for page, text in (
-        (configuration.PAGE, configuration.render()),
-        (walkthrough.PAGE, walkthrough.render()),
-    ):
+    pages = [(configuration.PAGE, configuration.render())]
+    pages += [(page, walkthrough.render(name=script)) for script, page in walkthrough.PAGES.items()]
+    for page, text in pages:
         path = DOCS / page
         if not path.is_file() or path.read_text() != text:
             path.write_text(text)

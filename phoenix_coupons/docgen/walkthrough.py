@@ -1,16 +1,23 @@
-"""docs/walkthrough.md from docs/walkthrough.sh: the script is the page. Its `#>` lines are
-the page's prose (Markdown); every other run of lines is a shell block, as the test runs it."""
+"""docs/walkthrough.md from docs/walkthrough.sh, and docs/lifecycle.md from docs/lifecycle.sh:
+each script is its page. Its `#>` lines are the page's prose (Markdown); every other run of
+lines is a shell block, as the test runs it."""
 
 from phoenix_coupons.docgen import DOCS
 
 SCRIPT = "walkthrough.sh"
 PAGE = "walkthrough.md"
+# Each script run by tests/e2e/test_walkthrough.py, and the page generated from it.
+PAGES = {SCRIPT: PAGE, "lifecycle.sh": "lifecycle.md"}
 PROSE = "#>"
-HEADER = f"<!-- Generated from {SCRIPT} by `make docs`: edit the script, not this page. -->\n\n"
 
 
-def render(script: str | None = None) -> str:
-    text = (DOCS / SCRIPT).read_text() if script is None else script
+def header(script: str) -> str:
+    return f"<!-- Generated from {script} by `make docs`: edit the script, not this page. -->\n\n"
+
+
+def render(script: str | None = None, name: str = SCRIPT) -> str:
+    """The page of the script `name` (its text `script`, else the file's)."""
+    text = (DOCS / name).read_text() if script is None else script
     lines = text.splitlines()
     if lines and lines[0].startswith("#!"):
         lines = lines[1:]
@@ -37,4 +44,4 @@ def render(script: str | None = None) -> str:
     flush()
     while out and not out[-1]:
         out.pop()
-    return HEADER + "\n".join(out) + "\n"
+    return header(name) + "\n".join(out) + "\n"

@@ -111,14 +111,18 @@ def readme_first_request(port: int) -> str:
     return block.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
 
 
-def test_the_readme_and_the_walkthrough_run_as_written(stack: Stack) -> None:
+def test_the_readme_and_the_walkthroughs_run_as_written(stack: Stack) -> None:
     started = time.monotonic()
-    walk = bash(stack, "docs/walkthrough.sh")
-    assert walk.returncode == 0, (
-        f"walkthrough.sh failed ({walk.returncode}):\n{walk.stdout[-4000:]}\n{walk.stderr[-4000:]}"
-        f"\n----- make run -----\n{stack.tail()}"
-    )
-    assert "walkthrough done" in walk.stdout
+    for script, done in (
+        ("walkthrough.sh", "walkthrough done"),
+        ("lifecycle.sh", "lifecycle done"),
+    ):
+        walk = bash(stack, f"docs/{script}")
+        assert walk.returncode == 0, (
+            f"{script} failed ({walk.returncode}):\n{walk.stdout[-4000:]}\n"
+            f"{walk.stderr[-4000:]}\n----- make run -----\n{stack.tail()}"
+        )
+        assert done in walk.stdout
     first = bash(stack, "-c", readme_first_request(stack.port))
     assert first.returncode == 0 and '"item_id"' in first.stdout, first.stdout + first.stderr
     took = time.monotonic() - started

@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from phoenix_coupons.docgen import DOCS, configuration, walkthrough
 from phoenix_coupons.settings import Settings
 
@@ -34,9 +36,10 @@ def test_configuration_reference_names_every_variable() -> None:
     assert "| `KAFKA_BOOTSTRAP_SERVERS`" in text
 
 
-def test_walkthrough_page_matches_the_script() -> None:
-    path = DOCS / walkthrough.PAGE
-    assert path.is_file() and path.read_text() == walkthrough.render(), (
+@pytest.mark.parametrize(("script", "page"), walkthrough.PAGES.items())
+def test_walkthrough_pages_match_their_scripts(script: str, page: str) -> None:
+    path = DOCS / page
+    assert path.is_file() and path.read_text() == walkthrough.render(name=script), (
         f"{path.relative_to(ROOT)} is out of date: run `make docs`"
     )
 
