@@ -10,7 +10,13 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from schemas import topics
-from schemas.events import CouponIssued, CouponRedeemed, RedemptionRolledBack
+from schemas.events import (
+    CouponExpired,
+    CouponExpiring,
+    CouponIssued,
+    CouponRedeemed,
+    RedemptionRolledBack,
+)
 from schemas.inbound import AchievementCompleted, LeaderboardRank, StreakMilestone
 
 OUT = Path(__file__).parent / "generated"
@@ -22,6 +28,8 @@ EVENTS: dict[str, type[BaseModel]] = {
     "coupon.issued": CouponIssued,
     "coupon.redeemed": CouponRedeemed,
     "coupon.redemption_rolled_back": RedemptionRolledBack,
+    "coupon.expiring": CouponExpiring,
+    "coupon.expired": CouponExpired,
 }
 
 # At the default topic names (each is configurable).
@@ -59,6 +67,15 @@ CHANNELS: dict[str, dict[str, Any]] = {
         "description": "Every redemption and every rollback of one, with the reward item's "
         "snapshot, for the reward service to grant or reverse. At least once; deduplicate "
         "by event_id. A rollback follows its redemption on the same partition (key user_id).",
+    },
+    "couponsExpiry": {
+        "address": topics.COUPONS_EXPIRY,
+        "messages": ["coupon.expiring", "coupon.expired"],
+        "in": False,
+        "description": "Expiry reminders (one per lead time of remind_before, for a user's "
+        "unredeemed coupon) and expiries (a user's coupon expired with uses left), published "
+        "by the expiry scheduler. At least once on the wire, each published once by the "
+        "service; deduplicate by event_id.",
     },
     "deadLetters": {
         "address": topics.DEAD_LETTERS,

@@ -6,8 +6,8 @@ each coupon then adds its issue key, code, time and owner."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from phoenix_coupons.domain import codes, issue_keys
-from phoenix_coupons.domain.config_rules import code_spec, valid_for
+from phoenix_coupons.domain import codes, expiry, issue_keys
+from phoenix_coupons.domain.config_rules import code_spec, remind_before, valid_for
 from phoenix_coupons.domain.models import Coupon, CouponSource
 from schemas.coupons import CouponDefinition
 
@@ -29,6 +29,7 @@ class CouponFactory:
     starts_at: datetime | None
     expires_at: datetime | None
     valid_for: timedelta | None = None
+    remind_before: tuple[timedelta, ...] = ()
 
     @classmethod
     def of(cls, defn: CouponDefinition, source: CouponSource) -> "CouponFactory":
@@ -45,6 +46,7 @@ class CouponFactory:
             cfg.starts_at if windowed else None,
             cfg.expires_at if windowed else None,
             valid_for(cfg) if windowed else None,
+            remind_before(cfg) if windowed else (),
         )
 
     def coupon(
@@ -74,6 +76,9 @@ class CouponFactory:
             expires_at=expires_at,
             trigger_event_id=trigger_event_id,
             valid_until=valid_until,
+            expiry_due=None
+            if self.source == "definition"
+            else expiry.first_due(issued_at, expires_at, self.remind_before, issued_at),
         )
 
     def window(

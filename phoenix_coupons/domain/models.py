@@ -51,3 +51,6 @@ class Coupon:
     # apart from `expires_at` (which also caps it by the definition's window as it was at
     # issuance): redemption reads this and the definition's window as it is now.
     valid_until: datetime | None = None
+    # When its next expiry step (a reminder, the expiry) falls due: the scheduler's
+    # (domain/expiry.py); None for coupons without steps.
+    expiry_due: datetime | None = None
