@@ -157,7 +157,10 @@ class Container:
         self.rewards = RewardService(
             rewards, definitions, self.clock, new_id, s.reward_payload_max_bytes
         )
-        self.definitions = DefinitionService(definitions, rewards, coupons, self.clock, new_id)
+        schedule = MongoExpirySchedule(self.mongo)
+        self.definitions = DefinitionService(
+            definitions, rewards, coupons, self.clock, new_id, schedule
+        )
         self.generation = GenerationService(
             definitions,
             coupons,
@@ -187,7 +190,7 @@ class Container:
             coupons, definitions, redemptions, self.clock, self.lookup_limiter
         )
         self.expiry = ExpiryService(
-            MongoExpirySchedule(self.mongo),
+            schedule,
             definitions,
             redemptions,
             outbox,

@@ -18,7 +18,16 @@ from datetime import datetime, timedelta
 
 from pymongo import UpdateOne
 
-from phoenix_coupons.adapters.coupon_repo import CLAIM, DUE, STEPS, from_doc, from_ms
+from phoenix_coupons.adapters import list_keys
+from phoenix_coupons.adapters.coupon_repo import (
+    BY_DEFINITION,
+    CLAIM,
+    DUE,
+    STEPS,
+    definition_prefix,
+    from_doc,
+    from_ms,
+)
 from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.nx27017_compat import epoch_ms
 from phoenix_coupons.services.ports import ScheduleChange, Scheduled
@@ -71,6 +80,23 @@ class MongoExpirySchedule:
         # attempt wrote it: advanced are those that record this attempt's marks.
         stored = self._col.find({"_id": {"$in": list(marked)}}, {STEPS: 1})
         return {d["_id"] async for d in stored if set(marked[d["_id"]]) <= set(d.get(STEPS) or ())}
+
+    async def recheck(self, tenant_id: str, definition_id: str, at: datetime) -> None:
+        """Two updates in the definition's range of the `by_definition` list key."""
+        start = definition_prefix(tenant_id, definition_id) + list_keys.SEP
+        mine = {BY_DEFINITION: {"$gte": start, "$lt": start + list_keys.END}}
+        at_ms = epoch_ms(at)
+        await self._col.update_many({**mine, DUE: {"$gt": at_ms}}, {"$set": {DUE: at_ms}})
+        # Coupons issued while the definition had no expiry: it may have one now.
+        unscheduled = {
+            **mine,
+            "kind": "issued",
+            "status": "active",
+            "expires_at": None,
+            DUE: {"$exists": False},
+            STEPS: {"$exists": False},
+        }
+        await self._col.update_many(unscheduled, {"$set": {DUE: at_ms}})
 
     async def redeemed(self, coupon_ids: Sequence[str]) -> set[str]:
         """Which of the coupons have an active redemption."""

@@ -23,7 +23,7 @@ from typing import Literal
 
 from phoenix_coupons.domain import durations
 from phoenix_coupons.domain.models import Coupon
-from schemas.coupons import CouponDefinition
+from schemas.coupons import CouponConfig, CouponDefinition
 
 EXPIRED = "expired"
 StepKind = Literal["expiring", "expired"]
@@ -104,6 +104,14 @@ def first_due(
     times.append(expires_at)
     later = [t for t in times if t >= after]
     return min(later) if later else None
+
+
+def reschedules(old: CouponConfig, new: CouponConfig) -> bool:
+    """Whether a definition's change may bring its coupons' steps earlier than their due
+    times (an expiry moved or set, other lead times): then each is planned again."""
+    return old.expires_at != new.expires_at or sorted(old.remind_before or ()) != sorted(
+        new.remind_before or ()
+    )
 
 
 def eligible(coupon: Coupon, defn: CouponDefinition | None) -> bool:

@@ -241,6 +241,11 @@ class ExpirySchedule(Protocol):
         """Which of the coupons have an active redemption."""
         ...
 
+    async def recheck(self, tenant_id: str, definition_id: str, at: datetime) -> None:
+        """Make the definition's scheduled coupons due at `at` at the latest, and its user
+        coupons issued without an expiry due at `at` (the definition changed)."""
+        ...
+
 
 class LookupLimiter(Protocol):
     """Bounds code guessing: failed look-ups per API key and tenant, across processes."""

@@ -15,10 +15,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from phoenix_coupons.adapters.coupon_repo import DUE, MongoCouponRepo
 from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
 from phoenix_coupons.adapters.expiry_schedule import MongoExpirySchedule
+from phoenix_coupons.adapters.expiry_scheduler import ExpiryMetrics, ExpiryScheduler
 from phoenix_coupons.adapters.mongo_schema import CODE_HISTORY, OUTBOX
 from phoenix_coupons.adapters.outbox import MongoOutbox, sweep_outbox
 from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
@@ -362,3 +364,50 @@ async def test_an_attempt_that_lost_its_claim_publishes_nothing(env: Env) -> Non
     assert await sweep_outbox(mongo, env.clock(), GRACE) == 1
     events = await env.published()
     assert [e["event_type"] for e in events] == ["coupon.expired"]
+
+
+async def test_an_expiry_moved_earlier_or_set_later_brings_the_steps_forward(env: Env) -> None:
+    """A definition update that moves its expiry earlier, or gives it one, plans its coupons
+    again at once: their reminders and expiry follow the new expiry, not the old due time."""
+    moved = await env.define(expires_at=(T0 + 10 * DAY).isoformat(), remind_before=["P1D"])
+    codes = await env.generate(moved, ["moved"])
+    endless = await env.define()
+    codes.update(await env.generate(endless, ["endless"]))
+    coupons = env.container.mongo.coupons
+    assert (await coupons.find_one({"code": codes["endless"]}) or {}).get(DUE) is None
+
+    env.clock.now = T0 + DAY
+    new_end = (T0 + 5 * DAY).isoformat()
+    await env.call("PUT", f"/coupons/{moved}", {"config": {"expires_at": new_end}})
+    config = {"expires_at": new_end, "remind_before": ["P1D"]}
+    await env.call("PUT", f"/coupons/{endless}", {"config": config})
+    assert await env.drain() == 2  # planned again now: nothing due yet, rescheduled
+    for day in (4, 5):
+        env.clock.now = T0 + day * DAY
+        assert await env.drain() == 2
+    events = await env.published()
+    assert by_kind(events) == {
+        ("coupon.expiring", "P1D"): ["endless", "moved"],
+        ("coupon.expired", None): ["endless", "moved"],
+    }
+    assert {datetime.fromisoformat(e["expires_at"]) for e in events} == {T0 + 5 * DAY}
+
+
+async def test_the_scheduler_loop_publishes_within_its_interval_and_reports_its_lag(
+    env: Env,
+) -> None:
+    definition = await env.define(expires_at=(T0 + DAY).isoformat())
+    await env.generate(definition, [f"u{i}" for i in range(45)])  # more than one batch
+    metrics = ExpiryMetrics(CollectorRegistry())
+    loop = ExpiryScheduler(env.container.expiry, 0.05, metrics)
+    loop.start()
+    try:
+        env.clock.now = T0 + DAY + timedelta(seconds=90)
+        expired = metrics.events.labels("coupon.expired")
+        await wait_until(lambda: expired._value.get() == 45)
+        assert metrics.claimed._value.get() == 45
+        await wait_until(lambda: metrics.lag._value.get() == 0)
+    finally:
+        await loop.stop()
+    assert not loop.running
+    assert len(await env.published()) == 45
