@@ -7,6 +7,7 @@ short, so a step goes out within that interval of its time (plus the time to wor
 what fell due at once)."""
 
 import asyncio
+import contextlib
 
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -15,6 +16,8 @@ from phoenix_coupons.adapters.background import cancel_and_wait
 from phoenix_coupons.services.expiry import ExpiryService, SweepResult
 
 log = structlog.get_logger(__name__)
+
+STOP_GRACE_S = 10.0  # a stop lets the batch in hand finish, up to this long
 
 
 class ExpiryMetrics:
@@ -65,6 +68,7 @@ class ExpiryScheduler:
         self._every = every_seconds
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def running(self) -> bool:
@@ -83,16 +87,21 @@ class ExpiryScheduler:
             claimed += result.claimed
             if result.sent:
                 log.info("expiry_events_readied", **result.sent, claimed=result.claimed)
-            if result.claimed < self._service.batch_size:
+            if result.claimed < self._service.batch_size or self._stopping.is_set():
                 return claimed
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="expiry-scheduler")
             log.info("expiry_scheduler_started", every_seconds=self._every)
 
     async def stop(self) -> None:
+        """After the batch in hand (cut short past STOP_GRACE_S: what it prepared is then
+        settled by the next scheduler and the sweep, as after a crash)."""
         if self._task:
+            self._stopping.set()
+            await asyncio.wait({self._task}, timeout=STOP_GRACE_S)
             await cancel_and_wait(self._task)
             self._task = None
 
@@ -103,4 +112,7 @@ class ExpiryScheduler:
             except Exception as exc:  # MongoDB away: the next pass tries again
                 self._metrics.failures.inc()
                 log.warning("expiry_sweep_failed", error=repr(exc))
-            await asyncio.sleep(self._every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._every)
+            if self._stopping.is_set():
+                return

@@ -1,4 +1,4 @@
-"""Migration step 0300: user coupons stored before the expiry schedule get the due time of
+"""Migration step 0301: user coupons stored before the expiry schedule get the due time of
 their first step after the migration; past steps are not sent late, and coupons without
 steps (expired, revoked, shared, without an expiry, archived definition) get none."""
 
@@ -9,7 +9,7 @@ import pytest
 
 from phoenix_coupons.adapters import definition_repo
 from phoenix_coupons.adapters.coupon_repo import DUE, to_doc
-from phoenix_coupons.adapters.migrations import Db, m0300_expiry_schedule, migrate, pending
+from phoenix_coupons.adapters.migrations import Db, m0301_expiry_schedule, migrate, pending
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.mongo_schema import DEFINITIONS
 from phoenix_coupons.domain.coupon_factory import CouponFactory
@@ -17,7 +17,7 @@ from schemas.coupons import CouponDefinition
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
-STEP = m0300_expiry_schedule.STEP
+STEP = m0301_expiry_schedule.STEP
 
 
 def definition(defn_id: str, status: str = "active", **config: Any) -> CouponDefinition:
@@ -55,7 +55,7 @@ def old_doc(defn: CouponDefinition, user: str, issued_at: datetime, **fields: An
 
 @pytest.fixture
 def db(own_mongo: Mongo, monkeypatch: pytest.MonkeyPatch) -> Db:
-    monkeypatch.setattr(m0300_expiry_schedule, "clock", lambda: T0 + 2 * DAY)
+    monkeypatch.setattr(m0301_expiry_schedule, "clock", lambda: T0 + 2 * DAY)
     return own_mongo.db
 
 

@@ -10,7 +10,7 @@ from phoenix_coupons.adapters.migrations import (
     m0200_coupon_outbox,
     m0201_redemption_outbox,
     m0202_redemption_slots,
-    m0300_expiry_schedule,
+    m0301_expiry_schedule,
 )
 
 STEPS: list[Step] = [
@@ -23,6 +23,6 @@ STEPS: list[Step] = [
     m0201_redemption_outbox.STEP,
     m0202_redemption_slots.STEP,
     api_keys_by_hash.STEP,
-    m0300_expiry_schedule.STEP,
+    m0301_expiry_schedule.STEP,
 ]
 RECOUNTS: list[Step] = [*m0104_counts.RECOUNTS, m0202_redemption_slots.RECOUNT]

@@ -1,4 +1,4 @@
-"""0300: the expiry schedule of user coupons stored before it (`expiry_due`, epoch ms: see
+"""0301: the expiry schedule of user coupons stored before it (`expiry_due`, epoch ms: see
 expiry_schedule.py). Each active user coupon with an expiry gets the time of its first step
 after the migration, read from its definition as it is now; steps whose time has passed
 are not sent late (they predate the scheduler), and a coupon already expired gets none.
@@ -65,4 +65,4 @@ async def needed(db: Db) -> bool:
     return await db.coupons.find_one(UNSCHEDULED, {"_id": 1}) is not None
 
 
-STEP = Step("0300_expiry_schedule", "user coupons with an expiry -> expiry_due", run, needed)
+STEP = Step("0301_expiry_schedule", "user coupons with an expiry -> expiry_due", run, needed)
