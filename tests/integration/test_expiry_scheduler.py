@@ -411,3 +411,19 @@ async def test_the_scheduler_loop_publishes_within_its_interval_and_reports_its_
         await loop.stop()
     assert not loop.running
     assert len(await env.published()) == 45
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_worker_processes_run_the_scheduler_unless_turned_off(
+    settings: Settings, enabled: bool
+) -> None:
+    own = settings.model_copy(update={"expiry_scheduler": enabled})
+    container = Container(own)
+    app = create_app(container, worker=container.worker())  # as `phoenix-coupons run`
+    async with app.router.lifespan_context(app):
+        assert container.scheduler.running is enabled
+    assert not container.scheduler.running
+    api_only = Container(settings)  # `phoenix-coupons api`
+    api = create_app(api_only)
+    async with api.router.lifespan_context(api):
+        assert not api_only.scheduler.running
