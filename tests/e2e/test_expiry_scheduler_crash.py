@@ -4,7 +4,6 @@ scheduler attempt only (the survivor takes the dead one's claims over when their
 ends, and the outbox sweep drops what the dead one prepared without marking), and the
 survivor stops cleanly on SIGTERM."""
 
-import json
 import os
 import subprocess
 import sys
@@ -15,8 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
 from phoenix_coupons.adapters.coupon_repo import DUE
 from phoenix_coupons.adapters.mongo_schema import CODE_HISTORY, OUTBOX
@@ -26,7 +23,7 @@ from phoenix_coupons.devservers import free_port
 from phoenix_coupons.settings import Settings
 from tests.conftest import ALL, TEST_SECRET
 from tests.e2e.conftest import WorkerProcess
-from tests.support import wait_until
+from tests.support import records_to_end, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -85,32 +82,6 @@ def start(settings: Settings, tmp_path: Path, name: str) -> WorkerProcess:
             stdin=subprocess.DEVNULL,
         )
     return WorkerProcess(name, port, log_path, proc)
-
-
-async def topic_records(settings: Settings, tenant: str) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    try:
-        topic = settings.topic_coupons_expiry
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            for records in (await consumer.getmany(*tps, timeout_ms=500)).values():
-                for r in records:
-                    event = json.loads(r.value)
-                    if event.get("tenant_id") == tenant:
-                        found.append(event)
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def test_each_step_published_by_one_attempt_with_a_scheduler_killed(
@@ -175,7 +146,12 @@ async def test_each_step_published_by_one_attempt_with_a_scheduler_killed(
                 p.proc.kill()
             p.proc.wait(10)
 
-    records = await topic_records(settings, tenant)
+    assert settings.kafka_bootstrap_servers
+    records = await records_to_end(
+        settings.kafka_bootstrap_servers,
+        settings.topic_coupons_expiry,
+        lambda e: e.get("tenant_id") == tenant,
+    )
     by_id: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by_id.setdefault(r["event_id"], []).append(r)

@@ -4,7 +4,6 @@ revoked, fully used or paused coupons, and each event once with two schedulers r
 schedulers crashing between their writes."""
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -13,8 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from phoenix_coupons.adapters.coupon_repo import DUE, MongoCouponRepo
@@ -32,7 +29,7 @@ from phoenix_coupons.services.expiry import ExpiryService
 from phoenix_coupons.settings import Settings
 from tests.conftest import ALL
 from tests.fakes import FakeClock
-from tests.support import wait_until
+from tests.support import records_to_end, wait_until
 
 Json = dict[str, Any]
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -116,38 +113,16 @@ class Env:
         """Every expiry event of the tenant on the topic, once the outbox sent them all."""
         outbox = self.container.mongo.db[OUTBOX.name]
         await wait_until(lambda: _none_left(outbox, self.tenant))
-        return await _topic_to_end(self.settings, self.tenant)
+        assert self.settings.kafka_bootstrap_servers
+        return await records_to_end(
+            self.settings.kafka_bootstrap_servers,
+            self.settings.topic_coupons_expiry,
+            lambda e: e.get("tenant_id") == self.tenant,
+        )
 
 
 async def _none_left(outbox: Any, tenant: str) -> bool:
     return await outbox.find_one({"tenant_id": tenant}) is None
-
-
-async def _topic_to_end(settings: Settings, tenant: str) -> list[Json]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    found: list[Json] = []
-    try:
-        topic = settings.topic_coupons_expiry
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            for records in (await consumer.getmany(*tps, timeout_ms=500)).values():
-                for r in records:
-                    event = json.loads(r.value)
-                    event["_key"] = r.key.decode() if r.key else None
-                    if event.get("tenant_id") == tenant:
-                        found.append(event)
-    finally:
-        await consumer.stop()
-    return found
 
 
 @pytest.fixture
