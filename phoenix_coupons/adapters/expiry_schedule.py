@@ -44,20 +44,20 @@ class MongoExpirySchedule:
 
     async def claim(
         self, now: datetime, limit: int, lease: timedelta, attempt: str
-    ) -> list[Scheduled]:
+    ) -> tuple[int, list[Scheduled]]:
         """Up to `limit` coupons due at `now`, oldest first, claimed for `attempt` until
         `now + lease`; those another scheduler claimed first are left out."""
         now_ms = epoch_ms(now)
         due = await self._col.find({DUE: {"$lte": now_ms}}, {"_id": 1}).sort(DUE, 1).to_list(limit)
         if not due:
-            return []
+            return 0, []
         ids = [d["_id"] for d in due]
         await self._col.update_many(
             {"_id": {"$in": ids}, DUE: {"$lte": now_ms}},
             {"$set": {DUE: epoch_ms(now + lease), CLAIM: attempt}},
         )
         held = self._col.find({"_id": {"$in": ids}, CLAIM: attempt})
-        return [Scheduled(from_doc(d), tuple(d.get(STEPS) or ())) async for d in held]
+        return len(due), [Scheduled(from_doc(d), tuple(d.get(STEPS) or ())) async for d in held]
 
     async def advance(self, attempt: str, changes: Sequence[ScheduleChange]) -> set[str]:
         """Write each coupon's steps and next due time if `attempt` still holds it; returns

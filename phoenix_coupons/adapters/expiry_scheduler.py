@@ -87,7 +87,7 @@ class ExpiryScheduler:
             claimed += result.claimed
             if result.sent:
                 log.info("expiry_events_readied", **result.sent, claimed=result.claimed)
-            if result.claimed < self._service.batch_size or self._stopping.is_set():
+            if result.due < self._service.batch_size or self._stopping.is_set():
                 return claimed
 
     def start(self) -> None:

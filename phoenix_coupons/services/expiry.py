@@ -41,9 +41,11 @@ def new_attempt() -> str:
 
 @dataclass
 class SweepResult:
-    """One pass: coupons claimed, events readied by type, the lag of the oldest due coupon
+    """One pass: coupons found due (the batch size: more may be) and claimed (the others
+    went to another scheduler), events readied by type, the lag of the oldest due coupon
     when the pass began (seconds; 0 when none was due)."""
 
+    due: int = 0
     claimed: int = 0
     sent: dict[str, int] = field(default_factory=dict)
     lag_seconds: float = 0.0
@@ -73,14 +75,14 @@ class ExpiryService:
         self._attempts = attempts
 
     async def sweep(self) -> SweepResult:
-        """One batch of due coupons; `claimed == batch_size` means more may be due."""
+        """One batch of due coupons; `due == batch_size` means more may be due."""
         now = self._clock()
         result = SweepResult()
         oldest = await self._schedule.oldest_due()
         if oldest is not None and oldest <= now:
             result.lag_seconds = (now - oldest).total_seconds()
         attempt = self._attempts()
-        batch = await self._schedule.claim(now, self.batch_size, self._lease, attempt)
+        result.due, batch = await self._schedule.claim(now, self.batch_size, self._lease, attempt)
         result.claimed = len(batch)
         if not batch:
             return result

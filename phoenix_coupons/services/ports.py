@@ -227,9 +227,10 @@ class ExpirySchedule(Protocol):
 
     async def claim(
         self, now: datetime, limit: int, lease: timedelta, attempt: str
-    ) -> list[Scheduled]:
+    ) -> tuple[int, list[Scheduled]]:
         """Up to `limit` coupons due at `now`, oldest first, held by `attempt` until
-        `now + lease` (others then may claim them); those claimed by another left out."""
+        `now + lease` (others then may claim them); those claimed by another left out.
+        Returns how many were due (`limit`: more may be) and those claimed."""
         ...
 
     async def advance(self, attempt: str, changes: Sequence[ScheduleChange]) -> set[str]:

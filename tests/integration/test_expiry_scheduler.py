@@ -106,7 +106,7 @@ class Env:
         while True:
             result = await (service or self.container.expiry).sweep()
             claimed += result.claimed
-            if result.claimed < (service or self.container.expiry).batch_size:
+            if result.due < (service or self.container.expiry).batch_size:
                 return claimed
 
     async def published(self) -> list[Json]:
