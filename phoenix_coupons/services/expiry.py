@@ -13,7 +13,7 @@ readies them. Nothing is published twice, nothing lost."""
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -86,14 +86,12 @@ class ExpiryService:
         result.claimed = len(batch)
         if not batch:
             return result
-        definitions = await self._definitions_of(batch)
-        usage = await self._usage(batch, definitions)
+        plans = await self._plans(batch, now)
         entries: list[OutboxEntry] = []
         changes: list[ScheduleChange] = []
         for item in batch:
             c = item.coupon
-            done = [expiry.step_of(m) for m in item.marks]
-            plan = expiry.plan(c, definitions.get(c.definition_id), usage[c.id], done, now)
+            plan = plans[c.id]
             marks = tuple(expiry.mark(s.name, attempt) for s in plan.send)
             entries += [
                 outbox.expiry_step(c, s, now, m) for s, m in zip(plan.send, marks, strict=True)
@@ -122,20 +120,26 @@ class ExpiryService:
                 found[defn.id] = defn
         return found
 
-    async def _usage(
-        self, batch: list[Scheduled], definitions: dict[str, CouponDefinition]
-    ) -> dict[str, expiry.Usage]:
-        """Whether each coupon is redeemed, and whether its usage group has uses left."""
-        coupons = [s.coupon for s in batch]
-        redeemed = await self._schedule.redeemed([c.id for c in coupons])
-        groups = {c.id: _group(c, definitions.get(c.definition_id)) for c in coupons}
+    async def _plans(self, batch: list[Scheduled], now: datetime) -> dict[str, expiry.Plan]:
+        """Each coupon's plan on its definition and usage now. Whether a coupon is redeemed
+        matters only to a reminder: looked up for those about to get one."""
+        definitions = await self._definitions_of(batch)
+        coupons = {s.coupon.id: s.coupon for s in batch}
+        groups = {i: _group(c, definitions.get(c.definition_id)) for i, c in coupons.items()}
         held = await self._redemptions.active_counts([g.key for g in groups.values() if g])
-        usage: dict[str, expiry.Usage] = {}
-        for c in coupons:
-            group = groups[c.id]
+        done = {s.coupon.id: [expiry.step_of(m) for m in s.marks] for s in batch}
+
+        def planned(coupon_id: str, redeemed: bool) -> expiry.Plan:
+            c, group = coupons[coupon_id], groups[coupon_id]
             left = group is None or group.limit is None or held.get(group.key, 0) < group.limit
-            usage[c.id] = expiry.Usage(redeemed=c.id in redeemed, uses_left=left)
-        return usage
+            usage = expiry.Usage(redeemed=redeemed, uses_left=left)
+            return expiry.plan(c, definitions.get(c.definition_id), usage, done[coupon_id], now)
+
+        plans = {i: planned(i, redeemed=False) for i in coupons}
+        reminded = [i for i, p in plans.items() if any(s.kind == "expiring" for s in p.send)]
+        for i in await self._schedule.redeemed(reminded) if reminded else ():
+            plans[i] = planned(i, redeemed=True)
+        return plans
 
 
 def _group(coupon: Coupon, defn: CouponDefinition | None) -> UsageGroup | None:
