@@ -227,3 +227,13 @@ def test_the_due_time_is_stored_as_epoch_ms_and_only_when_set() -> None:
     assert doc[DUE] == int((T0 + 4 * DAY).timestamp() * 1000)
     assert from_doc(doc).expiry_due == T0 + 4 * DAY
     assert DUE not in to_doc(issued(definition()))
+
+
+def test_which_definition_changes_plan_the_coupons_again() -> None:
+    base = definition(expires_at=T0 + 10 * DAY, remind_before=["P1D", "PT1H"]).config
+    same_leads = definition(expires_at=T0 + 10 * DAY, remind_before=["PT1H", "P1D"]).config
+    assert not expiry.reschedules(base, same_leads)
+    assert not expiry.reschedules(base, base.model_copy(update={"code_prefix": "NEW-"}))
+    assert expiry.reschedules(base, base.model_copy(update={"expires_at": T0 + 5 * DAY}))
+    assert expiry.reschedules(base, base.model_copy(update={"remind_before": ["P2D"]}))
+    assert expiry.reschedules(definition().config, base)  # an expiry set
