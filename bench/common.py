@@ -99,6 +99,7 @@ def scenario_settings(servers: Servers, tag: str, inputs: Inputs | None = None) 
         topic_leaderboards=inbound[2],
         topic_coupons_issued=f"bench.{run}.coupons.issued",
         topic_coupons_redeemed=f"bench.{run}.coupons.redeemed",
+        topic_coupons_expiry=f"bench.{run}.coupons.expiry",
         topic_dlq=f"bench.{run}.dlq",
         consumer_group=f"bench.{run}",
         worker_id=f"bench-{run}",

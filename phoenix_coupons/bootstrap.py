@@ -3,6 +3,7 @@ Nothing connects at import time; `Container.start()` does."""
 
 import uuid
 from dataclasses import InitVar, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ from phoenix_coupons.adapters.code_history import MongoCodeHistory
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.definition_cache import DefinitionCache
 from phoenix_coupons.adapters.definition_repo import MongoDefinitionRepo
+from phoenix_coupons.adapters.expiry_schedule import MongoExpirySchedule
+from phoenix_coupons.adapters.expiry_scheduler import ExpiryScheduler
 from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
 from phoenix_coupons.adapters.issuance_budget import MongoIssuanceBudgets
 from phoenix_coupons.adapters.kafka import TopicsUnavailable, ensure_topics, make_producer
@@ -34,6 +37,7 @@ from phoenix_coupons.services.api_keys import ApiKeyService
 from phoenix_coupons.services.budget import IssuanceBudget
 from phoenix_coupons.services.coupon_queries import CouponQueries
 from phoenix_coupons.services.definitions import DefinitionService
+from phoenix_coupons.services.expiry import ExpiryService
 from phoenix_coupons.services.generation import GenerationService
 from phoenix_coupons.services.issuance import IssuanceService
 from phoenix_coupons.services.redelivery import Redelivery
@@ -129,6 +133,8 @@ class Container:
     redemptions: RedemptionService = field(init=False)
     reservations: ReservationService = field(init=False)
     coupon_queries: CouponQueries = field(init=False)
+    expiry: ExpiryService = field(init=False)
+    scheduler: ExpiryScheduler = field(init=False)
 
     def __post_init__(self, given: Settings) -> None:
         self.settings = s = service_settings(load_services_env(given))
@@ -146,6 +152,8 @@ class Container:
                 "coupon.redemption_rolled_back": s.topic_coupons_redeemed,
                 "coupon.reserved": s.topic_coupons_redeemed,
                 "coupon.reservation_released": s.topic_coupons_redeemed,
+                "coupon.expiring": s.topic_coupons_expiry,
+                "coupon.expired": s.topic_coupons_expiry,
             },
             self.clock,
             batch_size=s.outbox_batch_size,
@@ -160,8 +168,9 @@ class Container:
         )
         budgets = MongoIssuanceBudgets(self.mongo)
         budget = IssuanceBudget(budgets, outbox, self.clock, new_id, self.relay.wake)
+        schedule = MongoExpirySchedule(self.mongo)
         self.definitions = DefinitionService(
-            definitions, rewards, coupons, self.clock, new_id, budgets
+            definitions, rewards, coupons, self.clock, new_id, budgets, schedule
         )
         self.generation = GenerationService(
             definitions,
@@ -205,6 +214,17 @@ class Container:
             self.lookup_limiter,
             MongoCodeHistory(self.mongo),
         )
+        self.expiry = ExpiryService(
+            schedule,
+            definitions,
+            redemptions,
+            outbox,
+            self.clock,
+            self.relay.wake,
+            s.expiry_batch_size,
+            timedelta(seconds=s.expiry_lease_seconds),
+        )
+        self.scheduler = ExpiryScheduler(self.expiry, s.expiry_sweep_seconds)
         self.definition_cache = DefinitionCache(self.mongo, s.definitions_refresh_seconds)
         self.issuance = IssuanceService(
             coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock, budget
@@ -231,12 +251,13 @@ class Container:
         await require_migrated(self.mongo.db)
         await self.mongo.ensure_indexes()
 
-    async def start(self, topics: bool = True) -> None:
+    async def start(self, topics: bool = True, scheduler: bool = False) -> None:
         """Indexes, topics and the outbox relay. Kafka being down does not stop the API:
         coupons wait in the outbox until it is back, so the topics get one short try here
         (a warning if it fails). The worker needs them: it ensures them itself, within
         `kafka_topics_deadline_seconds`, and fails without them (`topics=False` skips the
-        short try for a process that runs only the worker)."""
+        short try for a process that runs only the worker). `scheduler`: a worker process,
+        which runs the expiry scheduler unless PHOENIX_EXPIRY_SCHEDULER=false."""
         install_fetch_pause(self.settings.kafka_empty_fetch_backoff_ms)
         await self.start_storage()
         if topics and self.settings.kafka_create_topics:
@@ -249,8 +270,11 @@ class Container:
                 log.warning("kafka_topics_not_ensured", error=str(exc))
         self.relay.start()
         self.sweeper.start()
+        if scheduler and self.settings.expiry_scheduler:
+            self.scheduler.start()
 
     async def stop(self) -> None:
+        await self.scheduler.stop()
         await self.sweeper.stop()
         await self.relay.stop()
         await self.mongo.close()

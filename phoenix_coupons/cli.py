@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
         cmd.add_argument("--port", type=int, help="port (default: PHOENIX_API_PORT)")
+    scheduler = sub.add_parser(
+        "scheduler",
+        help="the expiry scheduler alone (reminders and expiry events, with the outbox relay), "
+        "with /healthz, /readyz and /metrics on PHOENIX_WORKER_PORT",
+    )
+    scheduler.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
+    scheduler.add_argument("--port", type=int, help="port (default: PHOENIX_WORKER_PORT)")
     migrate = sub.add_parser(
         "migrate", help="bring data stored by an earlier version to this version's layout"
     )
@@ -168,14 +175,13 @@ async def _migrate(settings: Settings, recount: bool, uri_from_env: bool) -> int
 
 
 async def _worker(settings: Settings, host: str | None, port: int | None) -> int:
-    import signal
-
     from consumers.health import HealthServer
     from phoenix_coupons.api.app import stop_worker
     from phoenix_coupons.bootstrap import Container
 
     container = Container(settings)
-    await container.start(topics=False)  # the worker ensures them, and fails without them
+    # The worker ensures the topics, and fails without them.
+    await container.start(topics=False, scheduler=True)
     worker = container.worker()
     tune_gc(settings.gc_threshold)
     health = HealthServer(
@@ -186,16 +192,45 @@ async def _worker(settings: Settings, host: str | None, port: int | None) -> int
     )
     await health.start()
     task = asyncio.create_task(worker.run(), name="worker")
+    try:
+        stopped = await _until_stopped(task)
+        await stop_worker(worker, task)
+        return 0 if stopped else 1
+    finally:
+        await health.stop()
+        await container.stop()
+
+
+async def _until_stopped(task: "asyncio.Future[Any] | None" = None) -> bool:
+    """Until SIGTERM or SIGINT (True), or until `task` ends (False)."""
+    import signal
+
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopping.wait())]
+    if task is not None:
+        waits.append(task)
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    return stopping.is_set()
+
+
+async def _scheduler(settings: Settings, host: str | None, port: int | None) -> int:
+    from consumers.health import HealthServer
+    from phoenix_coupons.bootstrap import Container
+
+    container = Container(settings)
+    await container.start()
+    scheduler = container.scheduler
+    scheduler.start()
+    health = HealthServer(
+        host or settings.api_host, port or settings.worker_port, lambda: scheduler.running
+    )
+    await health.start()
     try:
-        await asyncio.wait(
-            [task, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
-        )
-        await stop_worker(worker, task)
-        return 0 if stopping.is_set() else 1
+        await _until_stopped()
+        return 0
     finally:
         await health.stop()
         await container.stop()
@@ -216,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             configure_logging(settings.log_level)
             return asyncio.run(_worker(settings, args.host, args.port))
+        if args.command == "scheduler":
+            configure_logging(settings.log_level)
+            return asyncio.run(_scheduler(settings, args.host, args.port))
         configure_logging(settings.log_level, sys.stderr)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings, args.recount, given.mongodb_uri is not None))

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
         default=topics.COUPONS_REDEEMED,
         description="Outbound topic of `coupon.redeemed` and `coupon.redemption_rolled_back`.",
     )
+    topic_coupons_expiry: str = Field(
+        default=topics.COUPONS_EXPIRY,
+        description="Outbound topic of `coupon.expiring` and `coupon.expired`.",
+    )
     topic_achievements: str = Field(
         default=topics.ACHIEVEMENTS, description="Inbound achievement events."
     )
@@ -233,6 +237,33 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a prepared outbox entry, redemption slot or code claim may wait "
         "for the write that follows it before a sweep settles it; longer than any request.",
+    )
+
+    expiry_scheduler: bool = Field(
+        default=True,
+        description="Run the expiry scheduler (coupon.expiring and coupon.expired events) in "
+        "the worker processes (`run`, `worker`); `phoenix-coupons scheduler` runs it alone. "
+        "Any number may run: each event is still published once.",
+    )
+    expiry_sweep_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the expiry scheduler looks for coupons whose reminder or "
+        "expiry is due: events go out within this time of their due time.",
+    )
+    expiry_batch_size: int = Field(
+        default=500,
+        gt=0,
+        le=10_000,
+        description="Due coupons the expiry scheduler claims per batch (it takes batches "
+        "until nothing more is due).",
+    )
+    expiry_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a scheduler's claim on a batch of due coupons lasts: a "
+        "scheduler that dies holding one delays those coupons' events by up to this long. "
+        "Longer than a batch takes.",
     )
 
     @field_validator("code_lookup_failure_limit")

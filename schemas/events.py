@@ -109,3 +109,40 @@ class ReservationReleased(_ReservationEvent):
     event_type: Literal["coupon.reservation_released"] = "coupon.reservation_released"
     reason: ReleaseReason
     redemption_id: str | None = Field(default=None, description="Reason `confirmed` only.")
+
+
+class _ExpiryEvent(BaseModel):
+    event_id: str = Field(
+        description="Stable: derived from the coupon id (and a reminder's lead time)."
+    )
+    occurred_at: datetime = Field(
+        description="When the scheduler handled the step: within "
+        "PHOENIX_EXPIRY_SWEEP_SECONDS of its time (expires_at, or expires_at - remind_before)."
+    )
+    tenant_id: str
+    user_id: str
+    coupon_id: str
+    code: str
+    definition_id: str
+    reward_item_id: str
+    expires_at: datetime = Field(
+        description="When the coupon stops being redeemable: the earlier of its own validity "
+        "and its definition's expires_at."
+    )
+
+
+class CouponExpiring(_ExpiryEvent):
+    """Published on `phoenix.coupons.expiry` once per lead time of the definition's
+    `remind_before`, ahead of the expiry of a user's coupon that is still unredeemed."""
+
+    event_type: Literal["coupon.expiring"] = "coupon.expiring"
+    remind_before: str = Field(
+        description="The lead time of this reminder, as configured (ISO 8601, e.g. P3D)."
+    )
+
+
+class CouponExpired(_ExpiryEvent):
+    """Published on `phoenix.coupons.expiry` once, when a user's coupon expires with uses
+    left."""
+
+    event_type: Literal["coupon.expired"] = "coupon.expired"

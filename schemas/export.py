@@ -11,6 +11,8 @@ from pydantic import BaseModel
 
 from schemas import topics
 from schemas.events import (
+    CouponExpired,
+    CouponExpiring,
     CouponIssued,
     CouponRedeemed,
     CouponReserved,
@@ -32,6 +34,8 @@ EVENTS: dict[str, type[BaseModel]] = {
     "coupon.redemption_rolled_back": RedemptionRolledBack,
     "coupon.reserved": CouponReserved,
     "coupon.reservation_released": ReservationReleased,
+    "coupon.expiring": CouponExpiring,
+    "coupon.expired": CouponExpired,
 }
 
 # At the default topic names (each is configurable).
@@ -77,6 +81,15 @@ CHANNELS: dict[str, dict[str, Any]] = {
         "snapshot, for the reward service to grant or reverse; every hold (reservation) "
         "of a use and its end (released, expired or confirmed). At least once; deduplicate "
         "by event_id. A rollback follows its redemption on the same partition (key user_id).",
+    },
+    "couponsExpiry": {
+        "address": topics.COUPONS_EXPIRY,
+        "messages": ["coupon.expiring", "coupon.expired"],
+        "in": False,
+        "description": "Expiry reminders (one per lead time of remind_before, for a user's "
+        "unredeemed coupon) and expiries (a user's coupon expired with uses left), published "
+        "by the expiry scheduler. At least once on the wire, each published once by the "
+        "service; deduplicate by event_id.",
     },
     "deadLetters": {
         "address": topics.DEAD_LETTERS,

@@ -82,6 +82,7 @@ def settings(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         secret_key=TEST_SECRET,
         topic_coupons_issued=f"test.{run}.coupons.issued",
         topic_coupons_redeemed=f"test.{run}.coupons.redeemed",
+        topic_coupons_expiry=f"test.{run}.coupons.expiry",
         topic_achievements=f"test.{run}.achievements",
         topic_streaks=f"test.{run}.streaks",
         topic_leaderboards=f"test.{run}.leaderboards",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
 DEADLINE_S = 30.0
 POLL_S = 0.05  # how often a wait on a condition looks again (never a wait in itself)
@@ -39,6 +40,37 @@ async def read_events(
                     event = json.loads(record.value)
                     event["_key"] = record.key.decode() if record.key else None
                     event["_headers"] = {k: v.decode() for k, v in record.headers}
+                    if want(event):
+                        found.append(event)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def records_to_end(
+    bootstrap: str, topic: str, want: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Every record of `topic` satisfying `want`, from the start to the end offsets of now
+    (so a test sees what is there, and that nothing more is): the JSON value, with `_key`."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert tps, f"topic {topic} has no partitions"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            for records in (await consumer.getmany(*tps, timeout_ms=500)).values():
+                for r in records:
+                    if r.offset >= end[TopicPartition(r.topic, r.partition)]:
+                        continue
+                    event = json.loads(r.value)
+                    event["_key"] = r.key.decode() if r.key else None
                     if want(event):
                         found.append(event)
     finally:

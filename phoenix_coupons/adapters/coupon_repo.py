@@ -13,7 +13,8 @@ change next to each insert and delete. Its `coupon.issued` event waits in the ou
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError
@@ -22,18 +23,22 @@ from phoenix_coupons.adapters import counter_keys, list_keys
 from phoenix_coupons.adapters.code_registry import CodeRegistry
 from phoenix_coupons.adapters.counters import MongoCounters
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
-from phoenix_coupons.adapters.nx27017_compat import aware
+from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.delivery import EventRef, RecordId
 from phoenix_coupons.domain.errors import DuplicateCodes
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.services.ports import Page, StoredCoupon
 
+# The expiry schedule's fields (expiry_schedule.py): the next step's time (epoch ms; absent
+# when none), the steps sent ("<step>:<attempt>"), the scheduler attempt holding the coupon.
+DUE, STEPS, CLAIM = "expiry_due", "expiry_steps", "expiry_claim"
 IN_CHUNK = 1000  # keep `$in` lists and batches a reasonable size
 BY_DEFINITION, BY_USER = "by_definition", "by_user"  # list keys (list_keys.py)
 
 _FIELDS = {f.name for f in fields(Coupon)}
-_STORED = tuple(f.name for f in fields(Coupon) if f.name != "id")
+# `expiry_due` is stored as epoch ms, and only when set (expiry_schedule.py).
+_STORED = tuple(f.name for f in fields(Coupon) if f.name not in ("id", DUE))
 
 
 def to_doc(coupon: Coupon, record: RecordId | None = None) -> Doc:
@@ -47,7 +52,17 @@ def to_doc(coupon: Coupon, record: RecordId | None = None) -> Doc:
         None if record is None else f"{record.topic}:{record.partition}:{record.offset}"
     )
     doc.update(list_fields(coupon))
+    doc.update(due_field(coupon.expiry_due))
     return doc
+
+
+def due_field(due: datetime | None) -> Doc:
+    """A new coupon's schedule field: none without a due time (sparse in intent)."""
+    return {} if due is None else {DUE: epoch_ms(due)}
+
+
+def from_ms(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
 def definition_prefix(tenant_id: str, definition_id: str) -> str:
@@ -84,6 +99,7 @@ def from_doc(doc: Doc) -> Coupon:
     data = {k: v for k, v in doc.items() if k in _FIELDS}
     data["revoked_at"] = aware(data.get("revoked_at"))
     data["valid_until"] = aware(data.get("valid_until"))
+    data[DUE] = from_ms(data.get(DUE))
     return Coupon(id=doc["_id"], **data)
 
 

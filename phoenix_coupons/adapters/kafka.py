@@ -135,6 +135,7 @@ def all_topics(settings: Settings) -> list[str]:
         settings.topic_leaderboards,
         settings.topic_coupons_issued,
         settings.topic_coupons_redeemed,
+        settings.topic_coupons_expiry,
         settings.topic_dlq,
     ]
 

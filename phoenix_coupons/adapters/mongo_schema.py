@@ -124,6 +124,9 @@ COUPONS = Collection(
         # holds, and the look-up of a dead attempt's coupons by their event).
         Index((("by_definition", ASC),)),
         Index((("by_user", ASC),)),
+        # The expiry scheduler's query: coupons whose next step is due, oldest first
+        # (expiry_schedule.py; epoch ms, only on user coupons with steps left).
+        Index((("expiry_due", ASC),), sparse=True),
     ),
     retired=(
         # Codes are unique per tenant by the registry's `_id` (CODES); capacity is a kept count.

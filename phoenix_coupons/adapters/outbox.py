@@ -5,8 +5,8 @@ pending records only and its queries stay small whatever the size of what they a
 An entry holds the record laid out (key, value, headers; as text), its `source` (the event type: the
 relay's topic and metrics label), `created_at` (when the event occurred: the send order),
 `state` ("prepared", then "ready" once its subject is stored), `after` (an entry that must be
-gone first) and `subject` (`{collection, _id, code?, state?}`: what the sweep checks before
-it readies a prepared entry a crash left)."""
+gone first) and `subject` (`{collection, _id, code?, state?, step_mark?}`: what the sweep
+checks before it readies a prepared entry a crash left)."""
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -16,6 +16,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from phoenix_coupons.adapters import counter_keys
 from phoenix_coupons.adapters.code_history import history_doc, insert_history
+from phoenix_coupons.adapters.coupon_repo import STEPS
 from phoenix_coupons.adapters.kafka import event_record, stored_parts
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
 from phoenix_coupons.adapters.mongo_schema import COUNTERS, OUTBOX
@@ -39,6 +40,8 @@ def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
         subject["code"] = entry.subject.code
     if entry.subject.state is not None:
         subject["state"] = entry.subject.state
+    if entry.subject.step_mark is not None:
+        subject["step_mark"] = entry.subject.step_mark
     return {
         "_id": entry.id,
         "source": entry.event.event_type,
@@ -111,6 +114,8 @@ async def _set_ready(col: AsyncCollection[Doc], ids: Sequence[str]) -> None:
 def _matches(subject: Doc, stored: Doc | None) -> bool:
     if stored is None:
         return False
+    if "step_mark" in subject and subject["step_mark"] not in (stored.get(STEPS) or ()):
+        return False
     return all(stored.get(f) == subject[f] for f in ("code", "state") if f in subject)
 
 
@@ -131,7 +136,9 @@ async def sweep_outbox(mongo: Mongo, now: datetime, grace: timedelta) -> int:
         ids = [d["subject"]["_id"] for d in docs]
         found = {
             s["_id"]: s
-            async for s in mongo.db[collection].find({"_id": {"$in": ids}}, {"code": 1, "state": 1})
+            async for s in mongo.db[collection].find(
+                {"_id": {"$in": ids}}, {"code": 1, "state": 1, STEPS: 1}
+            )
         }
         for d in docs:
             subject = d["subject"]

@@ -49,7 +49,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
-            await container.start()
+            await container.start(scheduler=worker is not None)
         task = asyncio.create_task(worker.run(), name="worker") if worker else None
         log.info("api_started", version=__version__, worker=worker is not None)
         try:

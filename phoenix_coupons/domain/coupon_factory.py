@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from phoenix_coupons.domain import codes, issue_keys
-from phoenix_coupons.domain.config_rules import code_spec, valid_for
+from phoenix_coupons.domain import codes, expiry, issue_keys
+from phoenix_coupons.domain.config_rules import code_spec, remind_before, valid_for
 from phoenix_coupons.domain.models import Coupon, CouponSource, Requester
 from schemas.coupons import CouponDefinition
 
@@ -30,6 +30,7 @@ class CouponFactory:
     starts_at: datetime | None
     expires_at: datetime | None
     valid_for: timedelta | None = None
+    remind_before: tuple[timedelta, ...] = ()
 
     @classmethod
     def of(cls, defn: CouponDefinition, source: CouponSource) -> "CouponFactory":
@@ -46,6 +47,7 @@ class CouponFactory:
             cfg.starts_at if windowed else None,
             cfg.expires_at if windowed else None,
             valid_for(cfg) if windowed else None,
+            remind_before(cfg) if windowed else (),
         )
 
     def coupon(
@@ -81,6 +83,9 @@ class CouponFactory:
             issued_by=None if requester is None else requester.key_id,
             request_id=None if requester is None else requester.request_id,
             metadata=metadata,
+            expiry_due=None
+            if self.source == "definition"
+            else expiry.first_due(issued_at, expires_at, self.remind_before, issued_at),
         )
 
     def window(

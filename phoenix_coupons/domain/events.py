@@ -4,10 +4,13 @@ import uuid
 from datetime import datetime
 from typing import Any, TypeVar
 
+from phoenix_coupons.domain.expiry import Step
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import Redemption
 from phoenix_coupons.domain.reservation import Reservation
 from schemas.events import (
+    CouponExpired,
+    CouponExpiring,
     CouponIssued,
     CouponRedeemed,
     CouponReserved,
@@ -24,6 +27,8 @@ OutboundEvent = (
     | CouponReserved
     | ReservationReleased
     | DefinitionExhausted
+    | CouponExpiring
+    | CouponExpired
 )
 
 EVENT_NAMESPACE = uuid.UUID("5b0f4e6e-2f43-4c5c-9d0a-6f0c0b7a3c11")
@@ -133,4 +138,27 @@ def _redemption_event(model: type[RedemptionEvent], r: Redemption, at: datetime)
         definition_id=r.coupon.definition_id,
         reward=r.reward.model_dump(),
         metadata=None if r.metadata is None else dict(r.metadata),
+    )
+
+
+def expiry_event(coupon: Coupon, step: Step, at: datetime) -> CouponExpiring | CouponExpired:
+    """A reminder (one id per coupon and lead time) or the expiry (one per coupon)."""
+    if coupon.user_id is None:
+        raise ValueError("only a user's coupon has expiry events")
+    common = {
+        "occurred_at": at,
+        "tenant_id": coupon.tenant_id,
+        "user_id": coupon.user_id,
+        "coupon_id": coupon.id,
+        "code": coupon.code,
+        "definition_id": coupon.definition_id,
+        "reward_item_id": coupon.reward_item_id,
+        "expires_at": step.expires_at,
+    }
+    if step.lead is None:
+        return CouponExpired(event_id=event_id("coupon.expired", coupon.id), **common)
+    return CouponExpiring(
+        event_id=event_id("coupon.expiring", f"{coupon.id}:{step.lead}"),
+        remind_before=step.lead,
+        **common,
     )

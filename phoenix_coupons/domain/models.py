@@ -63,3 +63,6 @@ class Coupon:
     revoked_by: str | None = None
     # The client's `metadata` of the bulk call that issued it (schemas/metadata.py).
     metadata: dict[str, Any] | None = None
+    # When its next expiry step (a reminder, the expiry) falls due: the scheduler's
+    # (domain/expiry.py); None for coupons without steps.
+    expiry_due: datetime | None = None

@@ -16,9 +16,11 @@ from phoenix_coupons.domain.events import (
     coupon_redeemed,
     coupon_reserved,
     event_id,
+    expiry_event,
     redemption_rolled_back,
     reservation_released,
 )
+from phoenix_coupons.domain.expiry import Step
 from phoenix_coupons.domain.history import Actor, HistoryEntry, HistoryKind
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import Redemption
@@ -30,14 +32,16 @@ from schemas.redemptions import Coupon as CouponSnapshot
 @dataclass(frozen=True)
 class Subject:
     """The document an entry announces: its kind and id, and what it must still hold for
-    the entry to be announced (a coupon its code, a redemption its state, a definition's
-    issuance budget the exhaustion claim that prepared the entry: `budget`, id the
-    definition's)."""
+    the entry to be announced (a coupon its code, a redemption or a reservation its state, a
+    definition's issuance budget the exhaustion claim that prepared the entry: `budget`, id
+    the definition's; a coupon the expiry step marked sent by the attempt that prepared the
+    entry: `step_mark`)."""
 
     kind: Literal["coupon", "redemption", "reservation", "budget"]
     id: str
     code: str | None = None
     state: str | None = None
+    step_mark: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,3 +153,22 @@ def exhausted(event: DefinitionExhausted, claim: str) -> OutboxEntry:
     """`claim`: the exhaustion claim this entry is for (the budget's state once claimed):
     an entry whose writer did not win the claim is dropped by the sweep, never sent."""
     return OutboxEntry(event, Subject("budget", event.definition_id, state=claim))
+
+
+def expiry_step(coupon: Coupon, step: Step, at: datetime, mark: str) -> OutboxEntry:
+    """Announced only if the coupon records `mark` (the step, with the scheduler attempt
+    that sent it) among its steps sent: an attempt that lost its claim never is."""
+    event = expiry_event(coupon, step, at)
+    details = {"expires_at": step.expires_at.isoformat()}
+    if step.lead is not None:
+        details["remind_before"] = step.lead
+    history = HistoryEntry(
+        coupon.tenant_id,
+        coupon.code_norm,
+        at,
+        step.kind,
+        event.event_id,
+        Actor("scheduler"),
+        details,
+    )
+    return OutboxEntry(event, Subject("coupon", coupon.id, step_mark=mark), history=history)

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from phoenix_coupons.domain import codes, issue_keys
+from phoenix_coupons.domain import codes, expiry, issue_keys
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.config_rules import merge_patch, validated
 from phoenix_coupons.domain.coupon_factory import CouponFactory
@@ -20,6 +20,7 @@ from phoenix_coupons.domain.models import Coupon, Requester
 from phoenix_coupons.services.ports import (
     CouponRepo,
     DefinitionRepo,
+    ExpirySchedule,
     IdFactory,
     IssuanceBudgets,
     Page,
@@ -68,7 +69,11 @@ class DefinitionService:
         clock: Clock,
         new_id: IdFactory,
         budgets: IssuanceBudgets,
+        schedule: ExpirySchedule | None = None,
     ) -> None:
+        """`schedule`: the coupons' expiry steps, planned again when a change of the
+        definition may bring them earlier."""
+        self._schedule = schedule
         self._repo = repo
         self._rewards = rewards
         self._coupons = coupons
@@ -180,6 +185,8 @@ class DefinitionService:
             raise custom_code_taken(shared.code if shared else "") from exc
         if stored is None:
             raise archived_conflict(definition_id)
+        if self._schedule is not None and expiry.reschedules(current.config, config):
+            await self._schedule.recheck(tenant_id, definition_id, updated.updated_at)
         return stored
 
     async def set_status(

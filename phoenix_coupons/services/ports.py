@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
@@ -36,6 +36,26 @@ class StoredCoupon:
 
     coupon: Coupon
     record: RecordId | None
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A coupon a scheduler attempt claimed, with its expiry steps sent so far, each marked
+    with the attempt that sent it (`domain.expiry.mark`)."""
+
+    coupon: Coupon
+    marks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    """What an attempt writes to a coupon it claimed: the steps sent before and those it
+    sends now (`new_marks`), and when the next step falls due (None: none)."""
+
+    coupon_id: str
+    marks: tuple[str, ...]
+    new_marks: tuple[str, ...]
+    next_due: datetime | None
 
 
 @dataclass(frozen=True)
@@ -310,6 +330,37 @@ class CodeHistory(Protocol):
     async def count_between(self, above: str, below: str, cap: int) -> int:
         """How many steps lie between, counted up to `cap` (a bounded read, not a count of
         the collection)."""
+        ...
+
+
+class ExpirySchedule(Protocol):
+    """Coupons' next expiry steps (domain/expiry.py), found by their due time. Claims keep
+    several schedulers from working on one coupon at once."""
+
+    async def oldest_due(self) -> datetime | None:
+        """The earliest due time of any coupon (the scheduler's lag)."""
+        ...
+
+    async def claim(
+        self, now: datetime, limit: int, lease: timedelta, attempt: str
+    ) -> tuple[int, list[Scheduled]]:
+        """Up to `limit` coupons due at `now`, oldest first, held by `attempt` until
+        `now + lease` (others then may claim them); those claimed by another left out.
+        Returns how many were due (`limit`: more may be) and those claimed."""
+        ...
+
+    async def advance(self, attempt: str, changes: Sequence[ScheduleChange]) -> set[str]:
+        """Apply the changes to the coupons `attempt` still holds, releasing them; returns
+        the ids of those whose new marks were stored."""
+        ...
+
+    async def redeemed(self, coupon_ids: Sequence[str]) -> set[str]:
+        """Which of the coupons have an active redemption."""
+        ...
+
+    async def recheck(self, tenant_id: str, definition_id: str, at: datetime) -> None:
+        """Make the definition's scheduled coupons due at `at` at the latest, and its user
+        coupons issued without an expiry due at `at` (the definition changed)."""
         ...
 
 

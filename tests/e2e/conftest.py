@@ -163,6 +163,7 @@ class Workers:
             "PHOENIX_SECRET_KEY": TEST_SECRET,
             "PHOENIX_TOPIC_COUPONS_ISSUED": s.topic_coupons_issued,
             "PHOENIX_TOPIC_COUPONS_REDEEMED": s.topic_coupons_redeemed,
+            "PHOENIX_TOPIC_COUPONS_EXPIRY": s.topic_coupons_expiry,
             "PHOENIX_TOPIC_ACHIEVEMENTS": self.topics.achievements,
             "PHOENIX_TOPIC_STREAKS": self.topics.streaks,
             "PHOENIX_TOPIC_LEADERBOARDS": self.topics.leaderboards,

@@ -28,6 +28,7 @@ def own_topics(settings: Settings, **update: object) -> Settings:
         for name in (
             "coupons_issued",
             "coupons_redeemed",
+            "coupons_expiry",
             "achievements",
             "streaks",
             "leaderboards",

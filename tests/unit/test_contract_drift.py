@@ -28,6 +28,7 @@ def test_asyncapi_documents_every_topic_and_message() -> None:
         "phoenix.leaderboards",
         "phoenix.coupons.issued",
         "phoenix.coupons.redeemed",
+        "phoenix.coupons.expiry",
         "phoenix.coupons.dlq",
     }
     for channel in doc["channels"].values():
@@ -51,3 +52,20 @@ def test_inbound_schemas_require_the_contract_fields() -> None:
     }
     data = streak["$defs"]["StreakData"]
     assert set(data["required"]) == {"streak_id", "streak_length"}
+
+
+def test_expiry_events_carry_the_coupon_and_its_expiry() -> None:
+    for name, extra in (("coupon_expiring", {"remind_before"}), ("coupon_expired", set())):
+        schema = json.loads((export.OUT / f"{name}.schema.json").read_text())
+        assert set(schema["required"]) >= {
+            "event_id",
+            "occurred_at",
+            "tenant_id",
+            "user_id",
+            "coupon_id",
+            "code",
+            "definition_id",
+            "reward_item_id",
+            "expires_at",
+            *extra,
+        }

@@ -77,6 +77,7 @@ def test_an_event_coupon_is_the_user_s_with_the_definition_s_window_and_code_spa
         user_id="u-1",
         code_space="AC-:10",
         trigger_event_id="e-1",
+        expiry_due=WINDOW["expires_at"],  # its one expiry step: no reminders
         **WINDOW,  # type: ignore[arg-type]
     )
 

@@ -63,7 +63,8 @@ def test_each_default_topic_is_named_once(topic: str) -> None:
 def test_settings_and_the_asyncapi_document_share_the_default_topics(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("ACHIEVEMENTS", "STREAKS", "LEADERBOARDS", "COUPONS_REDEEMED", "DLQ"):
+    names = ("ACHIEVEMENTS", "STREAKS", "LEADERBOARDS", "COUPONS_REDEEMED", "COUPONS_EXPIRY", "DLQ")
+    for name in names:
         monkeypatch.delenv(f"PHOENIX_TOPIC_{name}", raising=False)
     monkeypatch.delenv("PHOENIX_TOPIC_COUPONS_ISSUED", raising=False)
     defaults = Settings()
@@ -73,6 +74,7 @@ def test_settings_and_the_asyncapi_document_share_the_default_topics(
         defaults.topic_leaderboards,
         defaults.topic_coupons_issued,
         defaults.topic_coupons_redeemed,
+        defaults.topic_coupons_expiry,
         defaults.topic_dlq,
     }
     assert configured == {channel["address"] for channel in CHANNELS.values()}

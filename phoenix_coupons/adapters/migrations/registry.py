@@ -10,6 +10,7 @@ from phoenix_coupons.adapters.migrations import (
     m0200_coupon_outbox,
     m0201_redemption_outbox,
     m0202_redemption_slots,
+    m0301_expiry_schedule,
 )
 
 STEPS: list[Step] = [
@@ -22,5 +23,6 @@ STEPS: list[Step] = [
     m0201_redemption_outbox.STEP,
     m0202_redemption_slots.STEP,
     api_keys_by_hash.STEP,
+    m0301_expiry_schedule.STEP,
 ]
 RECOUNTS: list[Step] = [*m0104_counts.RECOUNTS, m0202_redemption_slots.RECOUNT]
