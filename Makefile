@@ -42,8 +42,8 @@ format: install
 schemas: install
 	$(PY) -m schemas.export
 
-# Regenerate docs/configuration.md (from the settings' descriptions) and docs/walkthrough.md
-# (from docs/walkthrough.sh); tests/unit/test_docs.py fails when the committed pages differ.
+# Regenerate docs/configuration.md (from the settings' descriptions), docs/walkthrough.md and
+# docs/lifecycle.md (from their scripts); tests/unit/test_docs.py fails when the committed pages differ.
 docs: install
 	$(PY) -m phoenix_coupons.docgen
 

@@ -185,5 +185,53 @@ wait_for_records 9 topic_coupons_issued topic_coupons_redeemed
 #> ```
 #>
 #> (Records of one key keep their order; the topics' partitions interleave the users.)
+#>
+#> ## 7. Reminders and expiry
+#>
+#> A flash reward valid 20 seconds from issuance, with a reminder 10 seconds before it ends.
+#> The expiry scheduler (in the worker process of `make run`, or alone as
+#> `phoenix-coupons scheduler`) publishes `coupon.expiring` at `expires_at - remind_before`
+#> and `coupon.expired` at `expires_at` if the coupon still has uses left, on
+#> `phoenix.coupons.expiry`, each within `PHOENIX_EXPIRY_SWEEP_SECONDS` (30 s by default) of
+#> its time: this step takes up to a minute with the defaults.
+
+FLASH=$(http 201 -X POST "$BASE/v1/tenants/$TENANT/coupons" -H "X-API-Key: $KEY" \
+  -H 'Content-Type: application/json' \
+  -d '{"name": "Flash", "config": {"reward_item_id": "'"$ITEM"'", "code_format": "random",
+       "usage_limit": {"limit_type": "per_user", "max_uses": 1},
+       "valid_for": "PT20S", "remind_before": ["PT10S"]}}' | jq -r .id)
+DANA=$(http 201 -X POST "$BASE/v1/tenants/$TENANT/coupons/$FLASH/generate" -H "X-API-Key: $KEY" \
+  -H 'Content-Type: application/json' -d '{"user_ids": ["dana"]}' | jq -r '.coupons[0].code')
+wait_for_records 2 topic_coupons_expiry
+
+#> ```json
+#> {"topic":"phoenix.coupons.expiry","key":"dana","event_type":"coupon.expiring"}
+#> {"topic":"phoenix.coupons.expiry","key":"dana","event_type":"coupon.expired"}
+#> ```
+#>
+#> The reminder as published (an expired event has the same fields but `remind_before`):
+
+records topic_coupons_expiry | jq 'select(.event_type == "coupon.expiring") | del(.topic)'
+
+#> ```json
+#> {
+#>   "key": "dana",
+#>   "event_id": "…", "occurred_at": "…", "tenant_id": "acme-…", "user_id": "dana",
+#>   "coupon_id": "…", "code": "…", "definition_id": "…", "reward_item_id": "…",
+#>   "expires_at": "…", "event_type": "coupon.expiring", "remind_before": "PT10S"
+#> }
+#> ```
+#>
+#> Both steps are in the code's timeline, by the scheduler, and the coupon is expired:
+
+http 200 "$BASE/v1/tenants/$TENANT/codes/$DANA/history" -H "X-API-Key: $KEY" \
+  | jq -e -c '[.events[] | {type, actor: .actor.type}] | select(length == 3)'
+http 409:expired -X POST "$BASE/v1/tenants/$TENANT/coupons/redeem" -H "X-API-Key: $KEY" \
+  -H 'Content-Type: application/json' -d '{"code": "'"$DANA"'", "user_id": "dana"}'
+
+#> ```json
+#> [{"type":"issued","actor":"api_key"},{"type":"expiring","actor":"scheduler"},{"type":"expired","actor":"scheduler"}]
+#> {"error":"expired","message":"the coupon has expired","details":[]}
+#> ```
 
 echo "lifecycle done: tenant $TENANT"

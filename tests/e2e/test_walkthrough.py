@@ -22,7 +22,18 @@ from phoenix_coupons.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
-TOPICS = ("ACHIEVEMENTS", "STREAKS", "LEADERBOARDS", "COUPONS_ISSUED", "COUPONS_REDEEMED", "DLQ")
+TOPICS = (
+    "ACHIEVEMENTS",
+    "STREAKS",
+    "LEADERBOARDS",
+    "COUPONS_ISSUED",
+    "COUPONS_REDEEMED",
+    "COUPONS_EXPIRY",
+    "DLQ",
+)
+# The lifecycle walk waits for a reminder and an expiry: `make run` looks every 30 s, the
+# test's stack every second (the walk says so).
+EXPIRY_SWEEP_SECONDS = "1"
 URLS = ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI")
 # What `make run` runs.
 DEVSERVERS = (sys.executable, "-m", "phoenix_coupons.devservers")
@@ -48,6 +59,7 @@ def own_settings(run: str, port: int) -> dict[str, str]:
         **names,
         "PHOENIX_MONGODB_DATABASE": f"phoenix_walk_{run}",
         "PHOENIX_TOPIC_PARTITIONS": "1",
+        "PHOENIX_EXPIRY_SWEEP_SECONDS": EXPIRY_SWEEP_SECONDS,
         "PHOENIX_API_PORT": str(port),
     }
 
