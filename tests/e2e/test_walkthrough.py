@@ -60,6 +60,9 @@ def own_settings(run: str, port: int) -> dict[str, str]:
         "PHOENIX_MONGODB_DATABASE": f"phoenix_walk_{run}",
         "PHOENIX_TOPIC_PARTITIONS": "1",
         "PHOENIX_EXPIRY_SWEEP_SECONDS": EXPIRY_SWEEP_SECONDS,
+        # lifecycle.sh's flash coupon, shorter than the page's 40 s (its steps 1 s+ apart).
+        "FLASH_VALID_FOR": "PT6S",
+        "FLASH_REMIND_BEFORE": "PT4S",
         "PHOENIX_API_PORT": str(port),
     }
 
