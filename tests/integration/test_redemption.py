@@ -3,15 +3,12 @@ rules, shared versus owned codes, usage limits, idempotent redeem, rollback, ten
 scopes and the `coupon.redeemed` / `coupon.redemption_rolled_back` events."""
 
 import asyncio
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
 from phoenix_coupons.adapters.mongo_schema import OUTBOX
@@ -22,7 +19,7 @@ from phoenix_coupons.domain.events import event_id
 from phoenix_coupons.domain.outbox import redeemed
 from phoenix_coupons.settings import Settings
 from tests.conftest import KeyFactory
-from tests.support import read_events, wait_until
+from tests.support import read_events, records_to_end, wait_until
 
 Json = dict[str, Any]
 PER_USER_1 = {"limit_type": "per_user", "max_uses": 1}
@@ -651,33 +648,12 @@ async def test_each_redeem_and_rollback_is_announced(
 
 async def events_to_end(settings: Settings, tenant: str) -> list[Json]:
     """Every event of `tenant` on the redeemed topic, up to the topic's end offsets of now."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    assert settings.kafka_bootstrap_servers
+    return await records_to_end(
+        settings.kafka_bootstrap_servers,
+        settings.topic_coupons_redeemed,
+        lambda e: e.get("tenant_id") == tenant,
     )
-    await consumer.start()
-    found: list[Json] = []
-    try:
-        await consumer.topics()
-        topic = settings.topic_coupons_redeemed
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        assert tps, f"topic {topic} has no partitions"
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(*tps, timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    if record.offset >= end[TopicPartition(record.topic, record.partition)]:
-                        continue
-                    event = json.loads(record.value)
-                    if event.get("tenant_id") == tenant:
-                        found.append(event)
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def _all_announced(container: Container, tenant: str) -> bool:

@@ -12,8 +12,8 @@ from phoenix_coupons.domain.config_rules import config_errors, remind_before, va
 from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.redemption import refusal
 from schemas.coupons import CouponConfig, CouponDefinition
+from tests.unit.test_config_rules import random_config
 
-REWARD = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 pytestmark = pytest.mark.unit
 
@@ -58,13 +58,7 @@ def test_bad_durations_say_why(text: str, words: str) -> None:
 
 
 def config(**overrides: Any) -> CouponConfig:
-    data: dict[str, Any] = {
-        "reward_item_id": REWARD,
-        "code_format": "random",
-        "usage_limit": {"limit_type": "unlimited"},
-    }
-    data.update(overrides)
-    return CouponConfig.model_validate(data)
+    return random_config(**overrides)
 
 
 def errors(cfg: CouponConfig) -> dict[str, str]:
