@@ -379,10 +379,12 @@ def processed_batches(worker: WorkerProcess) -> int:
     return len(log_events(worker, "batch_processed"))
 
 
-# aiokafka's own log lines: a produce request failed (and is retried by the producer); the
-# consumer lost its group coordinator.
+# aiokafka's own log lines: a produce request failed (and is retried by the producer), or a
+# connection to the broker was refused (the producer's retry, the consumer's fetch: a stop
+# that finds no request in flight shows only these); the consumer lost its group coordinator.
 PRODUCE_ERROR = "Got error produce response"
-COORDINATOR_DEAD = "Marking the coordinator dead"
+CONNECT_ERROR = "Unable connect to node"
+COORDINATOR_DEAD = ("Marking the coordinator dead", "Group Coordinator Request failed")
 PRODUCE_ERRORS = 5
 
 
@@ -400,10 +402,13 @@ def log_events_any(worker: WorkerProcess) -> list[dict[str, Any]]:
     return found
 
 
+def kafka_errors(worker: WorkerProcess) -> int:
+    return log_count(worker, PRODUCE_ERROR) + log_count(worker, CONNECT_ERROR)
+
+
 def kafka_outage_seen(worker: WorkerProcess) -> bool:
-    return log_count(worker, PRODUCE_ERROR) >= PRODUCE_ERRORS and bool(
-        log_count(worker, COORDINATOR_DEAD)
-    )
+    lost = sum(log_count(worker, text) for text in COORDINATOR_DEAD)
+    return kafka_errors(worker) >= PRODUCE_ERRORS and bool(lost)
 
 
 # --------------------------------------------------------------------------- outcome checks
@@ -552,7 +557,7 @@ async def test_kafka_outage_holds_the_batch_commits_nothing_then_loses_nothing(
         done = processed_batches(worker)
         stored = await coupon_count(container, tenant)
         assert BATCH <= stored < len(stream.expected)
-        await wait_until(lambda: log_count(worker, PRODUCE_ERROR) >= 3 * PRODUCE_ERRORS)
+        await wait_until(lambda: kafka_errors(worker) >= 3 * PRODUCE_ERRORS)
         assert worker.alive, worker.tail()
         assert processed_batches(worker) == done, "a batch committed while Kafka was down"
 
