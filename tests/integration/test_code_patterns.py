@@ -12,26 +12,10 @@ from phoenix_coupons.adapters.counters import MongoCounters
 from phoenix_coupons.bootstrap import Container
 from tests.integration.test_generation import create_definition, generate, issued, users
 from tests.integration.test_openapi import assert_error
+from tests.integration.test_valid_for import config, create
 
 Json = dict[str, Any]
 U_LETTER = "[ABCDEFGHJKMNPQRSTUVWXYZ]"
-
-
-def config(reward: Json, **fields: Any) -> Json:
-    return {
-        "reward_item_id": reward["item_id"],
-        "code_format": "random",
-        "usage_limit": {"limit_type": "per_user", "max_uses": 1},
-        **fields,
-    }
-
-
-async def create(client: httpx.AsyncClient, tenant: str, admin: Json, cfg: Json) -> httpx.Response:
-    return await client.post(
-        f"/v1/tenants/{tenant}/coupons",
-        json={"name": "Patterned", "config": cfg},
-        headers=admin["headers"],
-    )
 
 
 async def space_count(container: Container, tenant: str, space: str) -> int:

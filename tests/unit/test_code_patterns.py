@@ -2,7 +2,6 @@
 under each charset and case sensitivity, the draw with an injected RNG, the pattern rules,
 the code space's name and size, and the capacity every request that draws codes checks."""
 
-import random
 import re
 import string
 from typing import Any
@@ -22,32 +21,11 @@ from phoenix_coupons.domain.codes import UPPER_ALPHABET, CodeGenerator, check_ca
 from phoenix_coupons.domain.config_rules import code_spec, config_errors, validated
 from phoenix_coupons.domain.errors import CodeSpaceExhausted, ValidationFailed
 from schemas.coupons import Charset, CouponConfig
+from tests.unit.test_codes import ScriptedRandom, SeededRandom
 
 U_DIGITS, U_UPPER, U_LOWER = "23456789", "ABCDEFGHJKMNPQRSTUVWXYZ", "abcdefghjkmnpqrstuvwxyz"
 UP, LOW, DIG = string.ascii_uppercase, string.ascii_lowercase, string.digits
 ALL_CHARSETS: list[Charset] = ["unambiguous", "alphanumeric", "alphabetic", "numeric"]
-
-
-class ScriptedRandom:
-    """Returns the scripted draws in order; records every population and k asked for."""
-
-    def __init__(self, *draws: str) -> None:
-        self.draws = list(draws)
-        self.calls: list[tuple[str, int]] = []
-
-    def choices(self, population: str, *, k: int) -> list[str]:
-        self.calls.append((population, k))
-        draw = self.draws.pop(0)
-        assert len(draw) == k and set(draw) <= set(population), (draw, population)
-        return list(draw)
-
-
-class SeededRandom:
-    def __init__(self, seed: int) -> None:
-        self._random = random.Random(seed)
-
-    def choices(self, population: str, *, k: int) -> list[str]:
-        return self._random.choices(population, k=k)
 
 
 # --- what each placeholder draws ------------------------------------------------------------
@@ -108,6 +86,15 @@ def test_a_prefix_and_length_draws_once_per_code_as_before_patterns() -> None:
     rng = ScriptedRandom("ABCD2345")
     assert CodeGenerator(rng).one(CodeSpec.random("WELCOME", 8, False)) == "WELCOMEABCD2345"
     assert rng.calls == [(UPPER_ALPHABET, 8)]
+
+
+def test_a_draw_of_mixed_specs_keeps_codes_distinct_ignoring_case() -> None:
+    """The worker draws one batch for several definitions: a code one spec drew is drawn
+    again for another whose space overlaps it (`A#` and `a*` both make A7)."""
+    rng = ScriptedRandom("7", "7", "8")
+    specs = [CodeSpec("A#"), CodeSpec("a*", True, "numeric")]
+    assert CodeGenerator(rng).draw(specs) == ["A7", "a8"]
+    assert rng.calls == [(U_DIGITS, 1), (DIG, 1), (DIG, 1)]
 
 
 def shape(spec: CodeSpec) -> re.Pattern[str]:
