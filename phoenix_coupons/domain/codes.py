@@ -75,6 +75,13 @@ def normalize(code: str) -> str:
     return code.upper() if code.isascii() else code.translate(_ASCII_UPPER)
 
 
+# What to change when a code space is too small.
+MORE_ROOM = (
+    "use more random characters (a longer code_length, more placeholders in code_pattern) "
+    "or a larger charset"
+)
+
+
 def check_capacity(spec: CodeSpec, existing: int, requested: int, field: str = "user_ids") -> None:
     """Fail fast when `requested` more codes of `spec` cannot fit beside `existing` ones
     (`field`: what the request asked for them with)."""
@@ -87,12 +94,6 @@ def check_capacity(spec: CodeSpec, existing: int, requested: int, field: str = "
             ),
             details=[FieldError(field, "too many codes for the definition's code space")],
         )
-
-
-MORE_ROOM = (
-    "use more random characters (a longer code_length, more placeholders in code_pattern) "
-    "or a larger charset"
-)
 
 
 class CodeGenerator:
