@@ -20,6 +20,10 @@ CODE_PREFIX_PATTERN = r"^[A-Za-z0-9_-]*$"
 CODE_MAX_LENGTH = 255
 # The random part of a code (the spec: 4 to 32).
 CODE_LENGTH_MIN, CODE_LENGTH_MAX = 4, 32
+# A code pattern: code characters as literals plus the placeholders # (digit), ? (letter) and
+# * (any character of the charset); one character per character of the code.
+CODE_TEMPLATE_PATTERN = r"^[A-Za-z0-9_#?*-]+$"
+PLACEHOLDERS_MAX = CODE_LENGTH_MAX
 # Ids the service generated (UUIDs) in paths and references.
 ID_MAX_LENGTH = 64
 # Ids of other systems: users, achievements, streaks, leaderboards.

@@ -24,6 +24,7 @@ from schemas.bounds import (
     CODE_MAX_LENGTH,
     CODE_PATTERN,
     CODE_PREFIX_PATTERN,
+    CODE_TEMPLATE_PATTERN,
     DESCRIPTION_MAX_LENGTH,
     ID_MAX_LENGTH,
     INT_MAX,
@@ -35,6 +36,7 @@ from schemas.free_json import JsonPatch
 from schemas.metadata import Metadata
 
 CodeFormat = Literal["random", "custom"]
+Charset = Literal["unambiguous", "alphanumeric", "alphabetic", "numeric"]
 LimitType = Literal["per_user", "global", "unlimited"]
 Trigger = Literal["achievement_completed", "streak_milestone", "leaderboard_rank"]
 SettableStatus = Literal["active", "paused"]
@@ -59,6 +61,19 @@ CodePrefix = Annotated[
             "maxLength": CODE_MAX_LENGTH,
             "pattern": CODE_PREFIX_PATTERN,
         }
+    ),
+]
+CodePattern = Annotated[
+    str,
+    Field(
+        description="The code's shape: literal code characters plus the placeholders # (a "
+        "digit), ? (a letter) and * (any character of the charset), 1 to 32 of them; e.g. "
+        "SUMMER-####-????. Replaces code_prefix and code_length. Random format only.",
+        json_schema_extra={
+            "maxLength": CODE_MAX_LENGTH,
+            "pattern": CODE_TEMPLATE_PATTERN,
+            "examples": ["SUMMER-####-????"],
+        },
     ),
 ]
 # Any offset is accepted; stored and answered in UTC (`Z`), as the spec's timestamps are.
@@ -117,6 +132,13 @@ class CouponConfig(_Compact):
     code_length: CodeLength | None = None
     custom_code: CustomCode | None = None
     case_sensitive: bool = False
+    # Code patterns (not in the spec; absent unless set, so spec bodies are unchanged).
+    code_pattern: CodePattern | None = None
+    charset: Charset | None = Field(
+        default=None,
+        description="What random characters are drawn from: unambiguous (the default: no "
+        "0/O, 1/I/L), alphanumeric, alphabetic or numeric. Random format only.",
+    )
     starts_at: UtcDatetime | None = None
     expires_at: UtcDatetime | None = None
     usage_limit: UsageLimit

@@ -1,35 +1,29 @@
-"""Coupon code generation: secure randomness (injected), no look-alike characters,
-uniqueness ignoring case, collision retry and a capacity check that fails fast."""
+"""Coupon code generation: secure randomness (injected), the draw of a code spec
+(code_patterns.py: character sets, patterns, code spaces), uniqueness ignoring case,
+collision retry and a capacity check that fails fast."""
 
 import os
 import string
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
+from phoenix_coupons.domain.code_patterns import (
+    ANY,
+    DEFAULT_CHARSET,
+    UNAMBIGUOUS,
+    placeholder_alphabet,
+)
+from phoenix_coupons.domain.code_patterns import MAX_FILL as MAX_FILL  # re-exported
+from phoenix_coupons.domain.code_patterns import CodeSpec as CodeSpec  # re-exported
 from phoenix_coupons.domain.errors import CodeSpaceExhausted, FieldError
+from schemas.coupons import Charset
 
-# Upper case without 0/O and 1/I/L; the lower-case extension (case-sensitive definitions)
-# also leaves out i, l and o.
-UPPER_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
-LOWER_EXTENSION = "abcdefghjkmnpqrstuvwxyz"
-# A request may fill at most this share of a code space: beyond it collisions make random
-# generation slow and a later request could not find free codes at all.
-MAX_FILL = 0.5
+# Today's alphabet: the unambiguous charset's upper case and digits; case-sensitive
+# definitions add its lower-case letters.
+UPPER_ALPHABET = UNAMBIGUOUS.upper + UNAMBIGUOUS.digits
+LOWER_EXTENSION = UNAMBIGUOUS.lower
 # Draws allowed per code wanted (plus a floor) before a draw gives up on distinct codes.
 DRAWS_PER_CODE, DRAWS_FLOOR = 20, 100
-
-
-class CodeSpec(NamedTuple):  # a tuple: built per coupon drawn, in the worker's hot path
-    """The random codes of a definition: `prefix` + `length` characters of the alphabet."""
-
-    prefix: str
-    length: int
-    case_sensitive: bool
-
-    @property
-    def space(self) -> str:
-        """The code space's name, stored on each coupon (counted for the capacity check)."""
-        return f"{normalize(self.prefix)}:{self.length}"
 
 
 class RandomSource(Protocol):
@@ -66,8 +60,9 @@ def secure_random() -> RandomSource:
     return SecureChoices()
 
 
-def alphabet(case_sensitive: bool) -> str:
-    return UPPER_ALPHABET + LOWER_EXTENSION if case_sensitive else UPPER_ALPHABET
+def alphabet(case_sensitive: bool, charset: Charset = DEFAULT_CHARSET) -> str:
+    """What the random characters of a prefix-and-length spec (`*`) are drawn from."""
+    return placeholder_alphabet(ANY, charset, case_sensitive)
 
 
 _ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
@@ -80,22 +75,24 @@ def normalize(code: str) -> str:
     return code.upper() if code.isascii() else code.translate(_ASCII_UPPER)
 
 
-def code_space(length: int) -> int:
-    """Distinct codes of `length` random characters, counted ignoring case."""
-    return int(len(UPPER_ALPHABET) ** length)
+# What to change when a code space is too small.
+MORE_ROOM = (
+    "use more random characters (a longer code_length, more placeholders in code_pattern) "
+    "or a larger charset"
+)
 
 
-def check_capacity(length: int, existing: int, requested: int) -> None:
-    """Fail fast when `requested` more codes cannot fit beside `existing` ones."""
-    space = code_space(length)
-    if existing + requested > space * MAX_FILL:
+def check_capacity(spec: CodeSpec, existing: int, requested: int, field: str = "user_ids") -> None:
+    """Fail fast when `requested` more codes of `spec` cannot fit beside `existing` ones
+    (`field`: what the request asked for them with)."""
+    if existing + requested > spec.capacity:
         raise CodeSpaceExhausted(
             message=(
-                f"code space exhausted: {requested} new codes of {length} random characters "
-                f"cannot fit beside {existing} existing ones (space {space}, at most "
-                f"{int(MAX_FILL * 100)}% may be used); use a longer code_length"
+                f"code space exhausted: {requested} new codes of {spec.placeholders} random "
+                f"characters cannot fit beside {existing} existing ones (space {spec.size}, "
+                f"at most {int(MAX_FILL * 100)}% may be used); {MORE_ROOM}"
             ),
-            details=[FieldError("user_ids", "too many codes for the definition's code space")],
+            details=[FieldError(field, "too many codes for the definition's code space")],
         )
 
 
@@ -103,9 +100,17 @@ class CodeGenerator:
     def __init__(self, rng: RandomSource | None = None) -> None:
         self._rng = rng or secure_random()
 
-    def one(self, prefix: str, length: int, case_sensitive: bool) -> str:
-        code = prefix + "".join(self._rng.choices(alphabet(case_sensitive), k=length))
-        return code if case_sensitive else code.upper()
+    def one(self, spec: CodeSpec) -> str:
+        """A code of `spec`: one draw per alphabet its placeholders use."""
+        layout = spec.layout
+        if layout.tail is not None:
+            alpha, k = layout.tail
+            return layout.head + "".join(self._rng.choices(alpha, k=k))
+        chars = list(layout.template)
+        for alpha, positions in layout.groups:
+            for at, char in zip(positions, self._rng.choices(alpha, k=len(positions)), strict=True):
+                chars[at] = char
+        return "".join(chars)
 
     def draw(self, specs: Sequence[CodeSpec]) -> list[str | None]:
         """A code per spec, distinct ignoring case. Draws that keep colliding stop after
@@ -117,7 +122,7 @@ class CodeGenerator:
             code = None
             while budget > 0:
                 budget -= 1
-                drawn = self.one(spec.prefix, spec.length, spec.case_sensitive)
+                drawn = self.one(spec)
                 key = normalize(drawn)
                 if key not in seen:
                     seen.add(key)
@@ -129,9 +134,7 @@ class CodeGenerator:
     def unique(
         self,
         count: int,
-        prefix: str,
-        length: int,
-        case_sensitive: bool,
+        spec: CodeSpec,
         taken: Callable[[str], bool] = lambda _: False,
         max_attempts: int | None = None,
     ) -> list[str]:
@@ -147,7 +150,7 @@ class CodeGenerator:
                     details=[FieldError("user_ids", "too many collisions drawing codes")],
                 )
             budget -= 1
-            code = self.one(prefix, length, case_sensitive)
+            code = self.one(spec)
             key = normalize(code)
             if key in seen or taken(key):
                 continue

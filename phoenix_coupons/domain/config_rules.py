@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from phoenix_coupons.domain import durations
-from phoenix_coupons.domain.codes import CodeSpec
+from phoenix_coupons.domain.code_patterns import DEFAULT_CHARSET, CodeSpec, pattern_reason
 from phoenix_coupons.domain.errors import FieldError, ValidationFailed
 from schemas.bounds import CODE_LENGTH_MAX, CODE_LENGTH_MIN, CODE_MAX_LENGTH, CODE_PATTERN
 from schemas.coupons import CouponConfig
@@ -34,13 +34,24 @@ def code_length(config: CouponConfig) -> int:
 
 
 def code_spec(config: CouponConfig) -> CodeSpec:
-    """What a random-format definition's codes look like."""
-    return CodeSpec(config.code_prefix or "", code_length(config), config.case_sensitive)
+    """What a random-format definition's codes look like: its pattern, else its prefix and
+    code_length characters of its charset."""
+    charset = config.charset or DEFAULT_CHARSET
+    if config.code_pattern is not None:
+        return CodeSpec(config.code_pattern, config.case_sensitive, charset)
+    return CodeSpec.random(
+        config.code_prefix or "", code_length(config), config.case_sensitive, charset
+    )
 
 
 def with_defaults(config: CouponConfig) -> CouponConfig:
-    """Fill the defaults the spec's responses show (code_length 8 for random codes)."""
-    if config.code_format == "random" and config.code_length is None:
+    """Fill the defaults the spec's responses show (code_length 8 for random codes without
+    a pattern). The charset's default is not written: the spec's bodies stay as they are."""
+    if (
+        config.code_format == "random"
+        and config.code_length is None
+        and config.code_pattern is None
+    ):
         return config.model_copy(update={"code_length": DEFAULT_CODE_LENGTH})
     return config
 
@@ -68,19 +79,11 @@ def config_errors(config: CouponConfig) -> list[FieldError]:
         bad("reward_item_id", "must be a valid UUID")
 
     if config.code_format == "random":
-        length = code_length(config)
-        if not MIN_CODE_LENGTH <= length <= MAX_CODE_LENGTH:
-            bad("code_length", f"must be between {MIN_CODE_LENGTH} and {MAX_CODE_LENGTH}")
-            length = 0  # already reported: do not blame the prefix for it too
+        errors.extend(_random_code_errors(config))
         if config.custom_code is not None:
             bad("custom_code", "is only allowed with code_format 'custom'")
-        prefix = config.code_prefix or ""
-        if prefix and not CODE_CHARS.fullmatch(prefix):
-            bad("code_prefix", CODE_CHARS_REASON)
-        elif len(prefix) + length > MAX_CODE_CHARS:
-            bad("code_prefix", f"prefix and code together must be at most {MAX_CODE_CHARS}")
     else:
-        for name in ("code_prefix", "code_length"):
+        for name in ("code_prefix", "code_length", "code_pattern", "charset"):
             if getattr(config, name) is not None:
                 bad(name, "is only allowed with code_format 'random'")
         if config.custom_code is not None and (reason := code_reason(config.custom_code)):
@@ -100,6 +103,37 @@ def config_errors(config: CouponConfig) -> list[FieldError]:
 
     errors.extend(_auto_generate_errors(config))
     errors.extend(_lifecycle_errors(config))
+    return errors
+
+
+def _random_code_errors(config: CouponConfig) -> list[FieldError]:
+    """A pattern, or a prefix and code_length (not both); the pattern's placeholders drawn
+    from what the charset has."""
+    errors: list[FieldError] = []
+
+    def bad(field: str, reason: str) -> None:
+        errors.append(FieldError(f"config.{field}", reason))
+
+    if config.code_pattern is not None:
+        for name in ("code_prefix", "code_length"):
+            if getattr(config, name) is not None:
+                bad(
+                    name,
+                    "is not allowed with code_pattern, which gives the whole code "
+                    "(null removes it)",
+                )
+        if reason := pattern_reason(config.code_pattern, config.charset or DEFAULT_CHARSET):
+            bad("code_pattern", reason)
+        return errors
+    length = code_length(config)
+    if not MIN_CODE_LENGTH <= length <= MAX_CODE_LENGTH:
+        bad("code_length", f"must be between {MIN_CODE_LENGTH} and {MAX_CODE_LENGTH}")
+        length = 0  # already reported: do not blame the prefix for it too
+    prefix = config.code_prefix or ""
+    if prefix and not CODE_CHARS.fullmatch(prefix):
+        bad("code_prefix", CODE_CHARS_REASON)
+    elif len(prefix) + length > MAX_CODE_CHARS:
+        bad("code_prefix", f"prefix and code together must be at most {MAX_CODE_CHARS}")
     return errors
 
 

@@ -195,7 +195,7 @@ class GenerationService:
         done = await self._already_issued(defn, len(user_ids), idem)
         todo = [i for i in range(len(user_ids)) if i not in done]
         existing = await self._coupons.count_in_space(defn.tenant_id, spec.space)
-        codes.check_capacity(spec.length, existing, len(todo))
+        codes.check_capacity(spec, existing, len(todo))
         # Positions a keyed call stored before are not reserved again.
         await self._take(defn, len(todo))
         prepared: set[str] = set()
@@ -234,7 +234,7 @@ class GenerationService:
         await self._budget.give_back(defn, len(drawn.found) + len(drawn.left))
         if drawn.left:
             raise CodeSpaceExhausted(
-                message="could not find free codes after several rounds; use a longer code_length",
+                message=f"could not find free codes after several rounds; {codes.MORE_ROOM}",
                 details=[FieldError("user_ids", "too many collisions drawing codes")],
             )
         return [done[i] for i in range(len(user_ids))]

@@ -616,7 +616,7 @@ async def test_keyed_random_call_that_died_midway_resumes_without_duplicates(
     body = {"user_ids": users(40)}
     await insert_dead_claim(container, tenant, defn["id"], "crash-1", body)
     # The dead call stored the coupons of positions 0..14 (and their outbox rows).
-    early = codes.CodeGenerator().unique(15, "R-", 8, False)
+    early = codes.CodeGenerator().unique(15, codes.CodeSpec.random("R-", 8, False))
     stored_early = [
         partial_coupon(defn, body["user_ids"][i], code, "crash-1", i)
         for i, code in enumerate(early)

@@ -453,6 +453,17 @@ BODY_STRINGS = [
         255,
     ),
     (
+        "code-pattern",
+        "coupons",
+        "POST",
+        lambda i: {
+            "name": "n",
+            "config": random_config(i, code_pattern=long(256), code_prefix=None, code_length=None),
+        },
+        "config.code_pattern",
+        255,
+    ),
+    (
         "custom-code",
         "coupons",
         "POST",

@@ -7,6 +7,7 @@ All tests share the session's topics: each filters by its own fresh tenant (and 
 
 import asyncio
 import json
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -134,15 +135,16 @@ async def create_definition(
     trigger_config: dict[str, Any],
     prefix: str,
     length: int = 8,
+    shape: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`shape`: the code's fields instead of `prefix` and `length` (a pattern, a charset)."""
     auto = {"enabled": True, "trigger": trigger, "trigger_config": trigger_config}
     body: dict[str, Any] = {
         "name": f"auto {trigger}",
         "config": {
             "reward_item_id": reward["item_id"],
             "code_format": "random",
-            "code_prefix": prefix,
-            "code_length": length,
+            **(shape or {"code_prefix": prefix, "code_length": length}),
             "usage_limit": {"limit_type": "per_user", "max_uses": 1},
             "auto_generate": auto,
         },
@@ -405,6 +407,52 @@ async def test_one_event_issues_a_coupon_per_matching_definition(
         assert by_pair[(gold["id"], user)]["trigger_event_id"] == record["event_id"]
     issued = await issued_of(settings, tenant)
     assert sorted(e["coupon_id"] for e in issued) == sorted(c["_id"] for c in coupons)
+
+
+async def test_the_worker_issues_codes_of_the_definition_s_pattern_and_charset(
+    worker: Worker,
+    container: Container,
+    client: httpx.AsyncClient,
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    admin: dict[str, Any],
+    reward: dict[str, Any],
+    tenant: str,
+) -> None:
+    cfg = {"achievement_id": "patterned"}
+    shapes = {
+        "WIN-{udigit:4}-{uletter:4}": ({"code_pattern": "WIN-####-????"}, r"WIN-[2-9]{4}-[A-Z]{4}"),
+        "N{digit:6}": (  # the space ignores case
+            {"code_pattern": "n******", "charset": "numeric", "case_sensitive": True},
+            r"n[0-9]{6}",
+        ),
+    }
+    made = {
+        space: await create_definition(
+            client, admin, tenant, reward, "achievement_completed", cfg, "", shape=shape
+        )
+        for space, (shape, _) in shapes.items()
+    }
+    users = [uid("user") for _ in range(3)]
+    records = [event("achievement_completed", tenant, u, cfg) for u in users]
+    await until_cached(container, records[0], *made.values())
+    for record in records:
+        await produce_event(producer, settings, record)
+
+    coupons = await until_coupons(container, tenant, 6)
+    for space, (_, pattern) in shapes.items():
+        mine = [c for c in coupons if c["definition_id"] == made[space]["id"]]
+        assert sorted(c["user_id"] for c in mine) == sorted(users)
+        assert all(re.fullmatch(pattern, c["code"]) for c in mine), mine
+        assert {c["code_space"] for c in mine} == {space}
+    announced = await read_events(
+        settings.kafka_bootstrap_servers or "",
+        settings.topic_coupons_issued,
+        lambda e: e["tenant_id"] == tenant,
+        count=6,
+    )
+    assert {e["coupon_id"]: e["code"] for e in announced} == {c["_id"]: c["code"] for c in coupons}
+    await until_announced(container, tenant)
 
 
 # --- events that match nothing --------------------------------------------------------------

@@ -12,10 +12,10 @@ from phoenix_coupons.domain.codes import (
     MAX_FILL,
     UPPER_ALPHABET,
     CodeGenerator,
+    CodeSpec,
     SecureChoices,
     alphabet,
     check_capacity,
-    code_space,
     duplicates_ignoring_case,
     normalize,
 )
@@ -48,6 +48,10 @@ class SeededRandom:
         return self._random.choices(population, k=k)
 
 
+def spec(prefix: str, length: int, case_sensitive: bool = False) -> CodeSpec:
+    return CodeSpec.random(prefix, length, case_sensitive)
+
+
 # --- alphabet -------------------------------------------------------------------------------
 
 
@@ -70,8 +74,9 @@ def test_alphabet_by_case_sensitivity() -> None:
 
 
 def test_code_space_counts_codes_ignoring_case() -> None:
-    assert code_space(1) == 31
-    assert code_space(8) == 31**8
+    assert spec("", 1).size == 31
+    assert spec("", 8).size == 31**8
+    assert spec("", 8, case_sensitive=True).size == 31**8
 
 
 # --- one code -------------------------------------------------------------------------------
@@ -79,24 +84,24 @@ def test_code_space_counts_codes_ignoring_case() -> None:
 
 def test_one_draws_length_characters_from_the_upper_alphabet() -> None:
     rng = ScriptedRandom("ABCD2345")
-    assert CodeGenerator(rng).one("WELCOME", 8, case_sensitive=False) == "WELCOME" + "ABCD2345"
+    assert CodeGenerator(rng).one(spec("WELCOME", 8)) == "WELCOME" + "ABCD2345"
     assert rng.calls == [(UPPER_ALPHABET, 8)]
 
 
 def test_one_is_upper_case_unless_case_sensitive() -> None:
     rng = ScriptedRandom("ABXY", "abXY")
     generator = CodeGenerator(rng)
-    assert generator.one("vip-", 4, case_sensitive=False) == "VIP-ABXY"
-    assert generator.one("vip-", 4, case_sensitive=True) == "vip-abXY"
+    assert generator.one(spec("vip-", 4)) == "VIP-ABXY"
+    assert generator.one(spec("vip-", 4, True)) == "vip-abXY"
     assert rng.calls[1] == (alphabet(True), 4)
 
 
 def test_one_without_prefix() -> None:
-    assert CodeGenerator(ScriptedRandom("Z9Z9")).one("", 4, case_sensitive=False) == "Z9Z9"
+    assert CodeGenerator(ScriptedRandom("Z9Z9")).one(spec("", 4)) == "Z9Z9"
 
 
 def test_default_generator_uses_a_secure_source() -> None:
-    codes = CodeGenerator().unique(50, "P-", 12, case_sensitive=False)
+    codes = CodeGenerator().unique(50, spec("P-", 12))
     assert len({normalize(c) for c in codes}) == 50
     for code in codes:
         assert code.startswith("P-")
@@ -137,14 +142,14 @@ def test_secure_choices_refuse_what_bytes_cannot_cover(population: str) -> None:
 
 def test_unique_redraws_a_repeated_code() -> None:
     rng = ScriptedRandom("AAAA", "AAAA", "BBBB")
-    codes = CodeGenerator(rng).unique(2, "", 4, case_sensitive=False)
+    codes = CodeGenerator(rng).unique(2, spec("", 4))
     assert codes == ["AAAA", "BBBB"]
     assert len(rng.calls) == 3
 
 
 def test_unique_redraws_codes_that_differ_only_in_case() -> None:
     rng = ScriptedRandom("abCD", "ABcd", "AbCd", "wxyz")
-    codes = CodeGenerator(rng).unique(2, "", 4, case_sensitive=True)
+    codes = CodeGenerator(rng).unique(2, spec("", 4, True))
     assert codes == ["abCD", "wxyz"]
     assert rng.draws == []
 
@@ -158,7 +163,7 @@ def test_unique_honours_taken_with_normalized_codes() -> None:
         return code in existing
 
     rng = ScriptedRandom("aaaa", "BbBb", "cccc")
-    codes = CodeGenerator(rng).unique(1, "px-", 4, case_sensitive=True, taken=taken)
+    codes = CodeGenerator(rng).unique(1, spec("px-", 4, True), taken=taken)
     assert codes == ["px-cccc"]
     assert asked == ["PX-AAAA", "PX-BBBB", "PX-CCCC"]
 
@@ -166,9 +171,7 @@ def test_unique_honours_taken_with_normalized_codes() -> None:
 def test_unique_counts_taken_collisions_against_the_budget() -> None:
     rng = ScriptedRandom("AAAA", "AAAA", "AAAA")
     with pytest.raises(CodeSpaceExhausted) as info:
-        CodeGenerator(rng).unique(
-            1, "", 4, case_sensitive=False, taken=lambda c: c == "AAAA", max_attempts=3
-        )
+        CodeGenerator(rng).unique(1, spec("", 4), taken=lambda c: c == "AAAA", max_attempts=3)
     assert rng.draws == []
     assert info.value.code == "code_space_exhausted"
     assert isinstance(info.value, ValidationFailed)
@@ -178,14 +181,14 @@ def test_unique_counts_taken_collisions_against_the_budget() -> None:
 
 def test_unique_succeeds_on_the_last_attempt_of_the_budget() -> None:
     rng = ScriptedRandom("AAAA", "AAAA", "BBBB")
-    codes = CodeGenerator(rng).unique(2, "", 4, case_sensitive=False, max_attempts=3)
+    codes = CodeGenerator(rng).unique(2, spec("", 4), max_attempts=3)
     assert codes == ["AAAA", "BBBB"]
 
 
 def test_unique_raises_when_the_budget_runs_out() -> None:
     rng = ScriptedRandom("AAAA", "AAAA", "AAAA", "BBBB")
     with pytest.raises(CodeSpaceExhausted):
-        CodeGenerator(rng).unique(2, "", 4, case_sensitive=False, max_attempts=3)
+        CodeGenerator(rng).unique(2, spec("", 4), max_attempts=3)
     assert rng.draws == ["BBBB"], "no draw beyond the budget"
 
 
@@ -193,13 +196,13 @@ def test_default_budget_scales_with_count() -> None:
     """count * 20 + 100 draws: a generator stuck on one code gives up after exactly that."""
     rng = ScriptedRandom(*["AAAA"] * 120)
     with pytest.raises(CodeSpaceExhausted):
-        CodeGenerator(rng).unique(1, "", 4, case_sensitive=False, taken=lambda _: True)
+        CodeGenerator(rng).unique(1, spec("", 4), taken=lambda _: True)
     assert len(rng.calls) == 120
 
 
 def test_unique_of_zero_draws_nothing() -> None:
     rng = ScriptedRandom()
-    assert CodeGenerator(rng).unique(0, "", 4, case_sensitive=False) == []
+    assert CodeGenerator(rng).unique(0, spec("", 4)) == []
     assert rng.calls == []
 
 
@@ -215,9 +218,9 @@ def test_generated_codes_match_prefix_and_alphabet_and_are_unique_ignoring_case(
     seed: int, count: int, prefix: str, length: int, case_sensitive: bool
 ) -> None:
     # Keep the request within the allowed fill, as the service's capacity check does.
-    count = min(count, int(code_space(length) * MAX_FILL))
+    count = min(count, int(spec(prefix, length).size * MAX_FILL))
     codes = CodeGenerator(SeededRandom(seed)).unique(
-        count, prefix, length, case_sensitive, max_attempts=100_000
+        count, spec(prefix, length, case_sensitive), max_attempts=100_000
     )
     assert len(codes) == count
     assert len({normalize(c) for c in codes}) == count
@@ -235,33 +238,34 @@ def test_generated_codes_match_prefix_and_alphabet_and_are_unique_ignoring_case(
 
 @pytest.mark.parametrize("length", [1, 2, 4])
 def test_check_capacity_allows_up_to_max_fill(length: int) -> None:
-    limit = int(code_space(length) * MAX_FILL)
-    check_capacity(length, existing=0, requested=limit)
-    check_capacity(length, existing=limit - 1, requested=1)
-    check_capacity(length, existing=limit, requested=0)
+    limit = int(spec("", length).size * MAX_FILL)
+    assert spec("", length).capacity == limit
+    check_capacity(spec("", length), existing=0, requested=limit)
+    check_capacity(spec("", length), existing=limit - 1, requested=1)
+    check_capacity(spec("", length), existing=limit, requested=0)
 
 
 @pytest.mark.parametrize("length", [1, 2, 4])
 def test_check_capacity_refuses_one_beyond_max_fill(length: int) -> None:
-    limit = int(code_space(length) * MAX_FILL)
+    limit = int(spec("", length).size * MAX_FILL)
     with pytest.raises(CodeSpaceExhausted) as info:
-        check_capacity(length, existing=0, requested=limit + 1)
+        check_capacity(spec("", length), existing=0, requested=limit + 1)
     assert info.value.code == "code_space_exhausted"
     assert [d.field for d in info.value.details] == ["user_ids"]
     assert "code_length" in info.value.message
     with pytest.raises(CodeSpaceExhausted):
-        check_capacity(length, existing=limit, requested=1)
+        check_capacity(spec("", length), existing=limit, requested=1)
 
 
 def test_check_capacity_boundary_in_numbers() -> None:
     # 31 ** 2 = 961 codes; half of them, rounded down, may be used.
-    check_capacity(2, existing=400, requested=80)
+    check_capacity(spec("X", 2), existing=400, requested=80)
     with pytest.raises(CodeSpaceExhausted):
-        check_capacity(2, existing=400, requested=81)
+        check_capacity(spec("X", 2), existing=400, requested=81)
 
 
 def test_check_capacity_is_no_concern_for_the_default_length() -> None:
-    check_capacity(8, existing=10_000_000, requested=10_000)
+    check_capacity(spec("", 8), existing=10_000_000, requested=10_000)
 
 
 # --- duplicates -----------------------------------------------------------------------------

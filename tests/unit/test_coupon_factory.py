@@ -8,6 +8,7 @@ import pytest
 
 from phoenix_coupons.adapters.coupon_repo import stored_from_doc, to_doc
 from phoenix_coupons.domain import issue_keys
+from phoenix_coupons.domain.codes import CodeSpec
 from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.delivery import RecordId
 from phoenix_coupons.domain.models import Coupon, CouponSource
@@ -87,6 +88,17 @@ def test_the_default_code_length_names_the_code_space() -> None:
         definition(code_length=None), key="k", code="ac-X", source="bulk", issued_at=AT
     )
     assert coupon.code_space == "AC-:8"
+
+
+def test_a_pattern_and_a_charset_name_their_own_code_space() -> None:
+    patterned = definition(code_prefix=None, code_length=None, code_pattern="ac-##??")
+    made = CouponFactory.of(patterned, "event")
+    assert made.spec == CodeSpec("ac-##??", False, "unambiguous")
+    assert made.code_space == "AC-{udigit:2}{uletter:2}"
+    numeric = CouponFactory.of(definition(charset="numeric"), "bulk")
+    assert numeric.spec == CodeSpec.random("ac-", 10, False, "numeric")
+    coupon = numeric.coupon("k", "AC-0123456789", AT, "u")
+    assert coupon.code_space == "AC-{digit:10}"
 
 
 def test_a_custom_code_has_no_code_space() -> None:

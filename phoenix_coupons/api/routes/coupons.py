@@ -68,7 +68,7 @@ async def create_definition(
     tenant_id: TenantId, body: DefinitionCreate, definitions: Definitions, by: Writer
 ) -> CouponDefinition:
     """Create a coupon definition (defaults: `case_sensitive: false`, `code_length: 8` for
-    random codes, `status: active`)."""
+    random codes without a `code_pattern`, `charset: unambiguous`, `status: active`)."""
     return await definitions.create(tenant_id, body, by)
 
 

@@ -11,7 +11,7 @@ from phoenix_coupons.services.ports import StoredCoupon
 from tests.fakes import FakeCouponRepo, coupon
 from tests.unit.test_codes import ScriptedRandom
 
-SPEC = CodeSpec("P-", 4, case_sensitive=False)
+SPEC = CodeSpec.random("P-", 4, case_sensitive=False)
 
 
 def build(item: str, code: str) -> Coupon:
@@ -101,7 +101,7 @@ def test_a_draw_that_keeps_colliding_gives_up_within_its_budget() -> None:
 
 def test_each_item_is_drawn_by_its_own_spec() -> None:
     rng = ScriptedRandom("AAAA", "bbbbbb")
-    assert CodeGenerator(rng).draw([SPEC, CodeSpec("x", 6, case_sensitive=True)]) == [
+    assert CodeGenerator(rng).draw([SPEC, CodeSpec.random("x", 6, case_sensitive=True)]) == [
         "P-AAAA",
         "xbbbbbb",
     ]
