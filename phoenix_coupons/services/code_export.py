@@ -11,6 +11,7 @@ a user under a `per_user` limit, the owner's uses of the definition; any code un
 `global` limit, the definition's uses; a shared code under `per_user`, or any code of an
 `unlimited` definition, none kept (empty)."""
 
+import asyncio
 import csv
 import io
 import json
@@ -155,11 +156,19 @@ class CodeExport:
             yield csv_header().encode()
         encode = csv_rows if fmt == "csv" else jsonl_rows
         while True:
-            if page.items:
-                yield encode(await self._rows(defn, page.items)).encode()
-            if page.next_after is None:
+            # The next batch is read while this one's uses are read, encoded and sent.
+            after = page.next_after
+            ahead = None if after is None else asyncio.ensure_future(self._page(defn, after))
+            try:
+                if page.items:
+                    yield encode(await self._rows(defn, page.items)).encode()
+            except BaseException:  # the client went away, or the read failed
+                if ahead is not None:
+                    ahead.cancel()
+                raise
+            if ahead is None:
                 return
-            page = await self._page(defn, page.next_after)
+            page = await ahead
 
     async def _rows(self, defn: CouponDefinition, coupons: list[Coupon]) -> list[dict[str, Any]]:
         keys = {c.id: usage_key(defn, c) for c in coupons}
