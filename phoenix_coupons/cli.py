@@ -276,4 +276,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiCallFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-
