@@ -24,6 +24,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from phoenix_coupons.domain.errors import PhoenixError
+
 # Read by the CLI only (the service never calls its own API): not service settings.
 API_URL_ENV = "PHOENIX_API_URL"
 API_KEY_ENV = "PHOENIX_API_KEY"
@@ -37,8 +39,10 @@ EXIT_NOT_FOUND = 4  # 404: no such definition (or job) in the tenant
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 
 
-class ApiCallFailed(Exception):
+class ApiCallFailed(PhoenixError):
     """What the operator reads (one line) and the command's exit code."""
+
+    code = "api_call_failed"
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
