@@ -142,8 +142,14 @@ def test_output_format_and_api_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("status", "exit_code"),
-    [(401, EXIT_AUTH), (403, EXIT_AUTH), (404, EXIT_NOT_FOUND), (422, EXIT_USAGE)]
-    + [(500, EXIT_FAILED), (503, EXIT_FAILED)],
+    [
+        (401, EXIT_AUTH),
+        (403, EXIT_AUTH),
+        (404, EXIT_NOT_FOUND),
+        (422, EXIT_USAGE),
+        (500, EXIT_FAILED),
+        (503, EXIT_FAILED),
+    ],
 )
 def test_error_answers_name_the_apis_error(status: int, exit_code: int) -> None:
     body = {"error": "some_error", "message": "what went wrong", "details": []}
