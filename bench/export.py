@@ -23,7 +23,7 @@ from phoenix_coupons.adapters.coupon_repo import BY_DEFINITION, definition_prefi
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.models import Coupon
-from schemas.coupons import CouponConfig, DefinitionCreate, UsageLimit
+from schemas.coupons import CouponConfig, CouponDefinition, DefinitionCreate, UsageLimit
 from schemas.rewards import RewardItemCreate
 
 WRITE_CHUNK = 5000
@@ -71,6 +71,27 @@ async def write_coupons(
     if batch:
         await mongo.coupons.insert_many(batch, ordered=False)
     await MongoCounters(mongo).add({counter_keys.codes(tenant_id, definition_id): count})
+
+
+async def export_definition(container: Container, tenant_id: str) -> tuple[CouponDefinition, str]:
+    """A definition with random codes and a `per_user` limit (a usage group per code: each
+    batch of the export reads its 1,000 kept counts), and a `coupons:read` key's plaintext."""
+    reward = await container.rewards.create(
+        tenant_id, RewardItemCreate(name="Points", reward_type="points", payload={"n": 1})
+    )
+    defn = await container.definitions.create(
+        tenant_id,
+        DefinitionCreate(
+            name="export",
+            config=CouponConfig(
+                reward_item_id=reward.item_id,
+                code_format="random",
+                usage_limit=UsageLimit(limit_type="per_user", max_uses=1),
+            ),
+        ),
+    )
+    _, key = await container.api_keys.create("export", "coupons:read", tenant_id)
+    return defn, key
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -129,24 +150,9 @@ async def export_run(servers: Servers, codes: int, runs: int, log: Path) -> Expo
     container = Container(settings)
     await container.start_storage()
     try:
-        reward = await container.rewards.create(
-            TENANT, RewardItemCreate(name="Points", reward_type="points", payload={"n": 1})
-        )
-        defn = await container.definitions.create(
-            TENANT,
-            DefinitionCreate(
-                name="export bench",
-                config=CouponConfig(
-                    reward_item_id=reward.item_id,
-                    code_format="random",
-                    # A usage group per code: each batch reads its 1,000 kept counts.
-                    usage_limit=UsageLimit(limit_type="per_user", max_uses=1),
-                ),
-            ),
-        )
-        _, key = await container.api_keys.create("bench export", "coupons:read", TENANT)
+        defn, key = await export_definition(container, TENANT)
         t = now()
-        await write_coupons(container.mongo, TENANT, defn.id, reward.item_id, 0, codes)
+        await write_coupons(container.mongo, TENANT, defn.id, defn.config.reward_item_id, 0, codes)
         print(f"  {codes:,} coupons written in {now() - t:.1f} s (not timed)", flush=True)
         raw_s: list[float] = []
         export_s: list[float] = []

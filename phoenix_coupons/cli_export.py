@@ -67,14 +67,14 @@ def _export(args: argparse.Namespace, api_port: int) -> int:
     ):
         check(response)
         total = response.headers.get(TOTAL_COUNT)
-        rows = _write_atomically(
+        rows = write_atomically(
             target, response.iter_bytes(CHUNK), fmt, int(total) if total else None
         )
     print(f"exported {rows} codes of {args.definition_id} to {target} ({fmt})", file=sys.stderr)
     return 0
 
 
-def _write_atomically(target: Path, chunks: Iterable[bytes], fmt: str, total: int | None) -> int:
+def write_atomically(target: Path, chunks: Iterable[bytes], fmt: str, total: int | None) -> int:
     """Write the body to a temporary file beside `target`, then rename it over `target`;
     returns the rows written. The count is the line breaks (JSON Lines escapes them within a
     value; a CSV row holds one only if a user id does)."""

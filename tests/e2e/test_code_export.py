@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.export import coupons, peak_rss_mb, write_coupons
+from bench.export import coupons, export_definition, peak_rss_mb, write_coupons
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.cli_http import EXIT_AUTH, EXIT_FAILED, EXIT_NOT_FOUND
 from phoenix_coupons.devservers import free_port
 from phoenix_coupons.services.code_export import FIELDS
 from phoenix_coupons.settings import Settings
-from schemas.coupons import CouponConfig, DefinitionCreate, UsageLimit
-from schemas.rewards import RewardItemCreate
 from tests.e2e.test_redemption_two_processes import ApiProcess, start_api
 
 pytestmark = pytest.mark.slow
@@ -67,22 +65,9 @@ async def test_export_in_constant_memory(
     tenant: str,
     tmp_path: Path,
 ) -> None:
-    reward = await container.rewards.create(
-        tenant, RewardItemCreate(name="Points", reward_type="points", payload={"n": 1})
-    )
-    defn = await container.definitions.create(
-        tenant,
-        DefinitionCreate(
-            name="export",
-            config=CouponConfig(
-                reward_item_id=reward.item_id,
-                code_format="random",
-                usage_limit=UsageLimit(limit_type="per_user", max_uses=1),
-            ),
-        ),
-    )
-    _, key = await container.api_keys.create("export", "coupons:read", tenant)
-    await write_coupons(container.mongo, tenant, defn.id, reward.item_id, 0, SMALL)
+    defn, key = await export_definition(container, tenant)
+    reward_item_id = defn.config.reward_item_id
+    await write_coupons(container.mongo, tenant, defn.id, reward_item_id, 0, SMALL)
     out = tmp_path / "out" / "codes.csv"
     out.parent.mkdir()
     code, err = cli(api.url, key, defn.id, "--tenant", tenant, "-o", str(out))
@@ -92,12 +77,12 @@ async def test_export_in_constant_memory(
     assert f"{SMALL}/{SMALL}" in err  # the progress bar's done / total
     assert f"exported {SMALL} codes of {defn.id} to {out} (csv)" in err
 
-    await write_coupons(container.mongo, tenant, defn.id, reward.item_id, SMALL, LARGE - SMALL)
+    await write_coupons(container.mongo, tenant, defn.id, reward_item_id, SMALL, LARGE - SMALL)
     code, err = cli(api.url, key, defn.id, "--tenant", tenant, "-o", str(out))
     assert code == 0, err
     large_peak = peak_rss_mb(api.proc.pid)
     # Newest issued first: the coupons were issued a second apart, in order.
-    expected = [c.code for c in coupons(tenant, defn.id, reward.item_id, 0, LARGE)][::-1]
+    expected = [c.code for c in coupons(tenant, defn.id, reward_item_id, 0, LARGE)][::-1]
     assert exported_codes(out) == expected
     assert large_peak - small_peak < GROWTH_MB, (small_peak, large_peak)
 

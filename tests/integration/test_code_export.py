@@ -16,15 +16,16 @@ from phoenix_coupons.adapters.redemption_repo import MongoRedemptionRepo
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.services.code_export import FIELDS, CodeExport
 from tests.conftest import KeyFactory
+from tests.integration.test_coupon_queries import PER_USER_2
 from tests.integration.test_redemption import UNLIMITED, Tenant
 
 Json = dict[str, Any]
-PER_USER_2 = {"limit_type": "per_user", "max_uses": 2}
 GLOBAL_5 = {"limit_type": "global", "max_uses": 5}
 
 
 @pytest.fixture
 def api(client: httpx.AsyncClient, admin: Json, reward: Json, tenant: str) -> Tenant:
+    """This test's tenant through the API (as in test_coupon_queries.py)."""
     return Tenant(client, tenant, admin["headers"], reward)
 
 

@@ -4,13 +4,15 @@ which usage group gives a code its `uses`, and the CLI's reading of the API's an
 import csv
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from phoenix_coupons.cli_export import output_format
+from phoenix_coupons.cli_export import output_format, write_atomically
 from phoenix_coupons.cli_http import (
     API_URL_ENV,
     EXIT_AUTH,
@@ -164,3 +166,23 @@ def test_error_answers_name_the_apis_error(status: int, exit_code: int) -> None:
     with pytest.raises(ApiCallFailed, match=f"{status} http_{status}"):
         check(httpx.Response(status, text="<html>proxy error</html>"))
     check(httpx.Response(200, text="ok"))
+
+
+def test_a_cut_download_leaves_the_target_as_it_was(tmp_path: Path) -> None:
+    target = tmp_path / "codes.csv"
+    target.write_text("before\n")
+
+    def cut() -> Iterator[bytes]:
+        yield b"code,kind\r\nA,issued\r\n"
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+    with pytest.raises(ApiCallFailed, match="cut after 1 codes") as raised:
+        write_atomically(target, cut(), "csv", 10)
+    assert raised.value.exit_code == EXIT_FAILED
+    assert target.read_text() == "before\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["codes.csv"]
+
+    whole = [b"code,kind\r\n", b"A,issued\r\nB,issued\r\n"]
+    assert write_atomically(target, iter(whole), "csv", 2) == 2
+    assert target.read_bytes() == b"".join(whole)
+    assert [p.name for p in tmp_path.iterdir()] == ["codes.csv"]
