@@ -113,6 +113,24 @@ async def test_uses_follow_the_usage_group(api: Tenant) -> None:
     assert (row["code"], row["kind"], row["user_id"]) == ("EXPORTSHARED", "shared", "")
     assert (row["uses"], row["last_redeemed_at"]) == ("1", last["redeemed_at"])
 
+    # A hold counts as a use while open; its confirm is a redemption, whose time is kept.
+    held = await api.define("EXPORTHELD", GLOBAL_5)
+    hold = await api.client.post(
+        f"{api.base}/coupons/reserve",
+        json={"code": "EXPORTHELD", "user_id": "u3", "ttl_seconds": 120},
+        headers=api.headers,
+    )
+    assert hold.status_code == 201, hold.text
+    [row] = csv_rows((await export(api, held["id"])).text)
+    assert (row["uses"], row["last_redeemed_at"]) == ("1", "")
+    confirmed = await api.client.post(
+        f"{api.base}/coupons/reservations/{hold.json()['reservation_id']}/confirm",
+        headers=api.headers,
+    )
+    assert confirmed.status_code == 201, confirmed.text
+    [row] = csv_rows((await export(api, held["id"])).text)
+    assert (row["uses"], row["last_redeemed_at"]) == ("1", confirmed.json()["redeemed_at"])
+
     free = await api.define(limit=UNLIMITED)
     issued = await api.generate(free["id"], ["ann"])
     await api.redeemed(issued["ann"], "ann")
