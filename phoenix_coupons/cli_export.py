@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
@@ -60,7 +61,8 @@ def _export(args: argparse.Namespace, api_port: int) -> int:
     target = Path(args.output)
     if not target.parent.is_dir():
         raise ApiCallFailed(f"no directory {target.parent} for {target}", EXIT_USAGE)
-    path = f"/v1/tenants/{args.tenant}/coupons/{args.definition_id}/codes/export"
+    tenant, definition = (quote(part, safe="") for part in (args.tenant, args.definition_id))
+    path = f"/v1/tenants/{tenant}/coupons/{definition}/codes/export"
     with (
         api_client(args.api_url, args.api_key, api_port) as http,
         http.stream("GET", path, params={"format": fmt}) as response,
