@@ -264,7 +264,8 @@ async def claim_slot(
     take it over from that hold whose time is over at `now` (the count unchanged). SlotTaken
     when it is not to be had."""
     # A redemption (not a hold) is a use: its time is kept beside the count (raised even
-    # when the redemption's insert then loses to a concurrent keyed twin: a rare early time).
+    # when the insert then loses to a concurrent keyed twin: then a little later than the
+    # real last use; rare).
     last = {uses_key(group): epoch_ms(now)} if "redemption_id" in holder else {}
     if replaces is not None:
         taken = await slots.find_one_and_update(*hold_taken_over(slot, replaces, holder, now))
