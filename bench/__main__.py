@@ -9,6 +9,8 @@
 (d) redemption over HTTP at a fixed concurrency vs as many raw conditional
     find_one_and_update calls (reported: redeems/s, p99), and as many reserve + confirm
     pairs through the same API process (reported: pairs/s, p99 of a pair);
+(export) a definition's codes exported as CSV over HTTP vs a raw cursor read of the same
+    documents (target >= 0.5), with the API process's peak resident memory;
 (scale) the hot paths' p50 with 0, 10,000 and 100,000 coupons stored, each against its
     value at 0 (target <= 1.5; bench/scale.py).
 Throughput runs alternate baseline and worker so that noise hits both; the medians are
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from bench import scale_report
 from bench.common import BenchError, Servers, now, produce_inputs, scenario_settings
+from bench.export import export_run
 from bench.latency import STAGES, LatencyRun, latency_run, percentile
 from bench.redemption import redemption_runs
 from bench.scale import Plan, scale_run
@@ -42,7 +45,8 @@ from phoenix_coupons.settings import Settings
 TARGET_NONMATCHING = 0.8
 TARGET_MATCHING = 0.7
 TARGET_P99_MS = 100.0
-SCENARIOS = ("a", "b", "c", "d", "scale")
+TARGET_EXPORT = 0.5
+SCENARIOS = ("a", "b", "c", "d", "export", "scale")
 
 
 def _sizes(text: str) -> list[int]:
@@ -62,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200.0, help="events/s of scenario (c)")
     p.add_argument("--redeems", type=int, default=2_000, help="calls of scenario (d)")
     p.add_argument("--concurrency", type=int, default=32, help="calls in flight in (d)")
+    p.add_argument("--export-codes", type=int, default=100_000, help="codes of the export scenario")
+    p.add_argument("--export-runs", type=int, default=2, help="run pairs of the export scenario")
     p.add_argument(
         "--sizes",
         type=_sizes,
@@ -290,6 +296,39 @@ async def scenario_d(servers: Servers, args: argparse.Namespace, log: Path) -> l
     ]
 
 
+async def scenario_export(servers: Servers, args: argparse.Namespace, log: Path) -> list[Row]:
+    say(
+        f"\n(export) {args.export_codes:,} codes exported as CSV over HTTP vs a raw cursor read "
+        "of the same documents"
+    )
+    f = await export_run(servers, args.export_codes, args.export_runs, log)
+    ratio = f.export_rate / f.raw_rate
+    say(f"  API process peak resident memory (VmHWM): {f.peak_rss_mb:.0f} MiB")
+    per_run = " ".join(f"{r / e:.2f}" for r, e in zip(f.raw_s, f.export_s, strict=True))
+    return [
+        (
+            "(export) codes CSV",
+            "raw cursor read",
+            f"{f.raw_rate:,.0f} doc/s",
+            f"{f.export_rate:,.0f} row/s",
+            f"{ratio:.2f}",
+            per_run,
+            f">= {TARGET_EXPORT}",
+            _verdict(ratio >= TARGET_EXPORT),
+        ),
+        (
+            "    API peak RSS",
+            "",
+            "",
+            f"{f.peak_rss_mb:.0f} MiB",
+            "",
+            f"{f.bytes / 2**20:.1f} MiB body",
+            "(reported)",
+            "",
+        ),
+    ]
+
+
 async def scenario_scale(servers: Servers, args: argparse.Namespace) -> ScaleFigures:
     sizes = ", ".join(f"{s:,}" for s in args.sizes)
     say(f"\n(scale) the hot paths with {sizes} coupons stored")
@@ -333,6 +372,8 @@ async def main(args: argparse.Namespace, log_file: Path) -> int:
             rows += await scenario(servers, args)
     if "d" in only:
         rows += await scenario_d(servers, args, log_file)
+    if "export" in only:
+        rows += await scenario_export(servers, args, log_file)
     figures = await scenario_scale(servers, args) if "scale" in only else None
     if rows:
         say(

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +75,8 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> "subprocess.Popen
 
 
 @contextlib.asynccontextmanager
-async def _api_process(settings: Settings, log: Path):  # type: ignore[no-untyped-def]
+async def api_process(settings: Settings, log: Path) -> AsyncIterator[tuple[str, int]]:
+    """A real API process on the scenario's servers: (its base URL, its pid)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -101,7 +102,7 @@ async def _api_process(settings: Settings, log: Path):  # type: ignore[no-untype
                 if time.monotonic() > deadline:
                     raise BenchError(f"the API process did not get ready; see {log}")
                 await asyncio.sleep(0.1)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -138,7 +139,7 @@ async def redemption_runs(
     finally:
         await container.mongo.close()
 
-    async with _api_process(settings, log) as base:
+    async with api_process(settings, log) as (base, _):
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(
             base_url=base, headers={"X-API-Key": key}, limits=limits, timeout=30

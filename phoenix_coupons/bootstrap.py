@@ -35,6 +35,7 @@ from phoenix_coupons.domain.codes import CodeGenerator, RandomSource
 from phoenix_coupons.domain.errors import ConfigurationError
 from phoenix_coupons.services.api_keys import ApiKeyService
 from phoenix_coupons.services.budget import IssuanceBudget
+from phoenix_coupons.services.code_export import CodeExport
 from phoenix_coupons.services.coupon_queries import CouponQueries
 from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.expiry import ExpiryService
@@ -133,6 +134,7 @@ class Container:
     redemptions: RedemptionService = field(init=False)
     reservations: ReservationService = field(init=False)
     coupon_queries: CouponQueries = field(init=False)
+    code_export: CodeExport = field(init=False)
     expiry: ExpiryService = field(init=False)
     scheduler: ExpiryScheduler = field(init=False)
 
@@ -214,6 +216,7 @@ class Container:
             self.lookup_limiter,
             MongoCodeHistory(self.mongo),
         )
+        self.code_export = CodeExport(coupons, definitions, redemptions)
         self.expiry = ExpiryService(
             schedule,
             definitions,

@@ -1,4 +1,5 @@
-"""`phoenix-coupons`: run the service, migrate its data and manage API keys."""
+"""`phoenix-coupons`: run the service, migrate its data, manage API keys, and work with a
+definition's codes over the HTTP API."""
 
 import argparse
 import asyncio
@@ -13,6 +14,8 @@ from pymongo.errors import PyMongoError
 from phoenix_coupons.adapters.migrations import require_migrated
 from phoenix_coupons.adapters.mongo import unavailable
 from phoenix_coupons.bootstrap import api_key_service, connect_mongo
+from phoenix_coupons.cli_export import add_export_command, export_codes
+from phoenix_coupons.cli_http import ApiCallFailed
 from phoenix_coupons.domain.errors import ConfigurationError, PhoenixError, ValidationFailed
 from phoenix_coupons.logging import configure_logging
 from phoenix_coupons.runtime import tune_gc
@@ -56,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="list keys (never their secrets)")
     revoke = keys.add_parser("revoke", help="revoke a key; effective on the next request")
     revoke.add_argument("id")
+    codes = sub.add_parser(
+        "codes", help="a definition's codes, over the HTTP API (--api-url, PHOENIX_API_KEY)"
+    ).add_subparsers(dest="codes_command", required=True)
+    add_export_command(codes)
     return parser
 
 
@@ -255,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(settings.log_level)
             return asyncio.run(_scheduler(settings, args.host, args.port))
         configure_logging(settings.log_level, sys.stderr)
+        if args.command == "codes":
+            return export_codes(args, settings.api_port)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings, args.recount, given.mongodb_uri is not None))
         return asyncio.run(_api_key(settings, args, given.mongodb_uri is not None))
@@ -264,3 +273,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MongoUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ApiCallFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code

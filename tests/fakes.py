@@ -29,7 +29,7 @@ from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption, free_slot
 from phoenix_coupons.domain.reservation import HoldTurn, Reservation, Settled
-from phoenix_coupons.services.ports import Claim, Page, Reserved, StoredCoupon
+from phoenix_coupons.services.ports import Claim, GroupUsage, Page, Reserved, StoredCoupon
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
 
@@ -519,6 +519,17 @@ class FakeRedemptionRepo:
         counts = {g: await self.active_count(g) for g in groups}
         return {g: n for g, n in counts.items() if n}  # an aggregation has no empty groups
 
+    async def usage(self, groups: Sequence[str]) -> dict[str, GroupUsage]:
+        """The kept counts and the time of each group's last redemption (rolled back or not:
+        the kept time is only ever raised)."""
+        found = {}
+        for g in groups:
+            times = [
+                h.redemption.redeemed_at for h in self.rows.values() if h.redemption.group == g
+            ]
+            found[g] = GroupUsage(await self.active_count(g), max(times, default=None))
+        return found
+
     async def roll_back(
         self,
         tenant_id: str,
@@ -809,6 +820,7 @@ if TYPE_CHECKING:  # mypy checks each fake against its port
     _keys: ports.ApiKeyRepo = FakeApiKeyRepo()
     _idempotency: ports.IdempotencyRepo = FakeIdempotencyRepo()
     _redemptions: ports.RedemptionRepo = FakeRedemptionRepo()
+    _usage: ports.UsageCounts = FakeRedemptionRepo()
     _reservations: ports.ReservationRepo = FakeReservationRepo(FakeRedemptionRepo())
     _lookups: ports.LookupLimiter = FakeLookupLimiter()
     _history: ports.CodeHistory = FakeCodeHistory()

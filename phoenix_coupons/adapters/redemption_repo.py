@@ -2,8 +2,9 @@
 per held slot (`_id` = the slot), claimed before the redemption is inserted and confirmed
 after (a crash between leaves an unconfirmed slot that `sweep_slots` confirms or releases);
 a rollback deletes its slot (or keeps it: `use_kept`). Each group's held slots are counted
-in `counters` (`uses:<group>`), read by `_id`. The events wait in the outbox (services
-prepare them).
+in `counters` (`uses:<group>`), read by `_id`; beside it, `$max`, the time of the group's
+last redemption (`last`, epoch ms: the code export's `last_redeemed_at`). The events wait
+in the outbox (services prepare them).
 
 A hold (reservation_repo.py) holds a slot too: the slot names its `reservation_id` and
 `hold_until` (epoch ms) instead of a redemption. Once `hold_until` has passed, a new holder
@@ -20,12 +21,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from phoenix_coupons.adapters.counters import MongoCounters
+from phoenix_coupons.adapters.coupon_repo import from_ms
 from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import REDEMPTION_SLOTS
 from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
 from phoenix_coupons.domain.errors import Contended, SlotTaken
 from phoenix_coupons.domain.redemption import Redemption, free_slot
 from phoenix_coupons.domain.reservation import HoldTurn, Reservation
+from phoenix_coupons.services.ports import GroupUsage
 from schemas.redemptions import Coupon as CouponSnapshot
 from schemas.rewards import RewardItem
 
@@ -160,6 +163,7 @@ class MongoRedemptionRepo:
                 held = await self._slots.find_one({"_id": hold.slot}, {"redemption_id": 1})
                 if held is None or held.get("redemption_id") != r.id:
                     return "lost"
+            await self._counts.add({}, {uses_key(r.group): epoch_ms(r.redeemed_at)})
         outcome: HoldTurn = "turned"
         try:
             await self._col.insert_one(to_doc(r, slot, hold.slot_no))
@@ -185,6 +189,11 @@ class MongoRedemptionRepo:
 
     async def active_count(self, group: str) -> int:
         return await self._counts.get(uses_key(group))
+
+    async def usage(self, groups: Sequence[str]) -> dict[str, GroupUsage]:
+        """Each group's held slots and the time of its last redemption (kept counts)."""
+        kept = await self._counts.kept([uses_key(g) for g in groups])
+        return {g: GroupUsage(k.n, from_ms(k.last)) for g in groups if (k := kept[uses_key(g)])}
 
     async def used_slots(self, group: str) -> set[int]:
         cursor = self._slots.find({"group": group}, {"slot_no": 1})
@@ -254,16 +263,21 @@ async def claim_slot(
     """Claim a free slot for `holder` (its fields: `HOLDER_FIELDS`), counted; or, `replaces`,
     take it over from that hold whose time is over at `now` (the count unchanged). SlotTaken
     when it is not to be had."""
+    # A redemption (not a hold) is a use: its time is kept beside the count (raised even
+    # when the insert then loses to a concurrent keyed twin: then a little later than the
+    # real last use; rare).
+    last = {uses_key(group): epoch_ms(now)} if "redemption_id" in holder else {}
     if replaces is not None:
         taken = await slots.find_one_and_update(*hold_taken_over(slot, replaces, holder, now))
         if taken is None:
             raise SlotTaken(f"slot {slot} is no longer held by the expired hold {replaces}")
+        await counts.add({}, last)
         return
     try:
         await slots.insert_one({"_id": slot, "group": group, "slot_no": slot_no, **holder})
     except DuplicateKeyError as exc:
         raise SlotTaken(str(exc)) from exc
-    await counts.add({uses_key(group): 1})
+    await counts.add({uses_key(group): 1}, last)
 
 
 async def release_slots(

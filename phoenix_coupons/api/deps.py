@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.services.api_keys import ApiKeyService
+from phoenix_coupons.services.code_export import CodeExport
 from phoenix_coupons.services.coupon_queries import CouponQueries
 from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.generation import GenerationService
@@ -35,3 +36,4 @@ Generation = Annotated[GenerationService, Depends(_of_container(lambda c: c.gene
 Redemptions = Annotated[RedemptionService, Depends(_of_container(lambda c: c.redemptions))]
 Reservations = Annotated[ReservationService, Depends(_of_container(lambda c: c.reservations))]
 Coupons = Annotated[CouponQueries, Depends(_of_container(lambda c: c.coupon_queries))]
+Exports = Annotated[CodeExport, Depends(_of_container(lambda c: c.code_export))]

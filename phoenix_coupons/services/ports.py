@@ -39,6 +39,21 @@ class StoredCoupon:
 
 
 @dataclass(frozen=True)
+class GroupUsage:
+    """A usage group's kept count of held slots (active redemptions and open holds) and the
+    time of its last redemption (None: none since the time began to be kept)."""
+
+    uses: int
+    last_redeemed_at: datetime | None
+
+
+class UsageCounts(Protocol):
+    async def usage(self, groups: Sequence[str]) -> dict[str, GroupUsage]:
+        """Each group's kept usage, read by `_id` (a group never used: 0 and None)."""
+        ...
+
+
+@dataclass(frozen=True)
 class Scheduled:
     """A coupon a scheduler attempt claimed, with its expiry steps sent so far, each marked
     with the attempt that sent it (`domain.expiry.mark`)."""

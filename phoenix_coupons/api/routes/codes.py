@@ -1,12 +1,13 @@
-"""Issued coupons: a definition's codes, a user's wallet, one code's state and timeline,
-revocation."""
+"""Issued coupons: a definition's codes (a page, or all of them exported), a user's wallet,
+one code's state and timeline, revocation."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import StreamingResponse
 
 from phoenix_coupons.api.auth import require
-from phoenix_coupons.api.deps import Coupons
+from phoenix_coupons.api.deps import Coupons, Exports
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
 from phoenix_coupons.api.pages import CURSOR_HEADER, send_cursor
 from phoenix_coupons.api.params import (
@@ -23,6 +24,7 @@ from phoenix_coupons.api.params import (
 from phoenix_coupons.api.routes.redemptions import LIMITED
 from phoenix_coupons.domain.scopes import COUPONS_READ, COUPONS_WRITE
 from phoenix_coupons.services.api_keys import Principal
+from phoenix_coupons.services.code_export import MEDIA_TYPES, ExportFormat
 from schemas.history import CodeHistory
 from schemas.redemptions import CodeState, CouponList, Wallet
 
@@ -49,6 +51,55 @@ async def definition_codes(
     page = await coupons.definition_codes(tenant_id, definition_id, user_id, limit, offset, after)
     send_cursor(response, page.next_after)
     return page
+
+
+TOTAL_COUNT = "X-Total-Count"
+EXPORT_BODY: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Every code of the definition, one per line (CSV with a header row, or "
+        "JSON Lines).",
+        "content": {media: {"schema": {"type": "string"}} for media in MEDIA_TYPES.values()},
+        "headers": {
+            TOTAL_COUNT: {
+                "description": "The definition's count of codes when the export began.",
+                "schema": {"type": "integer"},
+            },
+            "Content-Disposition": {
+                "description": '`attachment; filename="<definition id>-codes.<format>"`',
+                "schema": {"type": "string"},
+            },
+        },
+    }
+}
+
+
+@router.get(
+    "/coupons/{definition_id}/codes/export",
+    dependencies=READ,
+    response_class=StreamingResponse,
+    responses=NOT_FOUND | EXPORT_BODY,
+)
+async def export_codes(
+    tenant_id: TenantId,
+    definition_id: DefinitionId,
+    exports: Exports,
+    fmt: Annotated[
+        ExportFormat, Query(alias="format", description="`csv` (the default) or `jsonl`.")
+    ] = "csv",
+) -> StreamingResponse:
+    """Every code of the definition, streamed (constant memory at any count), newest issued
+    first then by coupon id: code, kind, user_id, status, starts_at, expires_at, uses,
+    last_redeemed_at, metadata (in CSV: JSON text; empty cells for null)."""
+    export = await exports.open(tenant_id, definition_id, fmt)
+    return StreamingResponse(
+        export.chunks,
+        media_type=export.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{export.filename}"',
+            TOTAL_COUNT: str(export.total),
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @router.get("/users/{user_id}/coupons", dependencies=READ, responses=CURSOR_HEADER)
