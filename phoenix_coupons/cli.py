@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     scheduler.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
     scheduler.add_argument("--port", type=int, help="port (default: PHOENIX_WORKER_PORT)")
+    jobs = sub.add_parser(
+        "jobs",
+        help="the generation job runner alone (with the outbox relay), with /healthz, "
+        "/readyz and /metrics on PHOENIX_WORKER_PORT",
+    )
+    jobs.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
+    jobs.add_argument("--port", type=int, help="port (default: PHOENIX_WORKER_PORT)")
     migrate = sub.add_parser(
         "migrate", help="bring data stored by an earlier version to this version's layout"
     )
@@ -216,16 +223,18 @@ async def _until_stopped(task: "asyncio.Future[Any] | None" = None) -> bool:
     return stopping.is_set()
 
 
-async def _scheduler(settings: Settings, host: str | None, port: int | None) -> int:
+async def _alone(settings: Settings, host: str | None, port: int | None, part: str) -> int:
+    """One background part alone (`scheduler`: the expiry scheduler; `jobs`: the job
+    runner), with the outbox relay and a health server."""
     from consumers.health import HealthServer
     from phoenix_coupons.bootstrap import Container
 
     container = Container(settings)
     await container.start()
-    scheduler = container.scheduler
-    scheduler.start()
+    runner = container.scheduler if part == "scheduler" else container.job_runner
+    runner.start()
     health = HealthServer(
-        host or settings.api_host, port or settings.worker_port, lambda: scheduler.running
+        host or settings.api_host, port or settings.worker_port, lambda: runner.running
     )
     await health.start()
     try:
@@ -251,9 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             configure_logging(settings.log_level)
             return asyncio.run(_worker(settings, args.host, args.port))
-        if args.command == "scheduler":
+        if args.command in ("scheduler", "jobs"):
             configure_logging(settings.log_level)
-            return asyncio.run(_scheduler(settings, args.host, args.port))
+            return asyncio.run(_alone(settings, args.host, args.port, args.command))
         configure_logging(settings.log_level, sys.stderr)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings, args.recount, given.mongodb_uri is not None))
