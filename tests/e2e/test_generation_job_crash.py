@@ -1,0 +1,149 @@
+"""A generation job run by a `phoenix-coupons jobs` process SIGKILLed mid-way, resumed by
+another once the lease ends: every row's coupon exactly once (no duplicate, none missing),
+each announced by `coupon.issued`, the job's counts exact, its completion announced once."""
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from phoenix_coupons.adapters.job_repo import MongoJobStore
+from phoenix_coupons.bootstrap import Container
+from phoenix_coupons.devservers import free_port
+from phoenix_coupons.domain import issue_keys
+from phoenix_coupons.domain.jobs import Row, issue_key
+from phoenix_coupons.services.job_input import JobInput
+from phoenix_coupons.settings import Settings
+from schemas.coupons import DefinitionCreate
+from schemas.rewards import RewardItemCreate
+from tests.e2e.conftest import WorkerProcess
+from tests.e2e.test_expiry_scheduler_crash import scheduler_env
+from tests.support import records_to_end, wait_until
+
+pytestmark = pytest.mark.slow
+
+ROWS, CHUNK = 4000, 100
+
+
+@pytest.fixture
+async def own(settings: Settings) -> AsyncIterator[Container]:
+    """The test's own database (runners take the jobs of every tenant), small chunks."""
+    settings = settings.model_copy(
+        update={"mongodb_database": f"e2e_job_{uuid.uuid4().hex[:8]}", "job_chunk_size": CHUNK}
+    )
+    container = Container(settings)
+    await container.start()
+    yield container
+    await container.mongo.client.drop_database(settings.mongodb_database)
+    await container.stop()
+
+
+def start(settings: Settings, tmp_path: Path, name: str) -> WorkerProcess:
+    port = free_port()
+    env = {
+        **scheduler_env(settings, port, tmp_path / "data"),
+        "PHOENIX_EXPIRY_SCHEDULER": "false",
+        "PHOENIX_JOB_LEASE_SECONDS": "2",
+        "PHOENIX_JOB_POLL_SECONDS": "0.2",
+    }
+    log_path = tmp_path / f"{name}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "phoenix_coupons", "jobs"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return WorkerProcess(name, port, log_path, proc)
+
+
+async def test_a_job_killed_mid_way_is_resumed_exactly_by_another_runner(
+    own: Container, tmp_path: Path
+) -> None:
+    settings = own.settings
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    reward = await own.rewards.create(
+        tenant, RewardItemCreate(name="B", reward_type="points", payload={"amount": 1})
+    )
+    defn = await own.definitions.create(
+        tenant,
+        DefinitionCreate.model_validate(
+            {
+                "name": "cards",
+                "config": {
+                    "reward_item_id": reward.item_id,
+                    "code_format": "random",
+                    "usage_limit": {"limit_type": "per_user", "max_uses": 1},
+                },
+            }
+        ),
+    )
+    rows = [Row(i + 1, f"user-{i:05d}") for i in range(ROWS)]
+    job, _ = await own.jobs.submit(defn, JobInput(rows, "e2e-crash"))
+    store = MongoJobStore(own.mongo)
+
+    async def progressed(at_least: int) -> bool:
+        current = await store.get(tenant, job.id)
+        return current is not None and current.next_chunk >= at_least
+
+    first = start(settings, tmp_path, "first")
+    second: WorkerProcess | None = None
+    try:
+        await wait_until(lambda: progressed(3), deadline_s=60, step_s=0.02)
+        first.kill()
+        first.proc.wait(10)
+        killed_at = await store.get(tenant, job.id)
+        assert killed_at is not None and killed_at.status == "running"
+        assert killed_at.next_chunk < killed_at.chunks, "killed mid-way"
+        second = start(settings, tmp_path, "second")
+
+        async def over() -> bool:
+            current = await store.get(tenant, job.id)
+            return current is not None and current.done
+
+        await wait_until(over, deadline_s=120)
+        assert "generation_job_claimed" in second.log_text(), "the second runner resumed it"
+        second.terminate()
+        assert await second.wait_exit(20) == 0
+    finally:
+        for p in (first, second):
+            if p is not None and p.alive:
+                p.proc.kill()
+            if p is not None:
+                p.proc.wait(10)
+
+    done = await store.get(tenant, job.id)
+    assert done is not None
+    assert (done.status, done.generated, done.failed) == ("succeeded", ROWS, 0)
+    ids = [issue_keys.coupon_id(issue_key(job.id, r.line)) for r in rows]
+    stored = [d async for d in own.mongo.coupons.find({"definition_id": defn.id})]
+    assert sorted(d["_id"] for d in stored) == sorted(ids), "each row's coupon, once"
+    assert len({d["code_norm"] for d in stored}) == ROWS
+    assert sorted(d["user_id"] for d in stored) == [r.user_id for r in rows]
+
+    assert settings.kafka_bootstrap_servers
+    records: list[dict[str, object]] = []
+
+    async def all_sent() -> bool:
+        nonlocal records
+        records = await records_to_end(
+            settings.kafka_bootstrap_servers or "",
+            settings.topic_coupons_issued,
+            lambda e: e.get("tenant_id") == tenant,
+        )
+        issued = {r["event_id"] for r in records if r["event_type"] == "coupon.issued"}
+        return len(issued) == ROWS and any(
+            r["event_type"] == "coupon.generation_job.completed" for r in records
+        )
+
+    await wait_until(all_sent, deadline_s=60)
+    by_code = {r["code"] for r in records if r["event_type"] == "coupon.issued"}
+    assert by_code == {d["code"] for d in stored}, "the codes announced are the codes stored"
+    completed = {
+        r["event_id"] for r in records if r["event_type"] == "coupon.generation_job.completed"
+    }
+    assert len(completed) == 1
