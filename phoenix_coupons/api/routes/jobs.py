@@ -62,7 +62,7 @@ def view(job: Job) -> JobView:
 
 
 async def _input(request: Request, max_rows: int, custom: bool) -> JobInput:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     raw = await request.body()
     if media == CSV_MEDIA_TYPE:
         return from_csv(raw, max_rows, custom)
