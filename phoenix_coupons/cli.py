@@ -6,6 +6,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pymongo.errors import PyMongoError
@@ -44,6 +45,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     jobs.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
     jobs.add_argument("--port", type=int, help="port (default: PHOENIX_WORKER_PORT)")
+    codes = sub.add_parser("codes", help="a definition's codes over the HTTP API").add_subparsers(
+        dest="codes_command", required=True
+    )
+    gen = codes.add_parser(
+        "generate",
+        help="submit a generation job from a CSV file (user_id, optional code and "
+        "metadata.<key> columns) and follow it with a progress bar",
+    )
+    gen.add_argument("definition_id")
+    gen.add_argument("--tenant", required=True, help="the definition's tenant id")
+    gen.add_argument("--users", required=True, type=Path, help="the CSV file")
+    _api_options(gen)
+    gen.add_argument(
+        "--poll", type=float, default=0.5, help="seconds between progress reads (default 0.5)"
+    )
     migrate = sub.add_parser(
         "migrate", help="bring data stored by an earlier version to this version's layout"
     )
@@ -64,6 +80,25 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key; effective on the next request")
     revoke.add_argument("id")
     return parser
+
+
+def _api_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--api-url", help="the API's base URL (default: PHOENIX_API_URL, else the local API)"
+    )
+    cmd.add_argument("--api-key", help="an API key (default: PHOENIX_API_KEY)")
+
+
+def _codes(settings: Settings, args: argparse.Namespace) -> int:
+    from phoenix_coupons import cli_jobs
+    from phoenix_coupons.cli_http import Api, ApiError
+
+    try:
+        api = Api.of(args.api_url, args.api_key, settings.api_port)
+        return cli_jobs.run(api, args.tenant, args.definition_id, args.users, args.poll)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _serve(settings: Settings, host: str | None, port: int | None, with_worker: bool) -> int:
@@ -264,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(settings.log_level)
             return asyncio.run(_alone(settings, args.host, args.port, args.command))
         configure_logging(settings.log_level, sys.stderr)
+        if args.command == "codes":
+            return _codes(settings, args)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings, args.recount, given.mongodb_uri is not None))
         return asyncio.run(_api_key(settings, args, given.mongodb_uri is not None))
