@@ -7,6 +7,7 @@ once the lease ends, the loser recording nothing."""
 
 import asyncio
 import copy
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -15,11 +16,15 @@ import httpx
 from phoenix_coupons.adapters import counter_keys
 from phoenix_coupons.adapters.counters import MongoCounters
 from phoenix_coupons.adapters.job_repo import MongoJobStore
+from phoenix_coupons.adapters.mongo import Mongo
+from phoenix_coupons.adapters.mongo_schema import OUTBOX
+from phoenix_coupons.adapters.outbox import MongoOutbox, sweep_outbox
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.clock import utc_now
 from phoenix_coupons.domain.config_rules import code_spec
 from phoenix_coupons.domain.jobs import Job, Row, issue_key
+from phoenix_coupons.domain.outbox import job_completed
 from phoenix_coupons.services.job_input import JobInput
 from phoenix_coupons.services.job_run import JobRun
 from phoenix_coupons.services.jobs import JobService
@@ -278,3 +283,49 @@ async def test_one_runner_per_job_and_another_only_after_the_lease(
     results = await asyncio.gather(*(runner(container).run_next() for _ in range(4)))
     ran: list[Job] = [r for r in results if r is not None]
     assert [r.id for r in ran] == [job2.id] and ran[0].generated == 2
+
+
+async def test_the_sweep_announces_an_end_only_if_the_job_ended_so(own_mongo: Mongo) -> None:
+    store, box = MongoJobStore(own_mongo), MongoOutbox(own_mongo)
+    now = utc_now()
+    job = Job("j-1", "t-a", "d-1", "queued", 1, 1, now, "h" * 16)
+    assert await store.insert(job) is None
+    held = await store.claim(now, now + timedelta(seconds=60), "a-1")
+    assert held is not None
+    ended = replace(held, status="succeeded", generated=1)
+    won = job_completed(ended, now)
+    lost = job_completed(replace(held, status="cancelled"), now)
+    await box.prepare([won, lost])
+    assert await store.finish(ended, "a-1", now)
+    assert not await store.finish(replace(held, status="failed"), "a-2", now), "not its lease"
+    # The runner crashed before readying: past the grace, the sweep readies the end the job
+    # holds and drops the other.
+    assert await sweep_outbox(own_mongo, now + timedelta(minutes=5), timedelta(minutes=2)) == 2
+    left = await own_mongo.db[OUTBOX.name].find({}, {"state": 1}).to_list()
+    assert left == [{"_id": won.id, "state": "ready"}]
+
+
+async def test_rows_past_the_issuance_budget_fail_while_the_others_are_made(
+    client: httpx.AsyncClient, container: Container, admin: Json, reward: Json, tenant: str
+) -> None:
+    defn = await create_definition(client, tenant, admin, reward, issuance_limit={"max_coupons": 3})
+    url = jobs_url(tenant, defn["id"])
+    submitted = await client.post(url, json={"user_ids": ["a", "b"]}, headers=admin["headers"])
+    assert submitted.status_code == 202
+    # Taken by the worker or a bulk call while the job waits.
+    taken = await client.post(
+        f"/v1/tenants/{tenant}/coupons/{defn['id']}/generate",
+        json={"user_ids": ["z"]},
+        headers=admin["headers"],
+    )
+    assert taken.status_code == 201
+    again = await client.post(url, json={"user_ids": ["c", "d"]}, headers=admin["headers"])
+    assert again.status_code == 202
+    await run_all(container.job_run)
+    first = (await client.get(f"{url}/{submitted.json()['id']}", headers=admin["headers"])).json()
+    second = (await client.get(f"{url}/{again.json()['id']}", headers=admin["headers"])).json()
+    assert (first["generated"], first["failed"]) == (2, 0)
+    assert (second["status"], second["generated"], second["failed"]) == ("succeeded", 0, 2)
+    assert {e["reason"] for e in second["errors"]} == {
+        "issuance_limit reached: the definition's budget is used up"
+    }
