@@ -22,7 +22,7 @@ from phoenix_coupons.domain.jobs import Job, check_rows, chunked
 from phoenix_coupons.domain.models import Requester
 from phoenix_coupons.domain.outbox import job_completed
 from phoenix_coupons.services.budget import IssuanceBudget, issuance_limit
-from phoenix_coupons.services.definitions import definition_not_found
+from phoenix_coupons.services.definitions import definition_not_found, require_active
 from phoenix_coupons.services.idempotency import key_reused
 from phoenix_coupons.services.job_input import JobInput
 from phoenix_coupons.services.ports import (
@@ -76,16 +76,7 @@ class JobService:
 
     async def definition(self, tenant_id: str, definition_id: str) -> CouponDefinition:
         """The definition a submission is for: it must exist and be active."""
-        defn = await self._definitions.get(tenant_id, definition_id)
-        if defn is None:
-            raise definition_not_found(definition_id)
-        if defn.status != "active":
-            raise Conflict(
-                message=f"coupon definition {definition_id} is {defn.status}; "
-                "only active definitions generate coupons",
-                code=f"definition_{defn.status}",
-            )
-        return defn
+        return require_active(await self._definitions.get(tenant_id, definition_id), definition_id)
 
     async def submit(
         self,

@@ -2,8 +2,6 @@
 another once the lease ends: every row's coupon exactly once (no duplicate, none missing),
 each announced by `coupon.issued`, the job's counts exact, its completion announced once."""
 
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +10,6 @@ import pytest
 
 from phoenix_coupons.adapters.job_repo import MongoJobStore
 from phoenix_coupons.bootstrap import Container
-from phoenix_coupons.devservers import free_port
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.jobs import Row, issue_key
 from phoenix_coupons.services.job_input import JobInput
@@ -20,12 +17,17 @@ from phoenix_coupons.settings import Settings
 from schemas.coupons import DefinitionCreate
 from schemas.rewards import RewardItemCreate
 from tests.e2e.conftest import WorkerProcess
-from tests.e2e.test_expiry_scheduler_crash import scheduler_env
+from tests.e2e.test_expiry_scheduler_crash import start as start_alone
 from tests.support import records_to_end, wait_until
 
 pytestmark = pytest.mark.slow
 
 ROWS, CHUNK = 4000, 100
+RUNNER_ENV = {
+    "PHOENIX_EXPIRY_SCHEDULER": "false",
+    "PHOENIX_JOB_LEASE_SECONDS": "2",
+    "PHOENIX_JOB_POLL_SECONDS": "0.2",
+}
 
 
 @pytest.fixture
@@ -42,23 +44,7 @@ async def own(settings: Settings) -> AsyncIterator[Container]:
 
 
 def start(settings: Settings, tmp_path: Path, name: str) -> WorkerProcess:
-    port = free_port()
-    env = {
-        **scheduler_env(settings, port, tmp_path / "data"),
-        "PHOENIX_EXPIRY_SCHEDULER": "false",
-        "PHOENIX_JOB_LEASE_SECONDS": "2",
-        "PHOENIX_JOB_POLL_SECONDS": "0.2",
-    }
-    log_path = tmp_path / f"{name}.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "phoenix_coupons", "jobs"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    return WorkerProcess(name, port, log_path, proc)
+    return start_alone(settings, tmp_path, name, "jobs", RUNNER_ENV)
 
 
 async def test_a_job_killed_mid_way_is_resumed_exactly_by_another_runner(

@@ -5,7 +5,6 @@ reach each end with their message and exit code."""
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import uvicorn
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.devservers import free_port
+from tests.integration.test_api_key_cli import phoenix_coupons
 from tests.integration.test_generation import create_definition
 from tests.support import wait_until
 
@@ -45,17 +45,8 @@ async def cli(*args: str, key: str | None) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PHOENIX_API_KEY"}
     if key is not None:
         env["PHOENIX_API_KEY"] = key
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "phoenix_coupons",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    run = await phoenix_coupons(env, *args)
+    return run.code, run.out, run.err
 
 
 async def test_codes_generate_follows_the_job_and_prints_its_summary(
