@@ -5,6 +5,8 @@ reach each end with their message and exit code."""
 
 import asyncio
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,44 @@ async def test_codes_generate_follows_the_job_and_prints_its_summary(
     down += ["--api-url", f"http://127.0.0.1:{free_port()}", "--users", str(users)]
     code, _, err = await cli(*down, key=admin["key"])
     assert code == 3 and "does not answer" in err
+
+
+async def test_ctrl_c_detaches_without_cancelling_and_says_how_to_cancel(
+    api_url: str,
+    container: Container,
+    client: httpx.AsyncClient,
+    admin: Json,
+    reward: Json,
+    tenant: str,
+    tmp_path: Path,
+) -> None:
+    await container.job_runner.stop()  # the job stays queued while the command follows it
+    defn = await create_definition(client, tenant, admin, reward)
+    users = tmp_path / "users.csv"
+    users.write_text("user_id\nu1\nu2\n")
+    env = {**os.environ, "PHOENIX_API_KEY": admin["key"], "PYTHONUNBUFFERED": "1"}
+    args = ["codes", "generate", defn["id"], "--tenant", tenant, "--api-url", api_url]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "phoenix_coupons",
+        *args,
+        "--users",
+        str(users),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    first = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert b"2 rows queued" in first, first
+    job_id = first.decode().split()[1].rstrip(":")
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130, (out, err)
+    assert f"detached: job {job_id} goes on" in err.decode()
+    assert f"generation-jobs/{job_id}/cancel" in err.decode()
+    url = f"/v1/tenants/{tenant}/coupons/{defn['id']}/generation-jobs/{job_id}"
+    job = (await client.get(url, headers=admin["headers"])).json()
+    assert (job["status"], job["cancel_requested"]) == ("queued", False)
+    await container.job_run.run_next()  # leave no job queued for the other tests
