@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from phoenix_coupons.domain.errors import PhoenixError
+
 API_URL_ENV, API_KEY_ENV = "PHOENIX_API_URL", "PHOENIX_API_KEY"
 TIMEOUT_S = 60.0  # a large CSV upload is one request
 
@@ -16,8 +18,10 @@ TIMEOUT_S = 60.0  # a large CSV upload is one request
 EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_DETACHED = 1, 2, 3, 130
 
 
-class ApiError(Exception):
+class ApiError(PhoenixError):
     """One line for the operator; `exit_code` for scripts."""
+
+    code = "api_error"
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)

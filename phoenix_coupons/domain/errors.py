@@ -26,7 +26,8 @@ PhoenixError                     code, message
 ├── Unsendable                   adapters/outbox_failures.py: an outbox record never sendable
 ├── PoisonRecord                 consumers/poison.py: an inbound record that cannot be processed
 ├── WorkerFenced                 consumers/membership.py
-└── MongoUnreachable             cli.py: a CLI command's MongoDB does not answer
+├── MongoUnreachable             cli.py: a CLI command's MongoDB does not answer
+└── ApiError                     cli_http.py: an API command refused or unanswered (exit code)
 
 Classes raised with a code of their own (PoisonRecord, Unsendable) take it first:
 `PoisonRecord("not_json", message)`, and a refusal only its reason: `Refused("expired")`; the
