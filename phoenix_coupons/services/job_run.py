@@ -85,7 +85,12 @@ class JobRun:
         if job is None:
             return None
         bound = log.bind(job_id=job.id, tenant_id=job.tenant_id, attempt=attempt)
-        bound.info("generation_job_claimed", next_chunk=job.next_chunk, chunks=job.chunks)
+        # Another attempt ran it before (it started earlier): its chunk in hand may be
+        # partly stored. Chunks after that one were never tried by anyone.
+        resumed = job.started_at != now
+        bound.info(
+            "generation_job_claimed", next_chunk=job.next_chunk, chunks=job.chunks, resumed=resumed
+        )
         while True:
             fresh = await self._jobs.get(job.tenant_id, job.id)
             if fresh is not None and fresh.cancel_requested:
@@ -109,7 +114,8 @@ class JobRun:
                 bound.info("generation_job_released", next_chunk=job.next_chunk)
                 return job
             rows = await self._jobs.rows(job, job.next_chunk)
-            done = await self._chunk(job, defn, rows)
+            done = await self._chunk(job, defn, rows, resumed)
+            resumed = False
             counted = replace(job)
             counted.generated += done.generated
             counted.failed += len(done.errors)
@@ -143,14 +149,20 @@ class JobRun:
                 failed=job.failed,
             )
 
-    async def _chunk(self, job: Job, defn: CouponDefinition, rows: Sequence[Row]) -> ChunkResult:
+    async def _chunk(
+        self, job: Job, defn: CouponDefinition, rows: Sequence[Row], resumed: bool
+    ) -> ChunkResult:
+        """`resumed`: an earlier attempt may have stored some of these rows' coupons: look
+        them up first, so that the budget is taken only for the others. (Either way, an
+        insert refused on its `_id` finds the coupon stored before.)"""
         out = ChunkResult(errors=[RowError(r.line, row_value(r), r.error) for r in rows if r.error])
         todo = [r for r in rows if r.error is None]
         key = {r.line: issue_key(job.id, r.line) for r in todo}
-        before = await self._coupons.by_issue_keys(list(key.values()))
-        await self._announce([issued(c) for c in before.values()])
-        out.generated += len(before)
-        todo = [r for r in todo if key[r.line] not in before]
+        if resumed:
+            before = await self._coupons.by_issue_keys(list(key.values()))
+            await self._announce([issued(c) for c in before.values()])
+            out.generated += len(before)
+            todo = [r for r in todo if key[r.line] not in before]
         taken = await self._budget.take(defn, len(todo), partial=True)
         out.errors += [RowError(r.line, row_value(r), BUDGET_USED) for r in todo[taken.granted :]]
         todo = todo[: taken.granted]
