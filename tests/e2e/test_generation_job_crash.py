@@ -1,6 +1,7 @@
-"""A generation job run by a `phoenix-coupons jobs` process SIGKILLed mid-way, resumed by
-another once the lease ends: every row's coupon exactly once (no duplicate, none missing),
-each announced by `coupon.issued`, the job's counts exact, its completion announced once."""
+"""Two `phoenix-coupons jobs` processes sharing the queue; the one running a generation job
+SIGKILLed mid-way, the other resuming it once the lease ends: every row's coupon exactly
+once (no duplicate, none missing), each announced by `coupon.issued`, the job's counts
+exact, its completion announced once."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -76,31 +77,33 @@ async def test_a_job_killed_mid_way_is_resumed_exactly_by_another_runner(
         current = await store.get(tenant, job.id)
         return current is not None and current.next_chunk >= at_least
 
-    first = start(settings, tmp_path, "first")
-    second: WorkerProcess | None = None
+    # Two runners share the queue from the start: one takes the job, the other waits.
+    runners = [start(settings, tmp_path, "first"), start(settings, tmp_path, "second")]
     try:
         await wait_until(lambda: progressed(3), deadline_s=60, step_s=0.02)
-        first.kill()
-        first.proc.wait(10)
+        holders = [p for p in runners if "generation_job_claimed" in p.log_text()]
+        assert len(holders) == 1, "one runner holds the job"
+        (holder,) = holders
+        (other,) = [p for p in runners if p is not holder]
+        holder.kill()
+        holder.proc.wait(10)
         killed_at = await store.get(tenant, job.id)
         assert killed_at is not None and killed_at.status == "running"
         assert killed_at.next_chunk < killed_at.chunks, "killed mid-way"
-        second = start(settings, tmp_path, "second")
 
         async def over() -> bool:
             current = await store.get(tenant, job.id)
             return current is not None and current.done
 
         await wait_until(over, deadline_s=120)
-        assert "generation_job_claimed" in second.log_text(), "the second runner resumed it"
-        second.terminate()
-        assert await second.wait_exit(20) == 0
+        assert "resumed=True" in other.log_text() or '"resumed": true' in other.log_text()
+        other.terminate()
+        assert await other.wait_exit(20) == 0
     finally:
-        for p in (first, second):
-            if p is not None and p.alive:
+        for p in runners:
+            if p.alive:
                 p.proc.kill()
-            if p is not None:
-                p.proc.wait(10)
+            p.proc.wait(10)
 
     done = await store.get(tenant, job.id)
     assert done is not None
