@@ -13,6 +13,7 @@ from typing import Any
 from phoenix_coupons.domain.errors import FieldError, ValidationFailed
 from phoenix_coupons.domain.jobs import Row
 from phoenix_coupons.services.idempotency import request_hash
+from schemas.free_json import json_issue
 from schemas.jobs import JobRequest
 
 USER, CODE, META = "user_id", "code", "metadata."
@@ -59,7 +60,10 @@ def _header(names: list[str]) -> tuple[int, int | None, list[tuple[int, str]]]:
         elif name == CODE:
             code = i
         elif name.startswith(META) and 0 < len(name) - len(META) <= META_KEY_MAX:
-            metadata.append((i, name[len(META) :]))
+            key = name[len(META) :]
+            if issue := json_issue({key: ""}):  # the keys `metadata` takes anywhere
+                raise _invalid(f"header.{name}", issue)
+            metadata.append((i, key))
         else:
             raise _invalid(
                 f"header.{name[:80]}",

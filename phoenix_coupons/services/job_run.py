@@ -12,6 +12,7 @@ leaves a chunk the next attempt runs again to the same coupons; counts move only
 chunk is recorded, so each row is counted once. A runner that lost its lease records
 nothing and stops; the holder counts the coupons it stored as found."""
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -91,6 +92,19 @@ class JobRun:
         bound.info(
             "generation_job_claimed", next_chunk=job.next_chunk, chunks=job.chunks, resumed=resumed
         )
+        try:
+            return await self._run(job, attempt, resumed, stopping)
+        except Exception:
+            # MongoDB failed mid-chunk: give the job back at once rather than at the lease's
+            # end (its chunk is redone to the same coupons). Fails too if MongoDB is away.
+            with contextlib.suppress(Exception):
+                await self._jobs.release(job, attempt, self._clock())
+            raise
+
+    async def _run(
+        self, job: Job, attempt: str, resumed: bool, stopping: Callable[[], bool]
+    ) -> Job:
+        bound = log.bind(job_id=job.id, tenant_id=job.tenant_id, attempt=attempt)
         while True:
             fresh = await self._jobs.get(job.tenant_id, job.id)
             if fresh is not None and fresh.cancel_requested:

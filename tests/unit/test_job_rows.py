@@ -23,6 +23,7 @@ def test_the_header_is_checked_before_any_row() -> None:
     assert field_of(b"user_id,user_id\nu\n") == "header.user_id"
     assert field_of(b"user_id,colour\nu,red\n") == "header.colour"
     assert field_of(b"user_id,metadata.\nu,x\n") == "header.metadata."
+    assert field_of(b"user_id,metadata.$set\nu,x\n") == "header.metadata.$set"
     assert field_of(b"user_id\nu1\n", custom=True) == "header.code"
     assert field_of(b"user_id\n") == "body"  # no rows
     assert field_of(b"user_id\n\xff\n") == "body"  # not UTF-8
