@@ -192,6 +192,21 @@ async def test_what_a_job_cannot_do_is_refused_before_it_starts(
     assert nothing.json() == {"jobs": [], "total": 0}
     unknown = await client.get(f"{url}/no-such-job", headers=admin["headers"])
     assert unknown.status_code == 404 and unknown.json()["error"] == "job_not_found"
+    no_cancel = await client.post(f"{url}/no-such-job/cancel", headers=admin["headers"])
+    assert no_cancel.status_code == 404
+    no_list = await client.get(jobs_url(tenant, "no-such-definition"), headers=admin["headers"])
+    assert no_list.status_code == 404 and no_list.json()["error"] == "definition_not_found"
+    paused = await create_definition(client, tenant, admin, reward)
+    await client.put(
+        f"/v1/tenants/{tenant}/coupons/{paused['id']}/status",
+        json={"status": "paused"},
+        headers=admin["headers"],
+    )
+    refused_paused = await client.post(
+        jobs_url(tenant, paused["id"]), json={"user_ids": ["a"]}, headers=admin["headers"]
+    )
+    assert refused_paused.status_code == 409
+    assert refused_paused.json()["error"] == "definition_paused"
 
 
 async def test_an_idempotent_submission_returns_the_first_job_and_the_list_shows_jobs(
