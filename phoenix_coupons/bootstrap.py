@@ -20,6 +20,8 @@ from phoenix_coupons.adapters.expiry_schedule import MongoExpirySchedule
 from phoenix_coupons.adapters.expiry_scheduler import ExpiryScheduler
 from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
 from phoenix_coupons.adapters.issuance_budget import MongoIssuanceBudgets
+from phoenix_coupons.adapters.job_repo import MongoJobStore
+from phoenix_coupons.adapters.job_runner import JobRunner
 from phoenix_coupons.adapters.kafka import TopicsUnavailable, ensure_topics, make_producer
 from phoenix_coupons.adapters.lookup_limiter import MongoLookupLimiter
 from phoenix_coupons.adapters.migrations import require_migrated
@@ -41,6 +43,8 @@ from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.expiry import ExpiryService
 from phoenix_coupons.services.generation import GenerationService
 from phoenix_coupons.services.issuance import IssuanceService
+from phoenix_coupons.services.job_run import JobRun
+from phoenix_coupons.services.jobs import JobService
 from phoenix_coupons.services.redelivery import Redelivery
 from phoenix_coupons.services.redemptions import RedemptionService
 from phoenix_coupons.services.reservations import ReservationService
@@ -137,6 +141,9 @@ class Container:
     code_export: CodeExport = field(init=False)
     expiry: ExpiryService = field(init=False)
     scheduler: ExpiryScheduler = field(init=False)
+    jobs: JobService = field(init=False)
+    job_run: JobRun = field(init=False)
+    job_runner: JobRunner = field(init=False)
 
     def __post_init__(self, given: Settings) -> None:
         self.settings = s = service_settings(load_services_env(given))
@@ -150,6 +157,7 @@ class Container:
             {
                 "coupon.issued": s.topic_coupons_issued,
                 "coupon.definition_exhausted": s.topic_coupons_issued,
+                "coupon.generation_job.completed": s.topic_coupons_issued,
                 "coupon.redeemed": s.topic_coupons_redeemed,
                 "coupon.redemption_rolled_back": s.topic_coupons_redeemed,
                 "coupon.reserved": s.topic_coupons_redeemed,
@@ -228,6 +236,32 @@ class Container:
             timedelta(seconds=s.expiry_lease_seconds),
         )
         self.scheduler = ExpiryScheduler(self.expiry, s.expiry_sweep_seconds)
+        job_store = MongoJobStore(self.mongo)
+        self.job_run = JobRun(
+            job_store,
+            definitions,
+            coupons,
+            outbox,
+            budget,
+            CodeGenerator(self.rng),
+            self.clock,
+            new_id,
+            timedelta(seconds=s.job_lease_seconds),
+            self.relay.wake,
+        )
+        self.job_runner = JobRunner(self.job_run, s.job_poll_seconds)
+        self.jobs = JobService(
+            job_store,
+            definitions,
+            coupons,
+            outbox,
+            budget,
+            self.clock,
+            new_id,
+            s.job_chunk_size,
+            self.job_runner.wake,
+            self.relay.wake,
+        )
         self.definition_cache = DefinitionCache(self.mongo, s.definitions_refresh_seconds)
         self.issuance = IssuanceService(
             coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock, budget
@@ -260,7 +294,8 @@ class Container:
         (a warning if it fails). The worker needs them: it ensures them itself, within
         `kafka_topics_deadline_seconds`, and fails without them (`topics=False` skips the
         short try for a process that runs only the worker). `scheduler`: a worker process,
-        which runs the expiry scheduler unless PHOENIX_EXPIRY_SCHEDULER=false."""
+        which runs the expiry scheduler unless PHOENIX_EXPIRY_SCHEDULER=false and the job
+        runner unless PHOENIX_JOB_RUNNER=false."""
         install_fetch_pause(self.settings.kafka_empty_fetch_backoff_ms)
         await self.start_storage()
         if topics and self.settings.kafka_create_topics:
@@ -275,8 +310,11 @@ class Container:
         self.sweeper.start()
         if scheduler and self.settings.expiry_scheduler:
             self.scheduler.start()
+        if scheduler and self.settings.job_runner:
+            self.job_runner.start()
 
     async def stop(self) -> None:
+        await self.job_runner.stop()
         await self.scheduler.stop()
         await self.sweeper.stop()
         await self.relay.stop()

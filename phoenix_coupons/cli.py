@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pymongo.errors import PyMongoError
@@ -15,7 +16,7 @@ from phoenix_coupons.adapters.migrations import require_migrated
 from phoenix_coupons.adapters.mongo import unavailable
 from phoenix_coupons.bootstrap import api_key_service, connect_mongo
 from phoenix_coupons.cli_export import add_export_command, export_codes
-from phoenix_coupons.cli_http import ApiCallFailed
+from phoenix_coupons.cli_http import Api, ApiError, add_api_options
 from phoenix_coupons.domain.errors import ConfigurationError, PhoenixError, ValidationFailed
 from phoenix_coupons.logging import configure_logging
 from phoenix_coupons.runtime import tune_gc
@@ -40,6 +41,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     scheduler.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
     scheduler.add_argument("--port", type=int, help="port (default: PHOENIX_WORKER_PORT)")
+    jobs = sub.add_parser(
+        "jobs",
+        help="the generation job runner alone (with the outbox relay), with /healthz, "
+        "/readyz and /metrics on PHOENIX_WORKER_PORT",
+    )
+    jobs.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
+    jobs.add_argument("--port", type=int, help="port (default: PHOENIX_WORKER_PORT)")
+    codes = sub.add_parser(
+        "codes", help="a definition's codes, over the HTTP API (--api-url, PHOENIX_API_KEY)"
+    ).add_subparsers(dest="codes_command", required=True)
+    gen = codes.add_parser(
+        "generate",
+        help="submit a generation job from a CSV file (user_id, optional code and "
+        "metadata.<key> columns) and follow it with a progress bar",
+    )
+    gen.add_argument("definition_id")
+    gen.add_argument("--tenant", required=True, help="the definition's tenant id")
+    gen.add_argument("--users", required=True, type=Path, help="the CSV file")
+    add_api_options(gen)
+    gen.add_argument(
+        "--poll", type=float, default=0.5, help="seconds between progress reads (default 0.5)"
+    )
     migrate = sub.add_parser(
         "migrate", help="bring data stored by an earlier version to this version's layout"
     )
@@ -59,11 +82,18 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="list keys (never their secrets)")
     revoke = keys.add_parser("revoke", help="revoke a key; effective on the next request")
     revoke.add_argument("id")
-    codes = sub.add_parser(
-        "codes", help="a definition's codes, over the HTTP API (--api-url, PHOENIX_API_KEY)"
-    ).add_subparsers(dest="codes_command", required=True)
     add_export_command(codes)
     return parser
+
+
+def _codes(settings: Settings, args: argparse.Namespace) -> int:
+    """`codes export` or `codes generate` (an ApiError is answered by `main`)."""
+    if args.codes_command == "export":
+        return export_codes(args, settings.api_port)
+    from phoenix_coupons import cli_jobs
+
+    api = Api.of(args.api_url, args.api_key, settings.api_port)
+    return cli_jobs.run(api, args.tenant, args.definition_id, args.users, args.poll)
 
 
 def _serve(settings: Settings, host: str | None, port: int | None, with_worker: bool) -> int:
@@ -223,16 +253,18 @@ async def _until_stopped(task: "asyncio.Future[Any] | None" = None) -> bool:
     return stopping.is_set()
 
 
-async def _scheduler(settings: Settings, host: str | None, port: int | None) -> int:
+async def _alone(settings: Settings, host: str | None, port: int | None, part: str) -> int:
+    """One background part alone (`scheduler`: the expiry scheduler; `jobs`: the job
+    runner), with the outbox relay and a health server."""
     from consumers.health import HealthServer
     from phoenix_coupons.bootstrap import Container
 
     container = Container(settings)
     await container.start()
-    scheduler = container.scheduler
-    scheduler.start()
+    runner = container.scheduler if part == "scheduler" else container.job_runner
+    runner.start()
     health = HealthServer(
-        host or settings.api_host, port or settings.worker_port, lambda: scheduler.running
+        host or settings.api_host, port or settings.worker_port, lambda: runner.running
     )
     await health.start()
     try:
@@ -258,12 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             configure_logging(settings.log_level)
             return asyncio.run(_worker(settings, args.host, args.port))
-        if args.command == "scheduler":
+        if args.command in ("scheduler", "jobs"):
             configure_logging(settings.log_level)
-            return asyncio.run(_scheduler(settings, args.host, args.port))
+            return asyncio.run(_alone(settings, args.host, args.port, args.command))
         configure_logging(settings.log_level, sys.stderr)
         if args.command == "codes":
-            return export_codes(args, settings.api_port)
+            return _codes(settings, args)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings, args.recount, given.mongodb_uri is not None))
         return asyncio.run(_api_key(settings, args, given.mongodb_uri is not None))
@@ -273,6 +305,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MongoUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except ApiCallFailed as exc:
+    except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -15,7 +15,7 @@ import httpx
 from phoenix_coupons.cli_http import (
     EXIT_FAILED,
     EXIT_USAGE,
-    ApiCallFailed,
+    ApiError,
     add_api_options,
     api_client,
     check,
@@ -60,7 +60,7 @@ def _export(args: argparse.Namespace, api_port: int) -> int:
     fmt = output_format(args.format, args.output)
     target = Path(args.output)
     if not target.parent.is_dir():
-        raise ApiCallFailed(f"no directory {target.parent} for {target}", EXIT_USAGE)
+        raise ApiError(f"no directory {target.parent} for {target}", EXIT_USAGE)
     tenant, definition = (quote(part, safe="") for part in (args.tenant, args.definition_id))
     path = f"/v1/tenants/{tenant}/coupons/{definition}/codes/export"
     with (
@@ -92,7 +92,7 @@ def write_atomically(target: Path, chunks: Iterable[bytes], fmt: str, total: int
                     lines += chunk.count(b"\n")
                     progress.update(task, completed=max(0, lines - header))
             except httpx.HTTPError as exc:  # a connection cut mid-body, a read timeout
-                raise ApiCallFailed(
+                raise ApiError(
                     f"the download was cut after {max(0, lines - header)} codes ({exc!r}); "
                     f"{target} is unchanged",
                     EXIT_FAILED,

@@ -266,6 +266,43 @@ class Settings(BaseSettings):
         "Longer than a batch takes.",
     )
 
+    job_runner: bool = Field(
+        default=True,
+        description="Run generation jobs in the worker processes (`run`, `worker`); "
+        "`phoenix-coupons jobs` runs them alone. Any number may run: each job is run by one "
+        "runner at a time (a lease).",
+    )
+    job_max_rows: int = Field(
+        default=1_000_000,
+        gt=0,
+        le=1_000_000,
+        description="Most rows (codes) per generation job.",
+    )
+    job_max_body_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        gt=0,
+        description="Largest generation job request body (JSON or CSV); 413 beyond it.",
+    )
+    job_chunk_size: int = Field(
+        default=1000,
+        gt=0,
+        le=2000,
+        description="Rows a job runner makes at a time: one stored chunk of rows, one "
+        "progress update, the most a crash makes it do again.",
+    )
+    job_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a runner holds a job between two chunks: a runner that dies "
+        "holding one delays the job by up to this long. Longer than a chunk takes.",
+    )
+    job_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often an idle job runner looks for queued jobs (a job submitted "
+        "to the same process starts at once).",
+    )
+
     @field_validator("code_lookup_failure_limit")
     @classmethod
     def _one_rate(cls, value: str) -> str:

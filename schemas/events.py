@@ -44,6 +44,26 @@ class DefinitionExhausted(BaseModel):
     max_coupons: int = Field(description="The limit reached.")
 
 
+class GenerationJobCompleted(BaseModel):
+    """Published on `phoenix.coupons.issued` once when a generation job ends (succeeded,
+    failed or cancelled), after the `coupon.issued` events of its coupons were handed to
+    the outbox. Keyed by definition_id."""
+
+    event_id: str = Field(description="Stable: derived from the job id and its status.")
+    event_type: Literal["coupon.generation_job.completed"] = "coupon.generation_job.completed"
+    occurred_at: datetime = Field(description="When the job ended.")
+    tenant_id: str
+    definition_id: str
+    job_id: str
+    status: Literal["succeeded", "failed", "cancelled"]
+    total: int = Field(description="Rows requested.")
+    generated: int = Field(description="Coupons the job stored (they stay whatever the status).")
+    failed: int = Field(description="Rows refused (row errors).")
+    reason: str | None = Field(
+        default=None, description="Why the job failed or was cancelled (None on success)."
+    )
+
+
 class _RedemptionEvent(BaseModel):
     event_id: str = Field(description="Stable: derived from the redemption id.")
     occurred_at: datetime

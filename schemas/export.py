@@ -17,6 +17,7 @@ from schemas.events import (
     CouponRedeemed,
     CouponReserved,
     DefinitionExhausted,
+    GenerationJobCompleted,
     RedemptionRolledBack,
     ReservationReleased,
 )
@@ -30,6 +31,7 @@ EVENTS: dict[str, type[BaseModel]] = {
     "leaderboard_rank": LeaderboardRank,
     "coupon.issued": CouponIssued,
     "coupon.definition_exhausted": DefinitionExhausted,
+    "coupon.generation_job.completed": GenerationJobCompleted,
     "coupon.redeemed": CouponRedeemed,
     "coupon.redemption_rolled_back": RedemptionRolledBack,
     "coupon.reserved": CouponReserved,
@@ -60,13 +62,18 @@ CHANNELS: dict[str, dict[str, Any]] = {
     },
     "couponsIssued": {
         "address": topics.COUPONS_ISSUED,
-        "messages": ["coupon.issued", "coupon.definition_exhausted"],
+        "messages": [
+            "coupon.issued",
+            "coupon.definition_exhausted",
+            "coupon.generation_job.completed",
+        ],
         "in": False,
         "description": "Every issued coupon, whatever its source (event or bulk). At least "
         "once (exactly once for read_committed consumers with PHOENIX_EXACTLY_ONCE=true for "
         "event-issued coupons); deduplicate by event_id. Also, once per definition and "
         "limit, coupon.definition_exhausted (key definition_id) when a definition's "
-        "issuance limit is reached.",
+        "issuance limit is reached; once per generation job, "
+        "coupon.generation_job.completed (key definition_id) when it ends.",
     },
     "couponsRedeemed": {
         "address": topics.COUPONS_REDEEMED,

@@ -27,6 +27,11 @@ def definitions(tenant_id: str | None, status: str) -> str:
     return f"definitions:{tenant_id or ALL_TENANTS}:{status}"
 
 
+def jobs(tenant_id: str, definition_id: str) -> str:
+    """A definition's generation jobs (their list's total)."""
+    return f"jobs:{tenant_id}:{definition_id}"
+
+
 def rewards(tenant_id: str) -> str:
     return f"rewards:{tenant_id}"
 

@@ -16,7 +16,7 @@ from phoenix_coupons.domain.errors import PhoenixError
 from phoenix_coupons.domain.events import OutboundEvent, coupon_issued
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.settings import ServiceSettings, Settings
-from schemas.events import DefinitionExhausted
+from schemas.events import DefinitionExhausted, GenerationJobCompleted
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +36,11 @@ def event_record(event: OutboundEvent, topic: str) -> OutboundRecord:
     """An outbound event's record: same bytes however often it is built. Keyed by user, so
     a user's events keep their order on one partition; an event of a whole definition by
     the definition."""
-    key = event.definition_id if isinstance(event, DefinitionExhausted) else event.user_id
+    key = (
+        event.definition_id
+        if isinstance(event, DefinitionExhausted | GenerationJobCompleted)
+        else event.user_id
+    )
     return OutboundRecord(
         topic=topic,
         key=key.encode(),

@@ -175,6 +175,14 @@ OUTBOX = Collection("outbox", (Index((("state", ASC),)),))
 # as one `_id` range. Ranged on `_id`, so a code's steps stay on one shard.
 CODE_HISTORY = Collection("code_history", shard_key=(("_id", ASC),))
 
+# Generation jobs (job_repo.py), `_id` the job id: `queue` (epoch ms; only while queued or
+# running) the runners' claim, oldest first; `by_definition` a definition's list
+# ("<tenant>|<definition>|<newest first>|<_id>").
+GENERATION_JOBS = Collection(
+    "generation_jobs", (Index((("queue", ASC),)), Index((("by_definition", ASC),)))
+)
+# A job's rows in chunks, `_id` "<job>:<request hash>:<chunk>", each read by `_id`.
+GENERATION_JOB_ROWS = Collection("generation_job_rows")
 USAGE_HINTS = Collection("usage_hints")
 # Kept counts, read and written by `_id` (counters.py).
 COUNTERS = Collection("counters")
@@ -212,6 +220,8 @@ def collections(idempotency_ttl_seconds: int) -> tuple[Collection, ...]:
         RESERVATIONS,
         OUTBOX,
         CODE_HISTORY,
+        GENERATION_JOBS,
+        GENERATION_JOB_ROWS,
         USAGE_HINTS,
         COUNTERS,
         MIGRATIONS,

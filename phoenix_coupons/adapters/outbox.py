@@ -19,7 +19,7 @@ from phoenix_coupons.adapters.code_history import history_doc, insert_history
 from phoenix_coupons.adapters.coupon_repo import STEPS
 from phoenix_coupons.adapters.kafka import event_record, stored_parts
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
-from phoenix_coupons.adapters.mongo_schema import COUNTERS, OUTBOX
+from phoenix_coupons.adapters.mongo_schema import COUNTERS, GENERATION_JOBS, OUTBOX
 from phoenix_coupons.domain.outbox import OutboxEntry
 
 PREPARED, READY = "prepared", "ready"
@@ -28,6 +28,7 @@ COLLECTIONS = {
     "redemption": "redemptions",
     "reservation": "reservations",
     "budget": COUNTERS.name,
+    "job": GENERATION_JOBS.name,
 }
 CHUNK = 1000
 SWEEP_BATCH = 1000

@@ -17,7 +17,7 @@ from phoenix_coupons import __version__
 from phoenix_coupons.api.body_limit import BodyLimit
 from phoenix_coupons.api.errors import install_error_handlers
 from phoenix_coupons.api.observe import RequestLog
-from phoenix_coupons.api.routes import codes, coupons, redemptions, reservations, rewards
+from phoenix_coupons.api.routes import codes, coupons, jobs, redemptions, reservations, rewards
 from phoenix_coupons.bootstrap import Container
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ def create_app(
     app.include_router(redemptions.router)
     app.include_router(reservations.router)
     app.include_router(coupons.router)
+    app.include_router(jobs.router)
     app.include_router(codes.router)
 
     # Bulk generation reads up to PHOENIX_BULK_MAX_USERS ids (and as many custom codes).
@@ -83,10 +84,16 @@ def create_app(
         if isinstance(r, APIRoute) and r.endpoint is coupons.generate
     )
 
+    submit_route = next(
+        r for r in jobs.router.routes if isinstance(r, APIRoute) and r.endpoint is jobs.submit_job
+    )
+
     def body_limit(scope: Scope) -> int:
         settings = container.settings
         if generate_route.matches(scope)[0] is Match.FULL:
             return settings.generate_max_body_bytes
+        if submit_route.matches(scope)[0] is Match.FULL:
+            return settings.job_max_body_bytes
         return settings.api_max_body_bytes
 
     # The last added runs first: the request log sees the 413s of the body limit too.

@@ -12,6 +12,7 @@ from phoenix_coupons.services.code_export import CodeExport
 from phoenix_coupons.services.coupon_queries import CouponQueries
 from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.generation import GenerationService
+from phoenix_coupons.services.jobs import JobService
 from phoenix_coupons.services.redemptions import RedemptionService
 from phoenix_coupons.services.reservations import ReservationService
 from phoenix_coupons.services.rewards import RewardService
@@ -33,6 +34,7 @@ ApiKeys = Annotated[ApiKeyService, Depends(_of_container(lambda c: c.api_keys))]
 Rewards = Annotated[RewardService, Depends(_of_container(lambda c: c.rewards))]
 Definitions = Annotated[DefinitionService, Depends(_of_container(lambda c: c.definitions))]
 Generation = Annotated[GenerationService, Depends(_of_container(lambda c: c.generation))]
+Jobs = Annotated[JobService, Depends(_of_container(lambda c: c.jobs))]
 Redemptions = Annotated[RedemptionService, Depends(_of_container(lambda c: c.redemptions))]
 Reservations = Annotated[ReservationService, Depends(_of_container(lambda c: c.reservations))]
 Coupons = Annotated[CouponQueries, Depends(_of_container(lambda c: c.coupon_queries))]

@@ -27,7 +27,7 @@ PhoenixError                     code, message
 ├── PoisonRecord                 consumers/poison.py: an inbound record that cannot be processed
 ├── WorkerFenced                 consumers/membership.py
 ├── MongoUnreachable             cli.py: a CLI command's MongoDB does not answer
-└── ApiCallFailed                cli_http.py: a `codes` command's API call failed; exit_code
+└── ApiError                     cli_http.py: a `codes` command refused or unanswered (exit code)
 
 Classes raised with a code of their own (PoisonRecord, Unsendable) take it first:
 `PoisonRecord("not_json", message)`, and a refusal only its reason: `Refused("expired")`; the

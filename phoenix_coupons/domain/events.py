@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from phoenix_coupons.domain.expiry import Step
+from phoenix_coupons.domain.jobs import Job
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import Redemption
 from phoenix_coupons.domain.reservation import Reservation
@@ -15,6 +16,7 @@ from schemas.events import (
     CouponRedeemed,
     CouponReserved,
     DefinitionExhausted,
+    GenerationJobCompleted,
     RedemptionRolledBack,
     ReleaseReason,
     ReservationReleased,
@@ -27,6 +29,7 @@ OutboundEvent = (
     | CouponReserved
     | ReservationReleased
     | DefinitionExhausted
+    | GenerationJobCompleted
     | CouponExpiring
     | CouponExpired
 )
@@ -70,6 +73,24 @@ def definition_exhausted(
         tenant_id=tenant_id,
         definition_id=definition_id,
         max_coupons=max_coupons,
+    )
+
+
+def generation_job_completed(job: Job, at: datetime) -> GenerationJobCompleted:
+    """One per job and final status: a job ends once, in one status."""
+    if job.status not in ("succeeded", "failed", "cancelled"):
+        raise ValueError(f"job {job.id} is {job.status}, not over")
+    return GenerationJobCompleted(
+        event_id=event_id("coupon.generation_job.completed", f"{job.id}:{job.status}"),
+        occurred_at=at,
+        tenant_id=job.tenant_id,
+        definition_id=job.definition_id,
+        job_id=job.id,
+        status=job.status,
+        total=job.total,
+        generated=job.generated,
+        failed=job.failed,
+        reason=job.reason,
     )
 
 

@@ -17,11 +17,13 @@ from phoenix_coupons.domain.events import (
     coupon_reserved,
     event_id,
     expiry_event,
+    generation_job_completed,
     redemption_rolled_back,
     reservation_released,
 )
 from phoenix_coupons.domain.expiry import Step
 from phoenix_coupons.domain.history import Actor, HistoryEntry, HistoryKind
+from phoenix_coupons.domain.jobs import Job
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.redemption import Redemption
 from phoenix_coupons.domain.reservation import Reservation
@@ -37,7 +39,7 @@ class Subject:
     the definition's; a coupon the expiry step marked sent by the attempt that prepared the
     entry: `step_mark`)."""
 
-    kind: Literal["coupon", "redemption", "reservation", "budget"]
+    kind: Literal["coupon", "redemption", "reservation", "budget", "job"]
     id: str
     code: str | None = None
     state: str | None = None
@@ -153,6 +155,12 @@ def exhausted(event: DefinitionExhausted, claim: str) -> OutboxEntry:
     """`claim`: the exhaustion claim this entry is for (the budget's state once claimed):
     an entry whose writer did not win the claim is dropped by the sweep, never sent."""
     return OutboxEntry(event, Subject("budget", event.definition_id, state=claim))
+
+
+def job_completed(job: Job, at: datetime) -> OutboxEntry:
+    """Announced only if the job is stored in the status the event names (a runner that lost
+    its lease writes none)."""
+    return OutboxEntry(generation_job_completed(job, at), Subject("job", job.id, state=job.status))
 
 
 def expiry_step(coupon: Coupon, step: Step, at: datetime, mark: str) -> OutboxEntry:

@@ -45,6 +45,19 @@ def definition_not_found(definition_id: str) -> NotFound:
     )
 
 
+def require_active(defn: CouponDefinition | None, definition_id: str) -> CouponDefinition:
+    """The definition a generation is for: 404 without it, 409 unless it is active."""
+    if defn is None:
+        raise definition_not_found(definition_id)
+    if defn.status != "active":
+        raise Conflict(
+            message=f"coupon definition {definition_id} is {defn.status}; "
+            "only active definitions generate coupons",
+            code=f"definition_{defn.status}",
+        )
+    return defn
+
+
 def archived_conflict(definition_id: str) -> Conflict:
     return Conflict(
         message=f"coupon definition {definition_id} is archived and cannot change",

@@ -21,7 +21,7 @@ from phoenix_coupons.domain.errors import (
 from phoenix_coupons.domain.models import Coupon, Requester
 from phoenix_coupons.domain.outbox import issued
 from phoenix_coupons.services.budget import IssuanceBudget, issuance_limit
-from phoenix_coupons.services.definitions import definition_not_found
+from phoenix_coupons.services.definitions import require_active
 from phoenix_coupons.services.drawing import draw_and_insert
 from phoenix_coupons.services.idempotency import key_reused, request_hash
 from phoenix_coupons.services.ports import (
@@ -101,15 +101,7 @@ class GenerationService:
         idem: str | None,
         by: Requester | None,
     ) -> GenerateResponse:
-        defn = await self._definitions.get(tenant_id, definition_id)
-        if defn is None:
-            raise definition_not_found(definition_id)
-        if defn.status != "active":
-            raise Conflict(
-                message=f"coupon definition {definition_id} is {defn.status}; "
-                "only active definitions generate coupons",
-                code=f"definition_{defn.status}",
-            )
+        defn = require_active(await self._definitions.get(tenant_id, definition_id), definition_id)
         self._check_users(body.user_ids)
         if defn.config.code_format == "custom":
             issued = await self._custom(defn, body, idem, by)

@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.history import HistoryEntry
+from phoenix_coupons.domain.jobs import Job, Row
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
@@ -377,6 +378,30 @@ class ExpirySchedule(Protocol):
         """Make the definition's scheduled coupons due at `at` at the latest, and its user
         coupons issued without an expiry due at `at` (the definition changed)."""
         ...
+
+
+class JobStore(Protocol):
+    """Generation jobs and their rows (adapters/job_repo.py)."""
+
+    async def insert_rows(self, job: Job, chunks: Sequence[Sequence[Row]]) -> None: ...
+    async def insert(self, job: Job) -> Job | None:
+        """None once stored; the job stored before under the same id otherwise."""
+        ...
+
+    async def get(self, tenant_id: str, job_id: str) -> Job | None: ...
+    async def page(
+        self, tenant_id: str, definition_id: str, limit: int, offset: int, after: str | None
+    ) -> Page[Job]: ...
+    async def claim(self, now: datetime, lease_until: datetime, attempt: str) -> Job | None: ...
+    async def rows(self, job: Job, chunk: int) -> list[Row]: ...
+    async def commit(self, job: Job, attempt: str, chunk: int, lease_until: datetime) -> bool: ...
+
+    async def release(self, job: Job, attempt: str, now: datetime) -> None:
+        """Give the job back to the queue at once (a runner stopping between chunks)."""
+        ...
+
+    async def cancel_requested(self, tenant_id: str, job_id: str) -> Job | None: ...
+    async def finish(self, job: Job, attempt: str | None, at: datetime) -> bool: ...
 
 
 class LookupLimiter(Protocol):

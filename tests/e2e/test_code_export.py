@@ -14,7 +14,7 @@ import pytest
 
 from bench.export import coupons, export_definition, peak_rss_mb, write_coupons
 from phoenix_coupons.bootstrap import Container
-from phoenix_coupons.cli_http import EXIT_AUTH, EXIT_FAILED, EXIT_NOT_FOUND
+from phoenix_coupons.cli_http import EXIT_AUTH, EXIT_NOT_FOUND, EXIT_UNREACHABLE
 from phoenix_coupons.devservers import free_port
 from phoenix_coupons.services.code_export import FIELDS
 from phoenix_coupons.settings import Settings
@@ -114,6 +114,6 @@ async def test_cli_errors(
     assert (code, "403 " in err) == (EXIT_AUTH, True), err
     down = f"http://127.0.0.1:{free_port()}"
     code, err = cli(down, key, *args)
-    assert (code, f"the API at {down} does not answer" in err) == (EXIT_FAILED, True), err
+    assert (code, f"the API at {down} does not answer" in err) == (EXIT_UNREACHABLE, True), err
     assert out.read_text() == "before\n"
     assert [p.name for p in out.parent.iterdir()] == ["codes.csv"]

@@ -70,13 +70,20 @@ async def own(settings: Settings) -> AsyncIterator[Container]:
     await container.stop()
 
 
-def start(settings: Settings, tmp_path: Path, name: str) -> WorkerProcess:
+def start(
+    settings: Settings,
+    tmp_path: Path,
+    name: str,
+    command: str = "scheduler",
+    env: dict[str, str] | None = None,
+) -> WorkerProcess:
+    """`phoenix-coupons <command>` (a background part alone), `env` on top of the test's."""
     port = free_port()
     log_path = tmp_path / f"{name}.log"
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "phoenix_coupons", "scheduler"],
-            env=scheduler_env(settings, port, tmp_path / "data"),
+            [sys.executable, "-m", "phoenix_coupons", command],
+            env={**scheduler_env(settings, port, tmp_path / "data"), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -630,6 +630,8 @@ FREE_FORM = {
     "RedeemRequest.metadata",
     "ReserveRequest.metadata",
     "GenerateRequest.metadata",
+    # A generation job's JSON body, documented inline beside its CSV one.
+    "post /v1/tenants/{tenant_id}/coupons/{definition_id}/generation-jobs body.metadata",
 }
 
 

@@ -19,7 +19,7 @@ from phoenix_coupons.cli_http import (
     EXIT_FAILED,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
-    ApiCallFailed,
+    ApiError,
     api_url,
     check,
 )
@@ -157,13 +157,13 @@ def test_error_answers_name_the_apis_error(status: int, exit_code: int) -> None:
     body = {"error": "some_error", "message": "what went wrong", "details": []}
     if status == 422:
         body["details"] = [{"field": "format", "reason": "must be csv or jsonl"}]
-    with pytest.raises(ApiCallFailed) as raised:
+    with pytest.raises(ApiError) as raised:
         check(httpx.Response(status, json=body))
     assert raised.value.exit_code == exit_code
     assert str(raised.value).startswith(f"{status} some_error: what went wrong")
     if status == 422:
         assert "(format: must be csv or jsonl)" in str(raised.value)
-    with pytest.raises(ApiCallFailed, match=f"{status} http_{status}"):
+    with pytest.raises(ApiError, match=f"{status} http_{status}"):
         check(httpx.Response(status, text="<html>proxy error</html>"))
     check(httpx.Response(200, text="ok"))
 
@@ -176,7 +176,7 @@ def test_a_cut_download_leaves_the_target_as_it_was(tmp_path: Path) -> None:
         yield b"code,kind\r\nA,issued\r\n"
         raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
 
-    with pytest.raises(ApiCallFailed, match="cut after 1 codes") as raised:
+    with pytest.raises(ApiError, match="cut after 1 codes") as raised:
         write_atomically(target, cut(), "csv", 10)
     assert raised.value.exit_code == EXIT_FAILED
     assert target.read_text() == "before\n"

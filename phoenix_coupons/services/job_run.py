@@ -1,0 +1,244 @@
+"""Running generation jobs: a runner claims the oldest job with a lease, makes its rows'
+coupons chunk by chunk and records each chunk done (with its counts and the lease extended)
+in one update conditional on still holding the lease.
+
+Exactly once without transactions: each row's coupon has the issue key job id + line, so its
+`_id` is fixed whatever attempt stores it. A chunk first looks its rows' coupons up (an
+attempt that died after storing some of them), then takes the issuance budget for the rest,
+prepares their `coupon.issued` outbox entries, inserts (drawing random codes, retrying
+collisions; a refusal on the issue key is another attempt's coupon, counted as generated),
+readies the entries and gives back the budget of what it did not store. A crash anywhere
+leaves a chunk the next attempt runs again to the same coupons; counts move only when a
+chunk is recorded, so each row is counted once. A runner that lost its lease records
+nothing and stops; the holder counts the coupons it stored as found."""
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+import structlog
+
+from phoenix_coupons.domain import codes
+from phoenix_coupons.domain.clock import Clock
+from phoenix_coupons.domain.coupon_factory import CouponFactory
+from phoenix_coupons.domain.jobs import (
+    BUDGET_USED,
+    CODE_TAKEN,
+    NO_FREE_CODE,
+    Job,
+    JobStatus,
+    Row,
+    RowError,
+    issue_key,
+    keep_errors,
+    row_value,
+)
+from phoenix_coupons.domain.models import Coupon, Requester
+from phoenix_coupons.domain.outbox import OutboxEntry, issued, job_completed
+from phoenix_coupons.services.budget import IssuanceBudget
+from phoenix_coupons.services.drawing import draw_and_insert
+from phoenix_coupons.services.ports import CouponRepo, DefinitionRepo, IdFactory, JobStore, Outbox
+from schemas.coupons import CouponDefinition
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ChunkResult:
+    generated: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+class JobRun:
+    def __init__(
+        self,
+        jobs: JobStore,
+        definitions: DefinitionRepo,
+        coupons: CouponRepo,
+        outbox: Outbox,
+        budget: IssuanceBudget,
+        codegen: codes.CodeGenerator,
+        clock: Clock,
+        new_id: IdFactory,
+        lease: timedelta,
+        on_issued: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_issued`: entries are ready (wakes the outbox relay)."""
+        self._jobs = jobs
+        self._definitions = definitions
+        self._coupons = coupons
+        self._outbox = outbox
+        self._budget = budget
+        self._codegen = codegen
+        self._clock = clock
+        self._new_id = new_id
+        self._lease = lease
+        self._on_issued = on_issued
+
+    async def run_next(self, stopping: Callable[[], bool] = lambda: False) -> Job | None:
+        """Claim the oldest job due and run it until it ends, the lease is lost or
+        `stopping()` says so between chunks (the job is then given back to the queue).
+        None when no job was due."""
+        attempt = self._new_id()
+        now = self._clock()
+        job = await self._jobs.claim(now, now + self._lease, attempt)
+        if job is None:
+            return None
+        bound = log.bind(job_id=job.id, tenant_id=job.tenant_id, attempt=attempt)
+        # Another attempt ran it before (it started earlier): its chunk in hand may be
+        # partly stored. Chunks after that one were never tried by anyone.
+        resumed = job.started_at != now
+        bound.info(
+            "generation_job_claimed", next_chunk=job.next_chunk, chunks=job.chunks, resumed=resumed
+        )
+        try:
+            return await self._run(job, attempt, resumed, stopping)
+        except Exception:
+            # MongoDB failed mid-chunk: give the job back at once rather than at the lease's
+            # end (its chunk is redone to the same coupons). Fails too if MongoDB is away.
+            with contextlib.suppress(Exception):
+                await self._jobs.release(job, attempt, self._clock())
+            raise
+
+    async def _run(
+        self, job: Job, attempt: str, resumed: bool, stopping: Callable[[], bool]
+    ) -> Job:
+        bound = log.bind(job_id=job.id, tenant_id=job.tenant_id, attempt=attempt)
+        while True:
+            fresh = await self._jobs.get(job.tenant_id, job.id)
+            if fresh is not None and fresh.cancel_requested:
+                reason = f"cancelled: the {job.generated} coupon(s) generated before stay"
+                await self._finish(job, attempt, "cancelled", reason)
+                return job
+            if job.next_chunk >= job.chunks:
+                await self._finish(job, attempt, "succeeded")
+                return job
+            defn = await self._definitions.get(job.tenant_id, job.definition_id)
+            if defn is None or defn.status != "active":
+                state = "gone" if defn is None else defn.status
+                reason = (
+                    f"the definition is {state}: stopped after {job.generated} coupon(s), "
+                    "which stay"
+                )
+                await self._finish(job, attempt, "failed", reason)
+                return job
+            if stopping():
+                await self._jobs.release(job, attempt, self._clock())
+                bound.info("generation_job_released", next_chunk=job.next_chunk)
+                return job
+            rows = await self._jobs.rows(job, job.next_chunk)
+            done = await self._chunk(job, defn, rows, resumed)
+            resumed = False
+            counted = replace(job)
+            counted.generated += done.generated
+            counted.failed += len(done.errors)
+            counted.errors = keep_errors(job.errors, done.errors)
+            if not await self._jobs.commit(
+                counted, attempt, job.next_chunk, self._clock() + self._lease
+            ):
+                bound.warning("generation_job_lease_lost", chunk=job.next_chunk)
+                return job
+            counted.next_chunk += 1
+            job = counted
+
+    async def _finish(
+        self, job: Job, attempt: str, status: JobStatus, reason: str | None = None
+    ) -> None:
+        """Prepare the completion event, end the job while holding it, ready the event. An
+        entry whose job did not end so is dropped by the outbox sweep, never sent."""
+        job.status, job.reason = status, reason
+        at = self._clock()
+        entry = job_completed(job, at)
+        await self._outbox.prepare([entry])
+        if await self._jobs.finish(job, attempt, at):
+            job.finished_at = at
+            await self._outbox.ready([entry])
+            self._on_issued()
+            log.info(
+                "generation_job_finished",
+                job_id=job.id,
+                status=status,
+                generated=job.generated,
+                failed=job.failed,
+            )
+
+    async def _chunk(
+        self, job: Job, defn: CouponDefinition, rows: Sequence[Row], resumed: bool
+    ) -> ChunkResult:
+        """`resumed`: an earlier attempt may have stored some of these rows' coupons: look
+        them up first, so that the budget is taken only for the others. (Either way, an
+        insert refused on its `_id` finds the coupon stored before.)"""
+        out = ChunkResult(errors=[RowError(r.line, row_value(r), r.error) for r in rows if r.error])
+        todo = [r for r in rows if r.error is None]
+        key = {r.line: issue_key(job.id, r.line) for r in todo}
+        if resumed:
+            before = await self._coupons.by_issue_keys(list(key.values()))
+            await self._announce([issued(c) for c in before.values()])
+            out.generated += len(before)
+            todo = [r for r in todo if key[r.line] not in before]
+        taken = await self._budget.take(defn, len(todo), partial=True)
+        out.errors += [RowError(r.line, row_value(r), BUDGET_USED) for r in todo[taken.granted :]]
+        todo = todo[: taken.granted]
+
+        make = CouponFactory.of(defn, "bulk")
+        by = Requester(job.issued_by, job.request_id)
+        now = self._clock()
+        prepared: set[str] = set()
+
+        def build(row: Row, code: str) -> Coupon:
+            meta = row.metadata if row.metadata is not None else job.metadata
+            return make.coupon(key[row.line], code, now, row.user_id, requester=by, metadata=meta)
+
+        async def insert(batch: Sequence[Coupon]) -> list[int]:
+            entries = [issued(c) for c in batch]
+            await self._outbox.prepare(entries)
+            prepared.update(e.id for e in entries)
+            return await self._coupons.insert_unordered(batch)
+
+        placed: list[Coupon] = []
+        found: list[Coupon] = []
+        imported = [r for r in todo if r.code is not None]
+        if imported:
+            batch = [build(r, r.code or "") for r in imported]
+            refused = set(await insert(batch))
+            placed += [c for j, c in enumerate(batch) if j not in refused]
+            lost = [imported[j] for j in sorted(refused)]
+            mine = await self._coupons.by_issue_keys([key[r.line] for r in lost])
+            found += [mine[key[r.line]] for r in lost if key[r.line] in mine]
+            out.errors += [
+                RowError(r.line, row_value(r), CODE_TAKEN) for r in lost if key[r.line] not in mine
+            ]
+        drawn_rows = [r for r in todo if r.code is None]
+        if drawn_rows and make.spec is not None:
+            spec = make.spec
+            drawn = await draw_and_insert(
+                drawn_rows,
+                self._codegen,
+                lambda _: spec,
+                build,
+                insert,
+                self._coupons.by_issue_keys,
+            )
+            placed += [p.coupon for p in drawn.placed]
+            found += [f.stored for f in drawn.found]
+            out.errors += [RowError(r.line, r.user_id, NO_FREE_CODE) for r in drawn.left]
+        # Another attempt's coupons: their entries as they are stored.
+        theirs = [issued(c) for c in found]
+        await self._outbox.prepare(theirs)
+        ready = [issued(c) for c in placed] + theirs
+        await self._announce(ready, prepare=False)
+        await self._outbox.discard(sorted(prepared - {e.id for e in ready}))
+        await self._budget.give_back(defn, len(todo) - len(placed))
+        out.generated += len(placed) + len(found)
+        return out
+
+    async def _announce(self, entries: list[OutboxEntry], prepare: bool = True) -> None:
+        """Ready `entries` (preparing them first unless they are): one sent before goes
+        again with the same event id (consumers dedupe)."""
+        if not entries:
+            return
+        if prepare:
+            await self._outbox.prepare(entries)
+        await self._outbox.ready(entries)
+        self._on_issued()
