@@ -65,6 +65,10 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def api_url(given: str | None, api_port: int) -> str:
+    return (given or os.environ.get(API_URL_ENV) or f"http://127.0.0.1:{api_port}").rstrip("/")
+
+
 @dataclass(frozen=True)
 class Api:
     """Where the API is and the key to send."""
@@ -77,8 +81,7 @@ class Api:
         key = key or os.environ.get(API_KEY_ENV)
         if not key:
             raise ApiError(f"no API key: pass --api-key or set {API_KEY_ENV}", EXIT_USAGE)
-        base = url or os.environ.get(API_URL_ENV) or f"http://127.0.0.1:{port}"
-        return cls(base.rstrip("/"), key)
+        return cls(api_url(url, port), key)
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=TIMEOUT)

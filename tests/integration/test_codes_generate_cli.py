@@ -17,6 +17,7 @@ import uvicorn
 
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
+from phoenix_coupons.cli_http import EXIT_UNREACHABLE, EXIT_USAGE
 from phoenix_coupons.devservers import free_port
 from tests.integration.test_api_key_cli import phoenix_coupons
 from tests.integration.test_generation import create_definition
@@ -75,13 +76,16 @@ async def test_codes_generate_follows_the_job_and_prints_its_summary(
     bad = tmp_path / "bad.csv"
     bad.write_text("user_id,colour\nu1,red\n")
     code, out, err = await cli(*base, "--users", str(bad), key=admin["key"])
-    assert code == 2 and "HTTP 422" in err and "header.colour" in err, (out, err)
+    assert code == EXIT_USAGE and "422 validation_error" in err and "header.colour" in err, (
+        out,
+        err,
+    )
     code, _, err = await cli(*base, "--users", str(users), key=None)
-    assert code == 2 and "PHOENIX_API_KEY" in err
+    assert code == EXIT_USAGE and "PHOENIX_API_KEY" in err
     down = ["codes", "generate", defn["id"], "--tenant", tenant]
     down += ["--api-url", f"http://127.0.0.1:{free_port()}", "--users", str(users)]
     code, _, err = await cli(*down, key=admin["key"])
-    assert code == 3 and "does not answer" in err
+    assert code == EXIT_UNREACHABLE and "does not answer" in err
 
 
 async def test_ctrl_c_detaches_without_cancelling_and_says_how_to_cancel(
