@@ -42,8 +42,8 @@ format: install
 schemas: install
 	$(PY) -m schemas.export
 
-# Regenerate docs/configuration.md (from the settings' descriptions), docs/walkthrough.md and
-# docs/lifecycle.md (from their scripts); tests/unit/test_docs.py fails when the committed pages differ.
+# Regenerate docs/configuration.md (from the settings' descriptions) and the walks' pages
+# (docs/walkthrough.md, lifecycle.md, campaign.md, from their scripts); tests/unit/test_docs.py fails when the committed pages differ.
 docs: install
 	$(PY) -m phoenix_coupons.docgen
 

@@ -42,7 +42,8 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    for noisy in ("aiokafka", "pymongo"):
+    # httpx logs every request of the `codes` commands at INFO: their progress says enough.
+    for noisy in ("aiokafka", "pymongo", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []

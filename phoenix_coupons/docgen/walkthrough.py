@@ -7,7 +7,7 @@ from phoenix_coupons.docgen import DOCS
 SCRIPT = "walkthrough.sh"
 PAGE = "walkthrough.md"
 # Each script run by tests/e2e/test_walkthrough.py, and the page generated from it.
-PAGES = {SCRIPT: PAGE, "lifecycle.sh": "lifecycle.md"}
+PAGES = {SCRIPT: PAGE, "lifecycle.sh": "lifecycle.md", "campaign.sh": "campaign.md"}
 PROSE = "#>"
 
 
