@@ -234,13 +234,15 @@ def _cpu_seconds(pid: int | None) -> float:
     as coarse as the few milliseconds per second an idle relay costs in a 3 s window."""
     if pid is None:
         return time.process_time()
-    total = 0
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            total += int((task / "schedstat").read_text().split()[0])
-    except OSError:
+    if not Path(f"/proc/{pid}/schedstat").exists():  # a kernel without schedstats
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except OSError:  # a thread that ended while it was listed
+            continue
     return total / 1e9
 
 

@@ -161,6 +161,11 @@ class CouponConfig(_Compact):
     issuance_limit: IssuanceLimit | None = Field(
         default=None, description="At most this many coupons issued by the definition."
     )
+    uses_per_code: Count | None = Field(
+        default=None,
+        description="How often each unassigned code (a generation job's `count`) may be "
+        "redeemed, by anyone (default 1); usage_limit still holds on top. Random format only.",
+    )
 
 
 class DefinitionCreate(BaseModel):

@@ -31,6 +31,7 @@ RefusalReason = Literal[
     "per_user_limit_reached",
     "global_limit_reached",
     "coupon_revoked",
+    "code_limit_reached",
 ]
 REFUSALS: dict[RefusalReason, str] = {
     "code_not_found": "no such code in this tenant",
@@ -42,6 +43,7 @@ REFUSALS: dict[RefusalReason, str] = {
     "per_user_limit_reached": "the user has used this coupon as often as allowed",
     "global_limit_reached": "the coupon has been used as often as allowed",
     "coupon_revoked": "the code has been revoked",
+    "code_limit_reached": "this unassigned code has been used as often as it may be",
 }
 
 
@@ -80,14 +82,15 @@ class RollbackRequest(BaseModel):
 
 
 class Coupon(BaseModel):
-    """One code: issued to a user, or a definition's shared custom code (`user_id` null)."""
+    """One code: issued to a user, a definition's shared custom code, or an unassigned code
+    (owned by no user: whoever presents it first redeems it); `user_id` null but for issued."""
 
     id: str
     tenant_id: str
     definition_id: str
     reward_item_id: str
     code: str
-    kind: Literal["issued", "shared"]
+    kind: Literal["issued", "shared", "unassigned"]
     source: Literal["bulk", "event", "definition"]
     user_id: str | None
     status: Literal["active", "revoked"]

@@ -151,6 +151,15 @@ def _lifecycle_errors(config: CouponConfig) -> list[FieldError]:
             )
         elif reason := durations.reason(config.valid_for):
             errors.append(FieldError("config.valid_for", reason))
+    if config.uses_per_code is not None and config.uses_per_code < 1:
+        errors.append(FieldError("config.uses_per_code", "must be at least 1"))
+    elif config.uses_per_code is not None and config.code_format == "custom":
+        errors.append(
+            FieldError(
+                "config.uses_per_code",
+                "is not allowed with code_format 'custom': unassigned codes are drawn at random",
+            )
+        )
     if config.issuance_limit is not None and config.issuance_limit.max_coupons < 1:
         errors.append(FieldError("config.issuance_limit.max_coupons", "must be at least 1"))
     leads = config.remind_before or []
@@ -178,6 +187,11 @@ def valid_for(config: CouponConfig) -> timedelta | None:
 def remind_before(config: CouponConfig) -> tuple[timedelta, ...]:
     """The validated config's reminder lead times, longest first."""
     return tuple(sorted((durations.of(t) for t in config.remind_before or ()), reverse=True))
+
+
+def uses_per_code(config: CouponConfig) -> int:
+    """How often one unassigned code may be redeemed (by anyone)."""
+    return config.uses_per_code if config.uses_per_code is not None else 1
 
 
 def rollback_restores_use(config: CouponConfig) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from phoenix_coupons.domain import codes, expiry, issue_keys
 from phoenix_coupons.domain.config_rules import code_spec, remind_before, valid_for
-from phoenix_coupons.domain.models import Coupon, CouponSource, Requester
+from phoenix_coupons.domain.models import Coupon, CouponKind, CouponSource, Requester
 from schemas.coupons import CouponDefinition
 
 
@@ -60,8 +60,9 @@ class CouponFactory:
         requester: Requester | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Coupon:
-        """`key`: the issue key (the coupon's id derives from it); `requester`: the API call
-        that asked for it."""
+        """`key`: the issue key (the coupon's id derives from it); `user_id` None: an
+        unassigned code (a bulk or job coupon for no user); `requester`: the API call that
+        asked for it."""
         starts_at, expires_at, valid_until = self.window(issued_at)
         return Coupon(
             id=issue_keys.coupon_id(key),
@@ -70,7 +71,7 @@ class CouponFactory:
             reward_item_id=self.reward_item_id,
             code=code,
             code_norm=codes.normalize(code),
-            kind="shared" if self.source == "definition" else "issued",
+            kind=self.kind(user_id),
             source=self.source,
             issue_key=key,
             issued_at=issued_at,
@@ -87,6 +88,11 @@ class CouponFactory:
             if self.source == "definition"
             else expiry.first_due(issued_at, expires_at, self.remind_before, issued_at),
         )
+
+    def kind(self, user_id: str | None) -> CouponKind:
+        if self.source == "definition":
+            return "shared"
+        return "unassigned" if user_id is None else "issued"
 
     def window(
         self, issued_at: datetime

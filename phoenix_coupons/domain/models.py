@@ -4,7 +4,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-CouponKind = Literal["issued", "shared"]
+# issued: to one user; shared: a definition's one custom code; unassigned: owned by no
+# user, redeemed by whoever presents it first (a generation job's `count`).
+CouponKind = Literal["issued", "shared", "unassigned"]
 CouponSource = Literal["bulk", "event", "definition"]
 
 

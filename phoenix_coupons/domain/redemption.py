@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from phoenix_coupons.domain import codes
+from phoenix_coupons.domain.config_rules import uses_per_code
 from phoenix_coupons.domain.errors import CodeNotFound, Refused
 from phoenix_coupons.domain.models import Coupon
 from schemas.coupons import CouponDefinition
@@ -68,6 +69,15 @@ def usage_group(defn: CouponDefinition, user_id: str) -> UsageGroup:
     if limit.limit_type == "global":
         return UsageGroup(f"g:{defn.id}", limit.max_uses, "global_limit_reached")
     return UsageGroup(f"n:{defn.id}", None, None)
+
+
+def code_group(coupon: Coupon, defn: CouponDefinition) -> UsageGroup | None:
+    """The code's own limit, held beside its definition's group: only an unassigned code
+    has one (`config.uses_per_code` uses, by anyone). Its slot is claimed first, so that
+    the many callers of one code contend on the code, not on the definition's slots."""
+    if coupon.kind != "unassigned":
+        return None
+    return UsageGroup(f"c:{coupon.id}", uses_per_code(defn.config), "code_limit_reached")
 
 
 def free_slot(redemption_id: str) -> str:

@@ -7,9 +7,10 @@ issued while an export runs may be left out, but none is written twice.
 
 `uses` and `last_redeemed_at` are the kept counts of the usage group the code's redemptions
 count against (`uses:<group>` in `counters`), read once per batch by `_id`: a code owned by
-a user under a `per_user` limit, the owner's uses of the definition; any code under a
-`global` limit, the definition's uses; a shared code under `per_user`, or any code of an
-`unlimited` definition, none kept (empty)."""
+a user under a `per_user` limit, the owner's uses of the definition; an unassigned code,
+its own uses (by anyone); any other code under a `global` limit, the definition's uses; a
+shared code under `per_user`, or any code of an `unlimited` definition, none kept
+(empty)."""
 
 import asyncio
 import csv
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from phoenix_coupons.domain.models import Coupon
-from phoenix_coupons.domain.redemption import usage_group
+from phoenix_coupons.domain.redemption import code_group, usage_group
 from phoenix_coupons.services.definitions import definition_not_found
 from phoenix_coupons.services.ports import (
     CouponRepo,
@@ -54,6 +55,9 @@ BATCH = 1000
 def usage_key(defn: CouponDefinition, coupon: Coupon) -> str | None:
     """The usage group whose kept count is this code's `uses`; None when none is kept for
     it (see the module's docstring)."""
+    own = code_group(coupon, defn)
+    if own is not None:  # an unassigned code: its own uses
+        return own.key
     limit = defn.config.usage_limit.limit_type
     if limit == "global" or (limit == "per_user" and coupon.user_id is not None):
         return usage_group(defn, coupon.user_id or "").key
