@@ -27,7 +27,7 @@ from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFail
 from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import OutboxEntry
-from phoenix_coupons.domain.redemption import Redemption, free_slot
+from phoenix_coupons.domain.redemption import Redemption, free_slot, slot_group
 from phoenix_coupons.domain.reservation import HoldTurn, Reservation, Settled
 from phoenix_coupons.services.ports import Claim, GroupUsage, Page, Reserved, StoredCoupon
 from schemas.coupons import CouponDefinition
@@ -483,16 +483,35 @@ class FakeRedemptionRepo:
             self.claim(slot, _Slot(r.group, slot_no, redemption_id=r.id), replaces, r.redeemed_at)
         self.rows[r.id] = _Held(r, slot, slot_no)
 
+    async def claim_code_slot(
+        self, redemption: Redemption, group: str, slot: str, slot_no: int, replaces: str | None
+    ) -> None:
+        r = redemption
+        self.claim(slot, _Slot(group, slot_no, redemption_id=r.id), replaces, r.redeemed_at)
+
+    def free(self, slot: str | None, holder: str) -> None:
+        """Delete the slot if `holder` (a redemption or a hold) still holds it."""
+        held = self.slots.get(slot or "")
+        if held is not None and holder in (held.redemption_id, held.reservation_id):
+            del self.slots[slot or ""]
+
+    async def release_code_slot(self, redemption: Redemption) -> None:
+        self.free(redemption.code_slot, redemption.id)
+
     async def insert_held(
         self, redemption: Redemption, hold: Reservation, now: datetime
     ) -> HoldTurn:
         r = redemption
-        if hold.slot is not None and hold.slot_no is not None:
-            held = self.slots.get(hold.slot)
+        turned: list[str] = []
+        for slot in hold.slots:
+            held = self.slots.get(slot)
             if held is not None and held.reservation_id == hold.id and not _over(held, now):
-                self.slots[hold.slot] = _Slot(r.group, hold.slot_no, redemption_id=r.id)
+                self.slots[slot] = _Slot(held.group, held.slot_no, redemption_id=r.id)
             elif held is None or held.redemption_id != r.id:
+                for t in turned:
+                    self.free(t, r.id)
                 return "lost"
+            turned.append(slot)
         if r.id in self.rows:
             return "again"
         self.rows[r.id] = _Held(r, hold.slot or free_slot(r.id), hold.slot_no)
@@ -525,7 +544,9 @@ class FakeRedemptionRepo:
         found = {}
         for g in groups:
             times = [
-                h.redemption.redeemed_at for h in self.rows.values() if h.redemption.group == g
+                h.redemption.redeemed_at
+                for h in self.rows.values()
+                if g in (h.redemption.group, slot_group(h.redemption.code_slot or ""))
             ]
             found[g] = GroupUsage(await self.active_count(g), max(times, default=None))
         return found
@@ -553,8 +574,9 @@ class FakeRedemptionRepo:
         if keep_use:
             self.rows[redemption_id] = _Held(rolled, held.slot, held.slot_no)
         else:
-            if self.slots.get(held.slot, _Slot("", 0)).redemption_id == redemption_id:
-                del self.slots[held.slot]
+            self.free(held.slot, redemption_id)
+            self.free(rolled.code_slot, redemption_id)
+            rolled = replace(rolled, code_slot=None)
             self.rows[redemption_id] = _Held(rolled, free_slot(redemption_id), None)
         return rolled
 
@@ -573,6 +595,17 @@ class FakeReservationRepo:
     def __init__(self, redemptions: FakeRedemptionRepo) -> None:
         self.rows: dict[str, Reservation] = {}
         self._slots = redemptions
+
+    async def claim_code_slot(
+        self, reservation: Reservation, group: str, slot: str, slot_no: int, replaces: str | None
+    ) -> None:
+        r = reservation
+        holder = _Slot(group, slot_no, reservation_id=r.id, hold_until=r.expires_at)
+        self._slots.claim(slot, holder, replaces, r.reserved_at)
+
+    async def release_slot(self, reservation: Reservation) -> None:
+        for slot in reservation.slots:
+            self._slots.free(slot, reservation.id)
 
     async def insert(self, reservation: Reservation, replaces: str | None = None) -> None:
         r = reservation
@@ -610,10 +643,8 @@ class FakeReservationRepo:
         return done
 
     async def finish(self, reservation: Reservation) -> None:
-        r = reservation
-        held = self._slots.slots.get(r.slot or "")
-        if r.state in ("released", "expired") and held and held.reservation_id == r.id:
-            del self._slots.slots[r.slot or ""]
+        if reservation.state in ("released", "expired"):
+            await self.release_slot(reservation)
 
 
 class FakeOutbox:

@@ -10,7 +10,12 @@ A hold (reservation_repo.py) holds a slot too: the slot names its `reservation_i
 `hold_until` (epoch ms) instead of a redemption. Once `hold_until` has passed, a new holder
 takes the slot over in one conditional update (`_id`, the old holder, `hold_until` passed):
 the count is unchanged, and the expired hold has freed its use without waiting for a sweep.
-A confirm turns its hold's slot into its redemption's the same way (`insert_held`)."""
+A confirm turns its hold's slot into its redemption's the same way (`insert_held`).
+
+An unassigned code's use holds two slots: one of the code's own group (`code_slot`, claimed
+first: the callers of one code contend there) and one of the definition's group. Each is
+claimed, confirmed, swept and given back as above; a redemption refused the second slot
+gives the first back at once (a crash in between leaves it unconfirmed: swept)."""
 
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +31,7 @@ from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import REDEMPTION_SLOTS
 from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
 from phoenix_coupons.domain.errors import Contended, SlotTaken
-from phoenix_coupons.domain.redemption import Redemption, free_slot
+from phoenix_coupons.domain.redemption import Redemption, free_slot, slot_group
 from phoenix_coupons.domain.reservation import HoldTurn, Reservation
 from phoenix_coupons.services.ports import GroupUsage
 from schemas.redemptions import Coupon as CouponSnapshot
@@ -64,7 +69,14 @@ def to_doc(redemption: Redemption, slot: str, slot_no: int | None) -> Doc:
         "rollback_reason": r.rollback_reason,
         "use_kept": r.use_kept,
         "reservation_id": r.reservation_id,
+        "code_slot": r.code_slot,
     }
+
+
+def numbered(doc: Doc) -> list[str]:
+    """The numbered slots a stored redemption holds: its group's (unless free) and its code's."""
+    slots = [doc["slot"]] if doc.get("slot_no") is not None else []
+    return slots + ([doc["code_slot"]] if doc.get("code_slot") else [])
 
 
 def hold_taken_over(slot: str, holder: str, new_holder: Doc, now: datetime) -> tuple[Doc, Doc]:
@@ -97,6 +109,7 @@ def from_doc(doc: Doc) -> Redemption:
         rollback_reason=doc.get("rollback_reason"),
         use_kept=bool(doc.get("use_kept")),
         reservation_id=doc.get("reservation_id"),
+        code_slot=doc.get("code_slot"),
     )
 
 
@@ -122,12 +135,32 @@ class MongoRedemptionRepo:
                 continue
         raise Contended(f"could not allocate a slot hint for {group}")
 
+    async def claim_code_slot(
+        self, redemption: Redemption, group: str, slot: str, slot_no: int, replaces: str | None
+    ) -> None:
+        """Claim a slot of an unassigned code's own group for the redemption (unconfirmed:
+        `insert` confirms it with the redemption's slot). SlotTaken when it is taken."""
+        r = redemption
+        holder = {"redemption_id": r.id, "unconfirmed": epoch_ms(r.redeemed_at)}
+        await claim_slot(
+            self._slots, self._counts, slot, group, slot_no, holder, replaces, r.redeemed_at
+        )
+
+    async def release_code_slot(self, redemption: Redemption) -> None:
+        """Give back the code's slot of a redemption that was not stored."""
+        r = redemption
+        if r.code_slot is not None:
+            await release_slots(
+                self._slots, self._counts, [(r.code_slot, r.id, slot_group(r.code_slot))]
+            )
+
     async def insert(
         self, redemption: Redemption, slot: str, slot_no: int | None, replaces: str | None = None
     ) -> None:
         """Claim the slot (a numbered one; `replaces`: take it over from that expired hold),
-        insert the redemption, confirm the slot. Raises SlotTaken when the slot (or the id)
-        is taken; nothing of this call is left then."""
+        insert the redemption, confirm its slots (an unassigned code's too). Raises SlotTaken
+        when the slot (or the id) is taken; nothing of this call is left then but the code's
+        slot (`release_code_slot`)."""
         r = redemption
         if slot_no is not None:
             holder = {"redemption_id": r.id, "unconfirmed": epoch_ms(r.redeemed_at)}
@@ -140,40 +173,57 @@ class MongoRedemptionRepo:
             if slot_no is not None:
                 await release_slots(self._slots, self._counts, [(slot, r.id, r.group)])
             raise SlotTaken(str(exc)) from exc
-        if slot_no is not None:
-            await self._slots.update_one({"_id": slot}, {"$unset": {"unconfirmed": ""}})
+        await self._confirm(
+            [s for s in (slot if slot_no is not None else None, r.code_slot) if s], r.id
+        )
+
+    async def _confirm(self, slots: Sequence[str], redemption_id: str) -> None:
+        """The redemption is stored: its slots are no longer in question."""
+        if slots:
+            await self._slots.update_many(
+                {"_id": {"$in": list(slots)}, "redemption_id": redemption_id},
+                {"$unset": {"unconfirmed": ""}},
+            )
 
     async def insert_held(
         self, redemption: Redemption, hold: Reservation, now: datetime
     ) -> HoldTurn:
-        """Turn the hold's slot into the redemption's (while the hold is still the slot's and
-        its time not over), insert the redemption, confirm the slot: "turned"; "again" when
-        an earlier call of this hold stored it; "lost" when the hold lost its slot."""
+        """Turn the hold's slots into the redemption's (while the hold still holds them and
+        its time is not over), insert the redemption, confirm the slots: "turned"; "again"
+        when an earlier call of this hold stored it; "lost" when the hold lost a slot (the
+        ones turned before are given back)."""
         r = redemption
         slot = hold.slot or free_slot(r.id)
-        if hold.slot is not None:
-            turned = await self._slots.find_one_and_update(
-                {"_id": hold.slot, "reservation_id": hold.id, "hold_until": {"$gt": epoch_ms(now)}},
-                {
-                    "$set": {"redemption_id": r.id, "unconfirmed": epoch_ms(now)},
-                    "$unset": {"reservation_id": "", "hold_until": ""},
-                },
-            )
-            if turned is None:
-                held = await self._slots.find_one({"_id": hold.slot}, {"redemption_id": 1})
-                if held is None or held.get("redemption_id") != r.id:
-                    return "lost"
-            await self._counts.add({}, {uses_key(r.group): epoch_ms(r.redeemed_at)})
+        turned: list[str] = []
+        for held in hold.slots:
+            if not await self._turn(held, hold.id, r, now):
+                await release_slots(
+                    self._slots, self._counts, [(t, r.id, slot_group(t)) for t in turned]
+                )
+                return "lost"
+            turned.append(held)
+            await self._counts.add({}, {uses_key(slot_group(held)): epoch_ms(r.redeemed_at)})
         outcome: HoldTurn = "turned"
         try:
             await self._col.insert_one(to_doc(r, slot, hold.slot_no))
         except DuplicateKeyError:  # an earlier confirm of this hold stored it
             outcome = "again"
-        if hold.slot is not None:
-            await self._slots.update_one(
-                {"_id": hold.slot, "redemption_id": r.id}, {"$unset": {"unconfirmed": ""}}
-            )
+        await self._confirm(turned, r.id)
         return outcome
+
+    async def _turn(self, slot: str, hold_id: str, r: Redemption, now: datetime) -> bool:
+        """The hold's slot made the redemption's (or made so by an earlier confirm)."""
+        turned = await self._slots.find_one_and_update(
+            {"_id": slot, "reservation_id": hold_id, "hold_until": {"$gt": epoch_ms(now)}},
+            {
+                "$set": {"redemption_id": r.id, "unconfirmed": epoch_ms(now)},
+                "$unset": {"reservation_id": "", "hold_until": ""},
+            },
+        )
+        if turned is not None:
+            return True
+        held = await self._slots.find_one({"_id": slot}, {"redemption_id": 1})
+        return held is not None and held.get("redemption_id") == r.id
 
     async def expired_holds(self, group: str, now: datetime) -> dict[int, str]:
         """The group's slots held by holds whose time is over at `now`: number -> holder."""
@@ -217,21 +267,21 @@ class MongoRedemptionRepo:
         kept: the rolled-back redemption still holds its slot (`use_kept`)."""
         held = await self._col.find_one(
             {"_id": redemption_id, "tenant_id": tenant_id, "state": "redeemed"},
-            {"slot_no": 1, "slot": 1},
+            {"slot_no": 1, "slot": 1, "code_slot": 1},
         )
         if held is None:
             return None
-        frees = held.get("slot_no") is not None and not keep_use
-        if frees:
-            await self._slots.update_one(
-                {"_id": held["slot"], "redemption_id": redemption_id},
+        freed = [] if keep_use else numbered(held)
+        if freed:
+            await self._slots.update_many(
+                {"_id": {"$in": freed}, "redemption_id": redemption_id},
                 {"$set": {"unconfirmed": epoch_ms(at)}},
             )
         change: Doc = {"state": "rolled_back", "rolled_back_at": at, "rollback_reason": reason}
         if keep_use:
             change["use_kept"] = True
         else:
-            change.update(slot=free_slot(redemption_id), slot_no=None)
+            change.update(slot=free_slot(redemption_id), slot_no=None, code_slot=None)
         before = await self._col.find_one_and_update(
             {"_id": redemption_id, "tenant_id": tenant_id, "state": "redeemed"},
             {"$set": change},
@@ -239,9 +289,11 @@ class MongoRedemptionRepo:
         )
         if before is None:
             return None
-        if frees and before.get("slot_no") is not None:
+        if freed:
             await release_slots(
-                self._slots, self._counts, [(before["slot"], redemption_id, before["group"])]
+                self._slots,
+                self._counts,
+                [(s, redemption_id, slot_group(s)) for s in numbered(before)],
             )
         return from_doc({**before, **change})
 
@@ -309,14 +361,14 @@ async def sweep_slots(mongo: Mongo, now: datetime, grace: timedelta) -> int:
     holders = {
         d["_id"]: d
         async for d in mongo.redemptions.find(
-            {"_id": {"$in": ids}}, {"state": 1, "slot": 1, "use_kept": 1}
+            {"_id": {"$in": ids}}, {"state": 1, "slot": 1, "code_slot": 1, "use_kept": 1}
         )
     }
     confirm, release = [], []
     for d in stale:
         r = holders.get(d["redemption_id"])
         holds = r is not None and (r.get("state") == "redeemed" or r.get("use_kept"))
-        if holds and r is not None and r.get("slot") == d["_id"]:
+        if holds and r is not None and d["_id"] in (r.get("slot"), r.get("code_slot")):
             confirm.append(d["_id"])
         else:
             release.append((d["_id"], d["redemption_id"], d["group"]))

@@ -1,6 +1,7 @@
 """Holds (reservations) in MongoDB: one document per reservation (`_id` = its id), and the
 slot of its usage group it holds (redemption_repo.py: the slot names the reservation and
-`hold_until`). Writes, no transaction:
+`hold_until`; an unassigned code's hold also holds a slot of the code's own group).
+Writes, no transaction:
 
 - reserve: claim the slot (or take over an expired hold's), insert the reservation (a crash
   between leaves a slot that frees itself at `hold_until`);
@@ -28,6 +29,7 @@ from phoenix_coupons.adapters.redemption_repo import (
 )
 from phoenix_coupons.domain.errors import SlotTaken
 from phoenix_coupons.domain.outbox import redeemed, released
+from phoenix_coupons.domain.redemption import slot_group
 from phoenix_coupons.domain.reservation import Reservation, Settled, ending
 from schemas.redemptions import Coupon as CouponSnapshot
 from schemas.rewards import RewardItem
@@ -55,6 +57,7 @@ def to_doc(r: Reservation) -> Doc:
         "metadata": None if r.metadata is None else dict(r.metadata),
         "redemption_id": r.redemption_id,
         "settled_at": r.settled_at,
+        "code_slot": r.code_slot,
     }
 
 
@@ -75,6 +78,7 @@ def from_doc(doc: Doc) -> Reservation:
         metadata=doc.get("metadata"),
         redemption_id=doc.get("redemption_id"),
         settled_at=aware(doc.get("settled_at")),
+        code_slot=doc.get("code_slot"),
     )
 
 
@@ -83,6 +87,17 @@ class MongoReservationRepo:
         self._col = mongo.db[RESERVATIONS.name]
         self._slots = mongo.db[REDEMPTION_SLOTS.name]
         self._counts = MongoCounters(mongo)
+
+    async def claim_code_slot(
+        self, reservation: Reservation, group: str, slot: str, slot_no: int, replaces: str | None
+    ) -> None:
+        """Hold a slot of an unassigned code's own group (before the definition's group's
+        slot, which `insert` claims). SlotTaken when it is taken."""
+        r = reservation
+        holder = {"reservation_id": r.id, "hold_until": epoch_ms(r.expires_at)}
+        await claim_slot(
+            self._slots, self._counts, slot, group, slot_no, holder, replaces, r.reserved_at
+        )
 
     async def insert(self, reservation: Reservation, replaces: str | None = None) -> None:
         """Hold its slot (numbered; `replaces`: taken over from that expired hold), then store
@@ -158,10 +173,10 @@ class MongoReservationRepo:
         await self._col.update_one({"_id": reservation.id}, {"$unset": {"open_until": ""}})
 
     async def release_slot(self, r: Reservation) -> None:
-        if r.slot is not None:
-            await release_slots(
-                self._slots, self._counts, [(r.slot, r.id, r.group)], "reservation_id"
-            )
+        """Free the slots the hold still holds (a slot taken over is another's now)."""
+        if r.slots:
+            held = [(s, r.id, slot_group(s)) for s in r.slots]
+            await release_slots(self._slots, self._counts, held, "reservation_id")
 
     async def lease(self, r: Reservation, now: datetime, grace: timedelta) -> bool:
         """A settled hold's unfinished work, for one sweep: its mark moved past `now` by the

@@ -47,6 +47,9 @@ class Redemption:
     rollback_reason: str | None = None
     use_kept: bool = False
     reservation_id: str | None = None  # the hold it confirmed
+    # An unassigned code's use: the slot of the code's own group (`code_group`) it holds
+    # beside its group's, and gives back with it.
+    code_slot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,11 @@ class UsageGroup:
 
     def slot(self, number: int) -> str:
         return f"{self.key}#{number}"
+
+
+def slot_group(slot: str) -> str:
+    """The usage group a numbered slot (`UsageGroup.slot`: `<group>#<number>`) belongs to."""
+    return slot.rpartition("#")[0]
 
 
 def usage_group(defn: CouponDefinition, user_id: str) -> UsageGroup:

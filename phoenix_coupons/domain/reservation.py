@@ -28,7 +28,8 @@ HoldTurn = Literal["turned", "again", "lost"]
 @dataclass(frozen=True)
 class Reservation:
     """`slot` (number `slot_no` of the usage group `group`): the slot it holds, None when its
-    group has no limit. `redemption_id`: the redemption a confirm makes (set when a confirm
+    group has no limit; an unassigned code's hold also holds a slot of the code's own group
+    (`code_slot`). `redemption_id`: the redemption a confirm makes (set when a confirm
     starts, so that every confirm of this hold makes that one redemption)."""
 
     id: str
@@ -46,6 +47,12 @@ class Reservation:
     metadata: Mapping[str, Any] | None = None
     redemption_id: str | None = None
     settled_at: datetime | None = None
+    code_slot: str | None = None  # an unassigned code's own slot, held beside `slot`
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """The slots it holds: the code's own first (the order they are claimed in)."""
+        return tuple(s for s in (self.code_slot, self.slot) if s is not None)
 
     def held_at(self, now: datetime) -> bool:
         """Still holding its use at `now`: held, and its time not over."""

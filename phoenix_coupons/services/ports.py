@@ -220,12 +220,23 @@ class RedemptionRepo(Protocol):
         redemption's id is taken."""
         ...
 
+    async def claim_code_slot(
+        self, redemption: Redemption, group: str, slot: str, slot_no: int, replaces: str | None
+    ) -> None:
+        """Take slot `slot_no` of an unassigned code's own group for the redemption, before
+        `insert` (which confirms it); SlotTaken when it is taken."""
+        ...
+
+    async def release_code_slot(self, redemption: Redemption) -> None:
+        """Give back the code's slot of a redemption that was not stored."""
+        ...
+
     async def insert_held(
         self, redemption: Redemption, hold: Reservation, now: datetime
     ) -> HoldTurn:
-        """Store it in the slot `hold` holds, while the hold still holds it and is open at
-        `now`: "turned"; "again" when an earlier call stored it; "lost" when the hold lost
-        its slot."""
+        """Store it in the slots `hold` holds, while the hold still holds them and is open
+        at `now`: "turned"; "again" when an earlier call stored it; "lost" when the hold
+        lost a slot."""
         ...
 
     async def expired_holds(self, group: str, now: datetime) -> dict[int, str]:
@@ -257,9 +268,20 @@ class ReservationRepo(Protocol):
     """Holds: each holds a slot of its usage group as a redemption does (none when the group
     has no limit), until confirmed, released or its time is over."""
 
+    async def claim_code_slot(
+        self, reservation: Reservation, group: str, slot: str, slot_no: int, replaces: str | None
+    ) -> None:
+        """Hold slot `slot_no` of an unassigned code's own group, before `insert`;
+        SlotTaken when it is taken."""
+        ...
+
     async def insert(self, reservation: Reservation, replaces: str | None = None) -> None:
         """Hold its slot (`replaces`: taken over from that expired hold) and store it;
-        SlotTaken when the slot or its id is taken."""
+        SlotTaken when the slot or its id is taken (its slots are given back then)."""
+        ...
+
+    async def release_slot(self, reservation: Reservation) -> None:
+        """Free the slots it still holds."""
         ...
 
     async def get(self, tenant_id: str, reservation_id: str) -> Reservation | None: ...

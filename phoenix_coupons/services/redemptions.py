@@ -1,6 +1,9 @@
 """Validate, redeem and roll back coupons; exact usage limits under concurrency. Their events
 go through the outbox: prepared before the redemption is written, readied after. Holds
-(services/reservations.py) take their uses through the same slots (`take_slot`)."""
+(services/reservations.py) take their uses through the same slots (`take_slot`).
+
+An unassigned code's use takes two slots: one of the code's own group (`uses_per_code`)
+first, then one of its definition's group; refused the second, it gives the first back."""
 
 import asyncio
 import random
@@ -25,6 +28,7 @@ from phoenix_coupons.domain.outbox import redeemed, rolled_back
 from phoenix_coupons.domain.redemption import (
     Redemption,
     UsageGroup,
+    code_group,
     code_matches,
     free_slot,
     refusal,
@@ -61,6 +65,7 @@ class Admitted:
     reward: RewardItem
     group: UsageGroup
     now: datetime
+    own: UsageGroup | None = None  # an unassigned code's own group (domain/redemption.py)
 
 
 def keyed_id(namespace: uuid.UUID, tenant_id: str, idempotency_key: str) -> str:
@@ -111,6 +116,27 @@ async def take_slot(
             raise refused(full)
         random.shuffle(holes)  # concurrent callers spread over the free slots
         candidates = list(holes)
+
+
+async def take_own_slot(
+    redemptions: RedemptionRepo,
+    own: UsageGroup | None,
+    now: datetime,
+    claim: ClaimSlot,
+    clash: Callable[[], Awaitable[bool]],
+) -> str | None:
+    """Claim a slot of an unassigned code's own group (None: the code has none), ahead of
+    its definition's group; the slot taken, or `own`'s refusal (code_limit_reached)."""
+    if own is None:
+        return None
+    taken: list[str] = []
+
+    async def claim_one(slot: str, number: int, replaces: str | None) -> None:
+        await claim(slot, number, replaces)
+        taken.append(slot)
+
+    await take_slot(redemptions, own, now, claim_one, clash)
+    return taken[-1]
 
 
 def coupon_view(coupon: Coupon) -> CouponView:
@@ -188,9 +214,10 @@ class RedemptionService:
         now = self._clock()
         reason = refusal(coupon, defn, body.user_id, now)
         if reason is None:
-            group = usage_group(defn, body.user_id)
-            if not await self.has_room(group, now):
-                reason = group.refusal
+            for group in (code_group(coupon, defn), usage_group(defn, body.user_id)):
+                if group is not None and not await self.has_room(group, now):
+                    reason = group.refusal
+                    break
         return ValidateResponse(
             valid=reason is None,
             reason=reason,
@@ -205,7 +232,8 @@ class RedemptionService:
         reason = refusal(coupon, defn, body.user_id, now)
         if reason is not None:
             raise refused(reason)
-        return Admitted(coupon, defn, reward, usage_group(defn, body.user_id), now)
+        group = usage_group(defn, body.user_id)
+        return Admitted(coupon, defn, reward, group, now, code_group(coupon, defn))
 
     async def has_room(self, group: UsageGroup, now: datetime) -> bool:
         """Whether a use of the group is free at `now`: its kept count under the limit, or,
@@ -252,7 +280,7 @@ class RedemptionService:
         entry = redeemed(redemption, actor)
         await self._outbox.prepare([entry])
         try:
-            await self._take_slot(redemption, group, keyed=idempotency_key is not None)
+            await self._take_slot(redemption, ok, keyed=idempotency_key is not None)
         except (SlotTaken, Refused):
             # Only the redemption id can clash here: a concurrent call with the same key won.
             # Its use may also be the one that filled the limit: replay it, not a refusal.
@@ -272,21 +300,33 @@ class RedemptionService:
         self._on_redeemed()
         return redemption_view(redemption), True
 
-    async def _take_slot(self, redemption: Redemption, group: UsageGroup, keyed: bool) -> None:
-        """Insert the redemption into a free slot of its group, or refuse at the limit.
-        `keyed`: the redemption id comes from an Idempotency-Key, so a clash may be on it."""
-        r, repo = redemption, self._redemptions
-        if group.limit is None:
-            await repo.insert(r, free_slot(r.id), None)
-            return
-
-        async def claim(slot: str, number: int, replaces: str | None) -> None:
-            await repo.insert(r, slot, number, replaces)
+    async def _take_slot(self, redemption: Redemption, ok: Admitted, keyed: bool) -> None:
+        """Insert the redemption into a free slot of its group (an unassigned code's: after
+        one of the code's own), or refuse at the limit. `keyed`: the redemption id comes from
+        an Idempotency-Key, so a clash may be on it."""
+        r, repo, group = redemption, self._redemptions, ok.group
 
         async def clash() -> bool:
             return keyed and await repo.get(r.tenant_id, r.id) is not None
 
-        await take_slot(repo, group, r.redeemed_at, claim, clash)
+        async def claim_own(slot: str, number: int, replaces: str | None) -> None:
+            assert ok.own is not None
+            await repo.claim_code_slot(r, ok.own.key, slot, number, replaces)
+
+        own = await take_own_slot(repo, ok.own, r.redeemed_at, claim_own, clash)
+        r = replace(r, code_slot=own)
+
+        async def claim(slot: str, number: int, replaces: str | None) -> None:
+            await repo.insert(r, slot, number, replaces)
+
+        try:
+            if group.limit is None:
+                await repo.insert(r, free_slot(r.id), None)
+            else:
+                await take_slot(repo, group, r.redeemed_at, claim, clash)
+        except BaseException:
+            await repo.release_code_slot(r)  # cut short (cancelled): the sweep's
+            raise
 
     def _replay(self, earlier: Redemption, body: RedeemRequest) -> RedemptionView:
         if earlier.request_hash != request_hash(body):

@@ -34,6 +34,7 @@ from phoenix_coupons.services.redemptions import (
     coupon_view,
     keyed_id,
     redemption_view,
+    take_own_slot,
     take_slot,
 )
 from schemas.redemptions import RedeemRequest, ReserveRequest
@@ -130,19 +131,30 @@ class ReservationService:
         entry = reserved(hold, actor)
         await self._outbox.prepare([entry])
         repo = self._reservations
+
+        async def clash() -> bool:
+            keyed = idempotency_key is not None
+            return keyed and await repo.get(tenant_id, rid) is not None
+
+        async def claim_own(slot: str, number: int, replaces: str | None) -> None:
+            assert ok.own is not None
+            await repo.claim_code_slot(hold, ok.own.key, slot, number, replaces)
+
         try:
-            if group.limit is None:
-                await repo.insert(hold)
-            else:
+            own = await take_own_slot(self._redemptions, ok.own, now, claim_own, clash)
+            hold = replace(hold, code_slot=own)
+            try:
+                if group.limit is None:
+                    await repo.insert(hold)
+                else:
 
-                async def claim(slot: str, number: int, replaces: str | None) -> None:
-                    await repo.insert(replace(hold, slot=slot, slot_no=number), replaces)
+                    async def claim(slot: str, number: int, replaces: str | None) -> None:
+                        await repo.insert(replace(hold, slot=slot, slot_no=number), replaces)
 
-                async def clash() -> bool:
-                    keyed = idempotency_key is not None
-                    return keyed and await repo.get(tenant_id, rid) is not None
-
-                await take_slot(self._redemptions, group, now, claim, clash)
+                    await take_slot(self._redemptions, group, now, claim, clash)
+            except BaseException:
+                await repo.release_slot(hold)  # the code's slot (the group's: not taken)
+                raise
         except (SlotTaken, Refused):
             # As redeem: a concurrent reserve with the same key won; replay it.
             stored = await repo.get(tenant_id, rid) if idempotency_key is not None else None
@@ -232,6 +244,7 @@ class ReservationService:
             request_hash=asked,
             metadata=hold.metadata,
             reservation_id=hold.id,
+            code_slot=hold.code_slot,
         )
         turn = await self._redemptions.insert_held(redemption, hold, at)
         if turn == "lost":
