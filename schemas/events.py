@@ -1,4 +1,5 @@
-"""Outbound Kafka events. JSON, UTF-8, key = user_id, deduplicable by `event_id`."""
+"""Outbound Kafka events. JSON, UTF-8, key = user_id (an unassigned code's `coupon.issued`:
+coupon_id; a whole definition's events: definition_id), deduplicable by `event_id`."""
 
 from datetime import datetime
 from typing import Any, Literal

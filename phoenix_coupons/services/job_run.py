@@ -1,5 +1,6 @@
 """Running generation jobs: a runner claims the oldest job with a lease, makes its rows'
-coupons chunk by chunk and records each chunk done (with its counts and the lease extended)
+coupons chunk by chunk (a count job's chunk: its lines, made from the job, each an
+unassigned code) and records each chunk done (with its counts and the lease extended)
 in one update conditional on still holding the lease.
 
 Exactly once without transactions: each row's coupon has the issue key job id + line, so its
