@@ -21,9 +21,15 @@ class JobRequest(BaseModel):
     presents one first redeems it). Which one is checked by the service (a 422 naming both
     fields), so that the error names them rather than the body."""
 
+    # What the service accepts, null standing for absent: exactly one of the two given.
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"oneOf": [{"required": ["user_ids"]}, {"required": ["count"]}]},
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["user_ids"], "properties": {"user_ids": {"type": "array"}}},
+                {"required": ["count"], "properties": {"count": {"type": "integer"}}},
+            ]
+        },
     )
 
     user_ids: list[ExternalId] | None = Field(default=None, min_length=1, max_length=JOB_MAX_ROWS)
