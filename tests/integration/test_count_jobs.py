@@ -2,8 +2,8 @@
 by the job runner in chunks (no rows stored), each stored once under its line's issue key
 and announced once on the issued topic (keyed by coupon id, `user_id` null), in no wallet,
 shown by the code lookup and the timeline, and exported exactly as the job made them; the
-refusals before a job starts (both or neither field, custom definition, code space, budget)
-and an idempotent count submission."""
+refusals before a job starts (both or neither field, custom definition, code space, budget),
+an idempotent count submission, and a job of a million codes stored as one document."""
 
 from typing import Any
 
@@ -171,6 +171,15 @@ async def test_a_keyed_count_submission_returns_the_first_job(
     assert first.json()["id"] == again.json()["id"]
     other = await client.post(url, json={"count": 6}, headers=keyed)
     assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
+
+    # The largest job costs one document: no rows stored (cancelled before any runner).
+    million = await client.post(url, json={"count": 1_000_000}, headers=admin["headers"])
+    assert million.status_code == 202, million.text
+    big = million.json()
+    cancelled = await client.post(f"{url}/{big['id']}/cancel", headers=admin["headers"])
+    assert (cancelled.json()["status"], cancelled.json()["total"]) == ("cancelled", 1_000_000)
+    rows = container.mongo.db[GENERATION_JOB_ROWS.name]
+    assert await rows.count_documents({"_id": {"$regex": f"^{big['id']}:"}}) == 0
     await run_all(container.job_run)
     stored = await container.mongo.coupons.count_documents({"definition_id": defn["id"]})
     assert stored == 5
