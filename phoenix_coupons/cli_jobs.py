@@ -1,8 +1,8 @@
 """`phoenix-coupons codes generate DEFINITION_ID --tenant T (--count N | --users FILE.csv)`:
 submit a generation job (N unassigned codes, or one coupon per row of a CSV file) over the
-HTTP API and follow it with a progress bar (generated / total, rate,
-time left) until it ends, then print its summary and row errors. Ctrl-C detaches: the job
-goes on, and the command prints how to cancel it.
+HTTP API and follow it with a progress bar (generated / total, rate, time left) until it
+ends, then print its summary and row errors. Ctrl-C detaches: the job goes on, and the
+command prints how to cancel it.
 
 On a terminal the bar is rich's; elsewhere (CI logs, a pipe) one plain line per change."""
 
