@@ -4,7 +4,8 @@
 #> A marketing team's campaign of codes for a list of users: a definition whose codes follow
 #> a pattern, a generation job submitted from a CSV file with the command line (its progress,
 #> its summary and the rows it refused), the job read over the API, and every code of the
-#> campaign exported to a file. This page is generated from [`campaign.sh`](campaign.sh)
+#> campaign exported to a file; then printed store cards, a job of codes owned by no user,
+#> and their export. This page is generated from [`campaign.sh`](campaign.sh)
 #> (`make docs`), and `tests/e2e/test_walkthrough.py` runs that script against a stack
 #> started as `make run` starts it: every command below runs as written.
 #>
@@ -117,8 +118,63 @@ PATTERNED=$(tail -n +2 "$WORK/codes.csv" | cut -d, -f1 | grep -cE '^CARD-[2-9]{4
 #> ```
 #>
 #> The export is sorted newest first (then by coupon id); `uses` counts the redemptions held
-#> against each code's limit ([api.md](api.md#exporting-a-definitions-codes)). Still to come:
-#> jobs of codes owned by no user (`{"count": N}`), for printed cards anyone may redeem.
+#> against each code's limit ([api.md](api.md#exporting-a-definitions-codes)).
+#>
+#> ## 5. Printed cards: codes owned by no user
+#>
+#> Cards handed out in stores carry codes nobody owns yet: whoever presents one first
+#> redeems it (`config.uses_per_code` times, 1 by default), and the definition's
+#> `usage_limit` holds on top (here one card per person). `--count N` submits a job of N
+#> unassigned codes ([api.md](api.md#generation-jobs)); no file is needed.
+
+CARDS=$(http 201 -X POST "$BASE/v1/tenants/$TENANT/coupons" -H "X-API-Key: $KEY" \
+  -H 'Content-Type: application/json' \
+  -d '{"name": "Winter store cards", "config": {"reward_item_id": "'"$ITEM"'",
+       "code_format": "random", "code_pattern": "STORE-####-????",
+       "usage_limit": {"limit_type": "per_user", "max_uses": 1}}}' \
+  | jq -r .id)
+"$PY" -m phoenix_coupons codes generate "$CARDS" --tenant "$TENANT" --count 300
+
+#> ```
+#> job 3708dc89-364a-503b-acea-01f744983c67: 300 unassigned codes queued
+#> queued: generated 0/300, failed 0, 0 rows/s, time left unknown
+#> succeeded: generated 300/300, failed 0, 560 rows/s, 0 s left
+#> job 3708dc89-364a-503b-acea-01f744983c67 succeeded: 300 generated, 0 failed of 300
+#> ```
+#>
+#> Their export: `kind` is `unassigned` and `user_id` empty (null in JSON Lines): no user
+#> owns them.
+
+"$PY" -m phoenix_coupons codes export "$CARDS" --tenant "$TENANT" -o "$WORK/cards.jsonl" 2>&1 \
+  | tail -1
+head -2 "$WORK/cards.jsonl"
+jq -s -e -c 'select(length == 300 and all(.kind == "unassigned" and .user_id == null))
+             | group_by(.kind) | map({kind: .[0].kind, codes: length})' "$WORK/cards.jsonl"
+
+#> ```
+#> exported 300 codes of d2e6cdcc-898d-489a-869e-dfabc7be120d to /tmp/tmp.uhpdeA88kr/cards.jsonl (jsonl)
+#> {"code":"STORE-3587-JASA","kind":"unassigned","user_id":null,"status":"active","starts_at":null,"expires_at":null,"uses":0,"last_redeemed_at":null,"metadata":null}
+#> {"code":"STORE-3424-RVHM","kind":"unassigned","user_id":null,"status":"active","starts_at":null,"expires_at":null,"uses":0,"last_redeemed_at":null,"metadata":null}
+#> [{"kind":"unassigned","codes":300}]
+#> ```
+#>
+#> Each card was announced once on `phoenix.coupons.issued` with `user_id` null, the record
+#> keyed by its coupon id ([events.md](events.md#unassigned-codes)); the relay sends them
+#> in batches, so the walk waits until all 300 are there.
+
+for _ in $(seq 60); do
+  ISSUED=$(records topic_coupons_issued \
+    | jq -c --arg d "$CARDS" 'select(.definition_id == $d and .event_type == "coupon.issued")')
+  [[ $(grep -c . <<<"$ISSUED") == 300 ]] && break
+  sleep 0.5
+done
+head -1 <<<"$ISSUED" | jq -c '{key, event_type, user_id, kind, coupon_id, code}'
+jq -s -e 'length == 300 and all(.key == .coupon_id and .user_id == null)
+          and (map(.coupon_id) | unique | length == 300)' <<<"$ISSUED" >/dev/null
+
+#> ```json
+#> {"key":"027e6d13-f94f-5c07-8ebf-f511c0ebcb98","event_type":"coupon.issued","user_id":null,"kind":"unassigned","coupon_id":"027e6d13-f94f-5c07-8ebf-f511c0ebcb98","code":"STORE-2229-PSNA"}
+#> ```
 
 rm -r "$WORK"
 echo "campaign done: tenant $TENANT"

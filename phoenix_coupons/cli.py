@@ -53,12 +53,22 @@ def _parser() -> argparse.ArgumentParser:
     ).add_subparsers(dest="codes_command", required=True)
     gen = codes.add_parser(
         "generate",
-        help="submit a generation job from a CSV file (user_id, optional code and "
-        "metadata.<key> columns) and follow it with a progress bar",
+        help="submit a generation job (N unassigned codes, or a CSV file of users) and "
+        "follow it with a progress bar",
     )
     gen.add_argument("definition_id")
     gen.add_argument("--tenant", required=True, help="the definition's tenant id")
-    gen.add_argument("--users", required=True, type=Path, help="the CSV file")
+    what = gen.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--count",
+        type=_positive,
+        help="this many unassigned codes (owned by no user: whoever presents one first redeems it)",
+    )
+    what.add_argument(
+        "--users",
+        type=Path,
+        help="a CSV file: user_id, optional code and metadata.<key> columns",
+    )
     add_api_options(gen)
     gen.add_argument(
         "--poll", type=float, default=0.5, help="seconds between progress reads (default 0.5)"
@@ -86,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _codes(settings: Settings, args: argparse.Namespace) -> int:
     """`codes export` or `codes generate` (an ApiError is answered by `main`)."""
     if args.codes_command == "export":
@@ -93,7 +110,8 @@ def _codes(settings: Settings, args: argparse.Namespace) -> int:
     from phoenix_coupons import cli_jobs
 
     api = Api.of(args.api_url, args.api_key, settings.api_port)
-    return cli_jobs.run(api, args.tenant, args.definition_id, args.users, args.poll)
+    source = args.users if args.count is None else args.count
+    return cli_jobs.run(api, args.tenant, args.definition_id, source, args.poll)
 
 
 def _serve(settings: Settings, host: str | None, port: int | None, with_worker: bool) -> int:

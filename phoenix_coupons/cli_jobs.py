@@ -1,11 +1,13 @@
-"""`phoenix-coupons codes generate DEFINITION_ID --tenant T --users FILE.csv`: submit a
-generation job over the HTTP API and follow it with a progress bar (generated / total, rate,
-time left) until it ends, then print its summary and row errors. Ctrl-C detaches: the job
-goes on, and the command prints how to cancel it.
+"""`phoenix-coupons codes generate DEFINITION_ID --tenant T (--count N | --users FILE.csv)`:
+submit a generation job (N unassigned codes, or one coupon per row of a CSV file) over the
+HTTP API and follow it with a progress bar (generated / total, rate, time left) until it
+ends, then print its summary and row errors. Ctrl-C detaches: the job goes on, and the
+command prints how to cancel it.
 
 On a terminal the bar is rich's; elsewhere (CI logs, a pipe) one plain line per change."""
 
 import asyncio
+import json
 import sys
 import time
 import uuid
@@ -52,6 +54,7 @@ async def generate(
     tenant: str,
     definition_id: str,
     body: bytes,
+    media_type: str,
     poll_s: float,
     out: Console,
     submitted: list[str],
@@ -61,12 +64,13 @@ async def generate(
     `submitted`: gets the job's id once the API took it (for the Ctrl-C message)."""
     url = f"/v1/tenants/{tenant}/coupons/{definition_id}/generation-jobs"
     # The same key on a retried upload: the API answers the job the first one made.
-    headers = {"Content-Type": "text/csv", "Idempotency-Key": f"cli-{uuid.uuid4()}"}
+    headers = {"Content-Type": media_type, "Idempotency-Key": f"cli-{uuid.uuid4()}"}
     async with api.client() as http:
         try:
             job = await _submit(http, url, body, headers)
             submitted.append(job["id"])
-            out.print(f"job {job['id']}: {job['total']} rows queued", highlight=False)
+            what = "unassigned codes" if job.get("unassigned") else "rows"
+            out.print(f"job {job['id']}: {job['total']} {what} queued", highlight=False)
             job = await _follow(http, f"{url}/{job['id']}", job, poll_s, out)
         except httpx.TransportError as exc:
             raise unreachable(api, exc) from exc
@@ -157,16 +161,22 @@ def _summary(job: Json, out: Console) -> None:
             out.print(f"... and {job['failed'] - len(job['errors'])} more", highlight=False)
 
 
-def run(api: Api, tenant: str, definition_id: str, users: Path, poll_s: float) -> int:
+def run(api: Api, tenant: str, definition_id: str, source: Path | int, poll_s: float) -> int:
+    """`source`: the CSV file of users, or the count of unassigned codes."""
     out = Console(stderr=False, highlight=False, soft_wrap=True)
     jobs = f"{api.url}/v1/tenants/{tenant}/coupons/{definition_id}/generation-jobs"
     submitted: list[str] = []
+    if isinstance(source, int):
+        body, media_type = json.dumps({"count": source}).encode(), "application/json"
+    else:
+        try:
+            body, media_type = source.read_bytes(), "text/csv"
+        except OSError as exc:
+            raise ApiError(f"cannot read {source}: {exc.strerror}", EXIT_USAGE) from exc
     try:
-        body = users.read_bytes()
-    except OSError as exc:
-        raise ApiError(f"cannot read {users}: {exc.strerror}", EXIT_USAGE) from exc
-    try:
-        return asyncio.run(generate(api, tenant, definition_id, body, poll_s, out, submitted))
+        return asyncio.run(
+            generate(api, tenant, definition_id, body, media_type, poll_s, out, submitted)
+        )
     except KeyboardInterrupt:
         if not submitted:
             print("\ninterrupted before the API took the job", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Outbound Kafka events. JSON, UTF-8, key = user_id, deduplicable by `event_id`."""
+"""Outbound Kafka events. JSON, UTF-8, key = user_id (an unassigned code's `coupon.issued`:
+coupon_id; a whole definition's events: definition_id), deduplicable by `event_id`."""
 
 from datetime import datetime
 from typing import Any, Literal
@@ -15,7 +16,15 @@ class CouponIssued(BaseModel):
     event_type: Literal["coupon.issued"] = "coupon.issued"
     occurred_at: datetime = Field(description="When the coupon was issued (UTC).")
     tenant_id: str
-    user_id: str
+    user_id: str | None = Field(
+        description="The coupon's owner; null for an unassigned code (kind `unassigned`)."
+    )
+    kind: Literal["issued", "unassigned"] = Field(
+        default="issued",
+        description="`issued`: the user's coupon; `unassigned`: a code owned by no user (a "
+        "generation job's `count`), redeemed by whoever presents it first; its record is keyed "
+        "by coupon_id.",
+    )
     coupon_id: str
     code: str
     definition_id: str

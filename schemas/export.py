@@ -68,7 +68,9 @@ CHANNELS: dict[str, dict[str, Any]] = {
             "coupon.generation_job.completed",
         ],
         "in": False,
-        "description": "Every issued coupon, whatever its source (event or bulk). At least "
+        "description": "Every issued coupon, whatever its source (event or bulk), and every "
+        "unassigned code a generation job makes (user_id null, kind unassigned, key "
+        "coupon_id). At least "
         "once (exactly once for read_committed consumers with PHOENIX_EXACTLY_ONCE=true for "
         "event-issued coupons); deduplicate by event_id. Also, once per definition and "
         "limit, coupon.definition_exhausted (key definition_id) when a definition's "
@@ -127,6 +129,14 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     return out
 
 
+# A record's key, where it is not the user's id.
+KEYS = {
+    "coupon.issued": "user_id; coupon_id for an unassigned code (user_id null)",
+    "coupon.definition_exhausted": "definition_id",
+    "coupon.generation_job.completed": "definition_id",
+}
+
+
 def _message(name: str) -> dict[str, Any]:
     if name == "dead_letter":
         return {
@@ -143,7 +153,9 @@ def _message(name: str) -> dict[str, Any]:
         "contentType": "application/json",
         "summary": (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else name,
         "payload": {"$ref": f"./{_file_name(name)}"},
-        "bindings": {"kafka": {"key": {"type": "string", "description": "user_id"}}},
+        "bindings": {
+            "kafka": {"key": {"type": "string", "description": KEYS.get(name, "user_id")}}
+        },
     }
 
 

@@ -1,7 +1,8 @@
 """Generation jobs in MongoDB (port JobStore): the job (`generation_jobs`, `_id` its id) and
 its rows, stored apart in chunks (`generation_job_rows`, `_id` "<rows key>:<chunk>"), so
 no document nears MongoDB's 16 MB: a chunk holds at most PHOENIX_JOB_CHUNK_SIZE rows of at
-most ~4.5 KiB each.
+most ~4.5 KiB each. A count job (`unassigned`) stores no rows: its chunks of lines are made
+from the job (domain/jobs.count_rows, with the `chunk_size` it was cut with).
 
 The queue is a field of the job: `queue` (epoch ms) is present while the job is queued or
 running and says when a runner may take it: its creation for a new job, its lease's end
@@ -55,6 +56,8 @@ def to_doc(job: Job) -> Doc:
         "issued_by": job.issued_by,
         "request_id": job.request_id,
         "metadata": job.metadata,
+        "unassigned": job.unassigned,
+        "chunk_size": job.chunk_size,
         QUEUE: epoch_ms(job.created_at),
         LEASE: None,
         BY_DEFINITION: list_keys.key(
@@ -88,6 +91,8 @@ def from_doc(doc: Doc) -> Job:
         issued_by=doc.get("issued_by"),
         request_id=doc.get("request_id"),
         metadata=doc.get("metadata"),
+        unassigned=bool(doc.get("unassigned")),
+        chunk_size=doc.get("chunk_size") or 0,
     )
 
 

@@ -16,7 +16,7 @@ from phoenix_coupons.domain.errors import PhoenixError
 from phoenix_coupons.domain.events import OutboundEvent, coupon_issued
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.settings import ServiceSettings, Settings
-from schemas.events import DefinitionExhausted, GenerationJobCompleted
+from schemas.events import CouponIssued, DefinitionExhausted, GenerationJobCompleted
 
 log = structlog.get_logger(__name__)
 
@@ -35,12 +35,14 @@ MAX_DEAD_LETTER_ERROR_CHARS = 2000
 def event_record(event: OutboundEvent, topic: str) -> OutboundRecord:
     """An outbound event's record: same bytes however often it is built. Keyed by user, so
     a user's events keep their order on one partition; an event of a whole definition by
-    the definition."""
-    key = (
-        event.definition_id
-        if isinstance(event, DefinitionExhausted | GenerationJobCompleted)
-        else event.user_id
-    )
+    the definition; an unassigned code's `coupon.issued` (no user) by its coupon id: a
+    job's million codes spread over the partitions as its users' would."""
+    if isinstance(event, DefinitionExhausted | GenerationJobCompleted):
+        key = event.definition_id
+    elif isinstance(event, CouponIssued):
+        key = event.user_id if event.user_id is not None else event.coupon_id
+    else:
+        key = event.user_id
     return OutboundRecord(
         topic=topic,
         key=key.encode(),

@@ -64,6 +64,7 @@ class CouponFactory:
         unassigned code (a bulk or job coupon for no user); `requester`: the API call that
         asked for it."""
         starts_at, expires_at, valid_until = self.window(issued_at)
+        kind = self.kind(user_id)
         return Coupon(
             id=issue_keys.coupon_id(key),
             tenant_id=self.tenant_id,
@@ -71,7 +72,7 @@ class CouponFactory:
             reward_item_id=self.reward_item_id,
             code=code,
             code_norm=codes.normalize(code),
-            kind=self.kind(user_id),
+            kind=kind,
             source=self.source,
             issue_key=key,
             issued_at=issued_at,
@@ -84,8 +85,10 @@ class CouponFactory:
             issued_by=None if requester is None else requester.key_id,
             request_id=None if requester is None else requester.request_id,
             metadata=metadata,
+            # Only a user's coupon has expiry steps (domain/expiry.eligible): an unassigned
+            # code has nobody to remind or tell, so the scheduler never looks at it.
             expiry_due=None
-            if self.source == "definition"
+            if kind != "issued"
             else expiry.first_due(issued_at, expires_at, self.remind_before, issued_at),
         )
 

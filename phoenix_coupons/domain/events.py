@@ -43,13 +43,18 @@ def event_id(kind: str, subject_id: str) -> str:
 
 
 def coupon_issued(coupon: Coupon) -> CouponIssued:
-    if coupon.user_id is None or coupon.source == "definition":
-        raise ValueError("a shared definition code is not issued to a user")
+    """A user's coupon or an unassigned code (user_id None); never a definition's shared
+    code (it is the definition's, announced by nothing)."""
+    if coupon.kind == "shared" or coupon.source == "definition":
+        raise ValueError("a shared definition code is not issued")
+    if (coupon.user_id is None) != (coupon.kind == "unassigned"):
+        raise ValueError(f"a coupon of kind {coupon.kind} with user_id {coupon.user_id!r}")
     return CouponIssued(
         event_id=event_id("coupon.issued", coupon.id),
         occurred_at=coupon.issued_at,
         tenant_id=coupon.tenant_id,
         user_id=coupon.user_id,
+        kind="unassigned" if coupon.kind == "unassigned" else "issued",
         coupon_id=coupon.id,
         code=coupon.code,
         definition_id=coupon.definition_id,

@@ -1,6 +1,9 @@
 """Generation jobs: a definition's coupons for a long list of rows (user ids, optionally
 imported codes and metadata), made in chunks by job runners, resumable after a crash.
 
+A count job (`unassigned`) makes that many codes owned by no user: its rows are its lines
+1..total, stored nowhere and made chunk by chunk from the job (`count_rows`).
+
 Pure rules only: a job's record, its rows and their problems found before the job runs
 (`check_rows`), the issue key of each row's coupon (job id + line: a resumed job finds what
 it stored before), and how row errors accumulate (the first `MAX_ERRORS` are kept)."""
@@ -30,11 +33,12 @@ NO_FREE_CODE = "no free code found: the code space is too full"
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One requested coupon: `line` is the CSV line (the header is line 1) or the position
-    in `user_ids` (from 1); `error`: why it is refused before the job runs."""
+    """One requested coupon: `line` is the CSV line (the header is line 1), the position
+    in `user_ids` (from 1) or a count job's line; `user_id` None: an unassigned code;
+    `error`: why it is refused before the job runs."""
 
     line: int
-    user_id: str
+    user_id: str | None
     code: str | None = None
     metadata: dict[str, Any] | None = None
     error: str | None = None
@@ -49,9 +53,9 @@ class RowError:
 
 @dataclass
 class Job:
-    """`chunks`: how many chunks its rows are stored in; `next_chunk`: the first chunk not
-    done (a resumed job starts there); `pending`: rows still to do (the invalid ones are
-    counted in `failed` at their chunk)."""
+    """`chunks`: how many chunks its rows are stored in (a count job's: made of
+    `chunk_size` lines each); `next_chunk`: the first chunk not done (a resumed job starts
+    there); `unassigned`: a count job, its rows stored nowhere."""
 
     id: str
     tenant_id: str
@@ -72,6 +76,8 @@ class Job:
     issued_by: str | None = None
     request_id: str | None = None
     metadata: dict[str, Any] | None = None
+    unassigned: bool = False
+    chunk_size: int = 0
 
     @property
     def done(self) -> bool:
@@ -96,7 +102,16 @@ def keep_errors(kept: Sequence[RowError], new: Iterable[RowError]) -> list[RowEr
 
 
 def row_value(row: Row) -> str:
-    return row.code if row.code is not None else row.user_id
+    return row.code if row.code is not None else row.user_id or ""
+
+
+def count_rows(job: Job, chunk: int) -> list[Row]:
+    """Chunk `chunk` of a count job: its lines, each an unassigned code (the same lines for
+    every attempt, so their issue keys are too)."""
+    if not job.unassigned or job.chunk_size < 1:
+        raise ValueError(f"job {job.id} is not a count job")
+    first = chunk * job.chunk_size + 1
+    return [Row(line, None) for line in range(first, min(first + job.chunk_size, job.total + 1))]
 
 
 def check_rows(rows: Iterable[Row], custom: bool) -> list[Row]:
@@ -116,7 +131,7 @@ def _checked(row: Row, custom: bool, users: dict[str, int], seen: dict[str, int]
     if row.error is not None:
         return row
     reason: str | None = None
-    if not row.user_id.strip():
+    if row.user_id is None or not row.user_id.strip():
         reason = "user_id must not be blank"
     elif len(row.user_id) > EXTERNAL_ID_MAX_LENGTH:
         reason = f"user_id must be at most {EXTERNAL_ID_MAX_LENGTH} characters"
@@ -132,7 +147,7 @@ def _checked(row: Row, custom: bool, users: dict[str, int], seen: dict[str, int]
         reason = f"metadata must be at most {METADATA_MAX_BYTES} bytes as JSON"
     if reason is not None:
         return Row(row.line, row.user_id, row.code, row.metadata, reason)
-    users[row.user_id] = row.line
+    users[row.user_id or ""] = row.line
     if row.code is not None:
         seen[codes.normalize(row.code)] = row.line
     return row

@@ -9,7 +9,7 @@ from phoenix_coupons.domain.errors import FieldError, ValidationFailed
 
 # Optional fields added to keyed bodies after keys were stored: left out of the hash while
 # absent, so a retry of a request made before they existed still hashes as it did then.
-ADDED_LATER = ("metadata",)
+ADDED_LATER = ("metadata", "count")
 
 
 def request_hash(body: BaseModel) -> str:

@@ -1,4 +1,5 @@
-"""A generation job's request body as rows: JSON `{"user_ids": [...]}` or a CSV file (the
+"""A generation job's request body as rows: JSON `{"user_ids": [...]}` (or `{"count": N}`:
+N unassigned codes, rows made as the job runs, none held here) or a CSV file (the
 standard library's `csv`) with a header row naming `user_id` and, optionally, `code` and
 `metadata.<key>` columns. What is wrong with the file as a whole (its encoding, its header,
 its size) is a 422 naming it; what is wrong with one row becomes that row's error
@@ -26,17 +27,42 @@ CELL_MAX = 4096
 @dataclass(frozen=True)
 class JobInput:
     """`metadata`: the JSON body's, for every coupon (a CSV row carries its own); `hash`:
-    the request's fingerprint (an Idempotency-Key replays only the same body)."""
+    the request's fingerprint (an Idempotency-Key replays only the same body); `count`: a
+    count job's (no rows)."""
 
     rows: list[Row]
     hash: str
     metadata: dict[str, Any] | None = None
     csv: bool = False
+    count: int | None = None
 
 
-def from_json(body: JobRequest) -> JobInput:
-    rows = [Row(i + 1, user) for i, user in enumerate(body.user_ids)]
-    return JobInput(rows, "json:" + request_hash(body), body.metadata)
+def from_json(body: JobRequest, max_rows: int) -> JobInput:
+    """422 naming both fields unless exactly one of `user_ids` and `count` is given, or
+    naming the one that asks for more than `max_rows` (PHOENIX_JOB_MAX_ROWS)."""
+    if (body.user_ids is None) == (body.count is None):
+        reason = (
+            "give user_ids or count, not both"
+            if body.count is not None
+            else "one of user_ids and count is required"
+        )
+        raise ValidationFailed(
+            message="a job takes exactly one of user_ids and count",
+            details=[FieldError("user_ids", reason), FieldError("count", reason)],
+        )
+    asked = body.count if body.count is not None else len(body.user_ids or ())
+    if asked > max_rows:
+        bad = (
+            FieldError("count", f"must be at most {max_rows}")
+            if body.count is not None
+            else FieldError("user_ids", f"must hold at most {max_rows} items")
+        )
+        raise ValidationFailed(message=f"at most {max_rows} rows per job", details=[bad])
+    digest = "json:" + request_hash(body)
+    if body.count is not None:
+        return JobInput([], digest, body.metadata, count=body.count)
+    rows: list[Row] = [Row(i + 1, user) for i, user in enumerate(body.user_ids or ())]
+    return JobInput(rows, digest, body.metadata)
 
 
 def _invalid(field: str, reason: str, message: str = "invalid CSV body") -> ValidationFailed:

@@ -1,5 +1,6 @@
 """Running generation jobs: a runner claims the oldest job with a lease, makes its rows'
-coupons chunk by chunk and records each chunk done (with its counts and the lease extended)
+coupons chunk by chunk (a count job's chunk: its lines, made from the job, each an
+unassigned code) and records each chunk done (with its counts and the lease extended)
 in one update conditional on still holding the lease.
 
 Exactly once without transactions: each row's coupon has the issue key job id + line, so its
@@ -30,6 +31,7 @@ from phoenix_coupons.domain.jobs import (
     JobStatus,
     Row,
     RowError,
+    count_rows,
     issue_key,
     keep_errors,
     row_value,
@@ -127,7 +129,11 @@ class JobRun:
                 await self._jobs.release(job, attempt, self._clock())
                 bound.info("generation_job_released", next_chunk=job.next_chunk)
                 return job
-            rows = await self._jobs.rows(job, job.next_chunk)
+            rows = (
+                count_rows(job, job.next_chunk)
+                if job.unassigned
+                else await self._jobs.rows(job, job.next_chunk)
+            )
             done = await self._chunk(job, defn, rows, resumed)
             resumed = False
             counted = replace(job)
@@ -187,6 +193,7 @@ class JobRun:
         prepared: set[str] = set()
 
         def build(row: Row, code: str) -> Coupon:
+            # A count job's row has no user: its coupon is an unassigned code.
             meta = row.metadata if row.metadata is not None else job.metadata
             return make.coupon(key[row.line], code, now, row.user_id, requester=by, metadata=meta)
 
@@ -222,7 +229,7 @@ class JobRun:
             )
             placed += [p.coupon for p in drawn.placed]
             found += [f.stored for f in drawn.found]
-            out.errors += [RowError(r.line, r.user_id, NO_FREE_CODE) for r in drawn.left]
+            out.errors += [RowError(r.line, row_value(r), NO_FREE_CODE) for r in drawn.left]
         # Another attempt's coupons: their entries as they are stored.
         theirs = [issued(c) for c in found]
         await self._outbox.prepare(theirs)

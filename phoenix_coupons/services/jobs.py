@@ -3,9 +3,10 @@ definition, the header, the row count, the code space, the issuance budget), rea
 cancel. The runners do the work (services/job_run.py).
 
 A submission stores the job's rows first, then the job: a job is never stored without its
-rows (a crash in between leaves rows no job names; a retried keyed submission writes them
-again). With an Idempotency-Key the job's id is derived from the key, so the unique `_id`
-decides which submission made the job, and a repeat answers it."""
+rows (a count job has none: its lines are made as it runs). A crash in between leaves rows
+no job names; a retried keyed submission writes them again. With an Idempotency-Key the
+job's id is derived from the key, so the unique `_id` decides which submission made the
+job, and a repeat answers it."""
 
 import asyncio
 import uuid
@@ -18,7 +19,7 @@ from phoenix_coupons.domain import codes
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.config_rules import code_spec
 from phoenix_coupons.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
-from phoenix_coupons.domain.jobs import Job, check_rows, chunked
+from phoenix_coupons.domain.jobs import Job, Row, check_rows, chunked
 from phoenix_coupons.domain.models import Requester
 from phoenix_coupons.domain.outbox import job_completed
 from phoenix_coupons.services.budget import IssuanceBudget, issuance_limit
@@ -88,6 +89,12 @@ class JobService:
         """The job (queued) and whether this call made it (False: an earlier submission
         with the same Idempotency-Key did)."""
         custom = defn.config.code_format == "custom"
+        if custom and request.count is not None:
+            raise ValidationFailed(
+                message="custom-format definitions have one shared code or imported codes: "
+                "no unassigned codes to draw",
+                details=[FieldError("count", "send text/csv with user_id and code columns")],
+            )
         if custom and not request.csv:
             raise ValidationFailed(
                 message="custom-format definitions take their codes from a CSV body",
@@ -102,24 +109,34 @@ class JobService:
             earlier = await self._jobs.get(defn.tenant_id, job_id)
             if earlier is not None:
                 return _replayed(earlier, request), False
-        rows = await asyncio.to_thread(check_rows, request.rows, custom)  # CPU: off the loop
-        valid = sum(1 for r in rows if r.error is None)
-        await self._check_room(defn, valid, sum(1 for r in rows if r.error is None and not r.code))
+        if request.count is not None:
+            rows: list[Row] = []
+            total = valid = drawn = request.count
+            await self._check_room(defn, valid, drawn, field="count")
+        else:
+            rows = await asyncio.to_thread(check_rows, request.rows, custom)  # CPU: off the loop
+            total = len(rows)
+            valid = sum(1 for r in rows if r.error is None)
+            drawn = sum(1 for r in rows if r.error is None and not r.code)
+            await self._check_room(defn, valid, drawn, field="rows")
         by = requester or Requester()
         job = Job(
             id=job_id,
             tenant_id=defn.tenant_id,
             definition_id=defn.id,
             status="queued",
-            total=len(rows),
-            chunks=(len(rows) + self._chunk_size - 1) // self._chunk_size,
+            total=total,
+            chunks=(total + self._chunk_size - 1) // self._chunk_size,
             created_at=self._clock(),
             request_hash=request.hash,
             issued_by=by.key_id,
             request_id=by.request_id,
             metadata=request.metadata,
+            unassigned=request.count is not None,
+            chunk_size=self._chunk_size,
         )
-        await self._jobs.insert_rows(job, chunked(rows, self._chunk_size))
+        if not job.unassigned:  # a count job's rows are made as it runs (count_rows)
+            await self._jobs.insert_rows(job, chunked(rows, self._chunk_size))
         earlier = await self._jobs.insert(job)
         if earlier is not None:
             return _replayed(earlier, request), False
@@ -130,18 +147,19 @@ class JobService:
             definition_id=job.definition_id,
             total=job.total,
             invalid_rows=job.total - valid,
+            unassigned=job.unassigned,
         )
         self._on_submitted()
         return job, True
 
-    async def _check_room(self, defn: CouponDefinition, rows: int, drawn: int) -> None:
+    async def _check_room(self, defn: CouponDefinition, rows: int, drawn: int, field: str) -> None:
         """The code space holds the drawn codes (with the collision margin) and the issuance
         budget the rows, or nothing is stored (the budget is taken chunk by chunk as the job
         runs: rows it cannot take then fail with their own error)."""
         if drawn and defn.config.code_format == "random":
             spec = code_spec(defn.config)
             existing = await self._coupons.count_in_space(defn.tenant_id, spec.space)
-            codes.check_capacity(spec, existing, drawn, field="rows")
+            codes.check_capacity(spec, existing, drawn, field=field)
         limit = issuance_limit(defn)
         if limit is not None:
             remaining = max(0, limit - await self._budget.issued(defn))
@@ -153,7 +171,7 @@ class JobService:
                     code="issuance_limit_reached",
                     conflicts=[
                         {
-                            "field": "rows",
+                            "field": field,
                             "requested": rows,
                             "remaining": remaining,
                             "max_coupons": limit,

@@ -1,7 +1,7 @@
 """Two `phoenix-coupons jobs` processes sharing the queue; the one running a generation job
-SIGKILLed mid-way, the other resuming it once the lease ends: every row's coupon exactly
-once (no duplicate, none missing), each announced by `coupon.issued`, the job's counts
-exact, its completion announced once."""
+(of user rows, or a count job of unassigned codes) SIGKILLed mid-way, the other resuming it
+once the lease ends: every row's coupon exactly once (no duplicate, none missing), each
+announced by `coupon.issued`, the job's counts exact, its completion announced once."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -48,9 +48,12 @@ def start(settings: Settings, tmp_path: Path, name: str) -> WorkerProcess:
     return start_alone(settings, tmp_path, name, "jobs", RUNNER_ENV)
 
 
+@pytest.mark.parametrize("count_job", [False, True], ids=["user-rows", "count"])
 async def test_a_job_killed_mid_way_is_resumed_exactly_by_another_runner(
-    own: Container, tmp_path: Path
+    own: Container, tmp_path: Path, count_job: bool
 ) -> None:
+    """`count_job`: a job of ROWS unassigned codes, its lines made from the job by each
+    runner (the resumed one included) rather than read from stored rows."""
     settings = own.settings
     tenant = f"t-{uuid.uuid4().hex[:12]}"
     reward = await own.rewards.create(
@@ -69,8 +72,12 @@ async def test_a_job_killed_mid_way_is_resumed_exactly_by_another_runner(
             }
         ),
     )
-    rows = [Row(i + 1, f"user-{i:05d}") for i in range(ROWS)]
-    job, _ = await own.jobs.submit(defn, JobInput(rows, "e2e-crash"))
+    if count_job:
+        rows = [Row(i + 1, None) for i in range(ROWS)]
+        job, _ = await own.jobs.submit(defn, JobInput([], "e2e-crash-count", count=ROWS))
+    else:
+        rows = [Row(i + 1, f"user-{i:05d}") for i in range(ROWS)]
+        job, _ = await own.jobs.submit(defn, JobInput(rows, "e2e-crash"))
     store = MongoJobStore(own.mongo)
 
     async def progressed(at_least: int) -> bool:
@@ -112,7 +119,10 @@ async def test_a_job_killed_mid_way_is_resumed_exactly_by_another_runner(
     stored = [d async for d in own.mongo.coupons.find({"definition_id": defn.id})]
     assert sorted(d["_id"] for d in stored) == sorted(ids), "each row's coupon, once"
     assert len({d["code_norm"] for d in stored}) == ROWS
-    assert sorted(d["user_id"] for d in stored) == [r.user_id for r in rows]
+    if count_job:
+        assert {(d["kind"], d["user_id"]) for d in stored} == {("unassigned", None)}
+    else:
+        assert sorted(d["user_id"] for d in stored) == [r.user_id for r in rows]
 
     assert settings.kafka_bootstrap_servers
     records: list[dict[str, object]] = []

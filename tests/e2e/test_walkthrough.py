@@ -131,6 +131,7 @@ def test_the_readme_and_the_walkthroughs_run_as_written(stack: Stack) -> None:
     for script, done in (
         ("walkthrough.sh", "walkthrough done"),
         ("lifecycle.sh", "lifecycle done"),
+        ("campaign.sh", "campaign done"),
     ):
         walk = bash(stack, f"docs/{script}")
         assert walk.returncode == 0, (

@@ -1,9 +1,11 @@
 """`phoenix-coupons codes generate` against a running API (uvicorn on a port, the job
 runner started): the job submitted from a CSV file, its progress and summary printed (the
-output captured), row errors listed; a refused header, a missing key and an API out of
+output captured), row errors listed; `--count N` for unassigned codes (one of the two
+options, exactly); a refused header, a missing key and an API out of
 reach each end with their message and exit code."""
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -86,6 +88,37 @@ async def test_codes_generate_follows_the_job_and_prints_its_summary(
     down += ["--api-url", f"http://127.0.0.1:{free_port()}", "--users", str(users)]
     code, _, err = await cli(*down, key=admin["key"])
     assert code == EXIT_UNREACHABLE and "does not answer" in err
+
+
+async def test_codes_generate_count_makes_unassigned_codes_with_progress(
+    api_url: str, client: httpx.AsyncClient, admin: Json, reward: Json, tenant: str, tmp_path: Path
+) -> None:
+    defn = await create_definition(client, tenant, admin, reward)
+    base = ["codes", "generate", defn["id"], "--tenant", tenant, "--api-url", api_url]
+    code, out, err = await cli(*base, "--count", "150", "--poll", "0.1", key=admin["key"])
+    assert code == 0, (out, err)
+    assert "150 unassigned codes queued" in out
+    progress = [line for line in out.splitlines() if "rows/s" in line]
+    assert progress and progress[-1].startswith("succeeded: generated 150/150, failed 0")
+    assert "succeeded: 150 generated, 0 failed of 150" in out and "row errors" not in out
+    exported = await client.get(
+        f"/v1/tenants/{tenant}/coupons/{defn['id']}/codes/export?format=jsonl",
+        headers=admin["headers"],
+    )
+    rows = [json.loads(line) for line in exported.text.splitlines()]
+    assert len(rows) == 150 and {(r["kind"], r["user_id"]) for r in rows} == {("unassigned", None)}
+
+    users = tmp_path / "users.csv"
+    users.write_text("user_id\nu1\n")
+    for wrong in (["--count", "3", "--users", str(users)], [], ["--count", "0"]):
+        code, _, err = await cli(*base, *wrong, key=admin["key"])
+        assert code == EXIT_USAGE and ("--count" in err or "--users" in err), err
+    custom = await create_definition(
+        client, tenant, admin, reward, code_format="custom", custom_code="SHARED-CLI"
+    )
+    refused = ["codes", "generate", custom["id"], "--tenant", tenant, "--api-url", api_url]
+    code, _, err = await cli(*refused, "--count", "3", key=admin["key"])
+    assert code == EXIT_USAGE and "422 validation_error" in err and "count" in err, err
 
 
 async def test_ctrl_c_detaches_without_cancelling_and_says_how_to_cancel(

@@ -139,3 +139,16 @@ def test_an_event_coupon_s_record_is_kept_in_its_document_and_read_back() -> Non
     assert stored_from_doc(doc).record == record
     assert stored_from_doc(doc).coupon == coupon
     assert stored_from_doc(to_doc(coupon)).record is None
+
+
+def test_an_unassigned_code_has_no_owner_and_no_expiry_steps() -> None:
+    made = CouponFactory.of(definition(remind_before=["P3D"]), "bulk")
+    coupon = made.coupon("job:j:1", "AC-ABCDEFGHJK", AT)
+    assert (coupon.kind, coupon.user_id, coupon.expires_at) == (
+        "unassigned",
+        None,
+        WINDOW["expires_at"],
+    )
+    assert coupon.expiry_due is None, "nobody to remind or tell: the scheduler skips it"
+    owned = made.coupon("job:j:2", "AC-ABCDEFGHJ2", AT, "u-1")
+    assert owned.kind == "issued" and owned.expiry_due == WINDOW["expires_at"] - timedelta(days=3)

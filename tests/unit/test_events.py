@@ -44,6 +44,7 @@ def test_fields_are_copied_from_the_coupon() -> None:
         "occurred_at": ISSUED_AT,
         "tenant_id": "tenant-1",
         "user_id": "user-1",
+        "kind": "issued",
         "coupon_id": coupon.id,
         "code": "STREAK7-ABCD23",
         "definition_id": "def-1",
@@ -89,13 +90,32 @@ def test_event_id_depends_on_the_kind() -> None:
     "overrides",
     [
         {"user_id": None, "kind": "shared", "source": "definition"},
-        {"user_id": None},
         {"source": "definition", "kind": "shared"},
     ],
 )
 def test_shared_coupon_is_not_announced(overrides: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="shared"):
         coupon_issued(make_coupon(**overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"user_id": None}, {"kind": "unassigned"}], ids=["no-user", "owned"]
+)
+def test_a_coupon_whose_kind_and_owner_disagree_is_not_announced(
+    overrides: dict[str, object],
+) -> None:
+    with pytest.raises(ValueError, match="user_id"):
+        coupon_issued(make_coupon(**overrides))
+
+
+def test_an_unassigned_code_is_announced_without_a_user_and_keyed_by_its_coupon() -> None:
+    coupon = make_coupon(user_id=None, kind="unassigned", source="bulk", trigger_event_id=None)
+    event = coupon_issued(coupon)
+    assert (event.user_id, event.kind, event.coupon_id) == (None, "unassigned", coupon.id)
+    record = event_record(event, "phoenix.coupons.issued")
+    assert record.key == coupon.id.encode(), "no user: the coupon id spreads a job's codes"
+    assert coupon_issued(make_coupon()).kind == "issued"
+    assert event_record(coupon_issued(make_coupon()), "t").key == b"user-1"
 
 
 def test_a_bulk_coupons_metadata_is_carried() -> None:

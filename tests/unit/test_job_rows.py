@@ -1,10 +1,22 @@
 """Generation job rows: the CSV body (header rules refused whole, row problems kept per row
 with their line), the problems found before a job runs, and the row errors a job keeps."""
 
+import hashlib
+from datetime import UTC, datetime
+
 import pytest
 
 from phoenix_coupons.domain.errors import ValidationFailed
-from phoenix_coupons.domain.jobs import MAX_ERRORS, Row, RowError, check_rows, keep_errors
+from phoenix_coupons.domain.jobs import (
+    MAX_ERRORS,
+    Job,
+    Row,
+    RowError,
+    check_rows,
+    count_rows,
+    issue_key,
+    keep_errors,
+)
 from phoenix_coupons.services.job_input import from_csv, from_json
 from schemas.jobs import JobRequest
 
@@ -76,11 +88,45 @@ def test_problems_found_before_the_job_runs_are_errors_of_their_rows() -> None:
 
 
 def test_a_json_body_numbers_its_user_ids_from_one() -> None:
-    parsed = from_json(JobRequest(user_ids=["a", "b"], metadata={"m": 1}))
+    parsed = from_json(JobRequest(user_ids=["a", "b"], metadata={"m": 1}), 10)
     assert [(r.line, r.user_id) for r in parsed.rows] == [(1, "a"), (2, "b")]
     assert parsed.metadata == {"m": 1} and not parsed.csv
-    other = from_json(JobRequest(user_ids=["a", "b"]))
+    other = from_json(JobRequest(user_ids=["a", "b"]), 10)
     assert other.hash != parsed.hash
+    assert parsed.count is None
+
+
+def test_a_json_body_takes_exactly_one_of_user_ids_and_count() -> None:
+    counted = from_json(JobRequest(count=5, metadata={"m": 1}), 10)
+    assert (counted.count, counted.rows, counted.metadata) == (5, [], {"m": 1})
+    assert counted.hash != from_json(JobRequest(count=6), 10).hash
+    # As before count existed: a keyed retry of a job submitted then still matches.
+    before = "json:" + hashlib.sha256(b'{"user_ids":["a"]}').hexdigest()
+    assert from_json(JobRequest(user_ids=["a"]), 10).hash == before
+    for body in (JobRequest(), JobRequest(user_ids=["a"], count=1)):
+        with pytest.raises(ValidationFailed) as refused:
+            from_json(body, 10)
+        assert {d.field for d in refused.value.details} == {"user_ids", "count"}
+    for body, field in (
+        (JobRequest(count=11), "count"),
+        (JobRequest(user_ids=["a"] * 11), "user_ids"),
+    ):
+        with pytest.raises(ValidationFailed) as refused:
+            from_json(body, 10)
+        assert [d.field for d in refused.value.details] == [field]
+
+
+def test_a_count_job_s_rows_are_its_lines_made_chunk_by_chunk() -> None:
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    job = Job("j", "t", "d", "queued", 2500, 3, at, "h", unassigned=True, chunk_size=1000)
+    chunks = [count_rows(job, n) for n in range(job.chunks)]
+    assert [len(c) for c in chunks] == [1000, 1000, 500]
+    lines = [r.line for c in chunks for r in c]
+    assert lines == list(range(1, 2501)), "each line once: its issue key is job id + line"
+    assert all(r.user_id is None and r.code is None and r.error is None for c in chunks for r in c)
+    assert issue_key("j", chunks[2][-1].line) == "job:j:2500"
+    with pytest.raises(ValueError):
+        count_rows(Job("j", "t", "d", "queued", 1, 1, at, "h"), 0)
 
 
 def test_a_job_keeps_its_first_hundred_row_errors_by_line() -> None:

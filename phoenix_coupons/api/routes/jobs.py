@@ -51,6 +51,7 @@ def view(job: Job) -> JobView:
         definition_id=job.definition_id,
         status=job.status,
         total=job.total,
+        unassigned=job.unassigned,
         generated=job.generated,
         failed=job.failed,
         errors=[RowErrorView(line=e.line, value=e.value, reason=e.reason) for e in job.errors],
@@ -78,12 +79,7 @@ async def _input(request: Request, max_rows: int, custom: bool) -> JobInput:
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         raise RequestValidationError(errors) from exc
-    if len(body.user_ids) > max_rows:
-        raise ValidationFailed(
-            message=f"at most {max_rows} rows per job",
-            details=[FieldError("user_ids", f"must hold at most {max_rows} items")],
-        )
-    return from_json(body)
+    return from_json(body, max_rows)
 
 
 @router.post(
@@ -109,9 +105,11 @@ async def submit_job(
     ] = None,
 ) -> JobView:
     """Start a generation job: one coupon per row, made in chunks by the job runners. The
-    body is JSON `{"user_ids": [...], "metadata": {...}}` or `text/csv` with a header row:
-    `user_id`, optionally `code` (imported codes: required on custom definitions) and
-    `metadata.<key>` columns. Row problems are reported per row by the job."""
+    body is JSON `{"user_ids": [...], "metadata": {...}}`, JSON `{"count": N, "metadata":
+    {...}}` (N unassigned codes, owned by no user: not on custom definitions) or `text/csv`
+    with a header row: `user_id`, optionally `code` (imported codes: required on custom
+    definitions) and `metadata.<key>` columns. Row problems are reported per row by the
+    job."""
     defn = await jobs.definition(tenant_id, definition_id)
     settings = request.app.state.container.settings
     custom = defn.config.code_format == "custom"
