@@ -176,5 +176,33 @@ jq -s -e 'length == 300 and all(.key == .coupon_id and .user_id == null)
 #> {"key":"027e6d13-f94f-5c07-8ebf-f511c0ebcb98","event_type":"coupon.issued","user_id":null,"kind":"unassigned","coupon_id":"027e6d13-f94f-5c07-8ebf-f511c0ebcb98","code":"STORE-2229-PSNA"}
 #> ```
 
+#>
+#> ## 6. Redeeming a card
+#>
+#> Whoever presents a card first redeems it. The card is then used up for everyone
+#> (`code_limit_reached`), and the definition's `per_user` limit keeps Ana from using a
+#> second card ([api.md](api.md#redemption)). The stores' checkout has a key of its own,
+#> with the one scope it needs.
+
+CHECKOUT=$("$PY" -m phoenix_coupons api-key create --name store-checkout \
+  --scopes coupons:redeem --tenant "$TENANT" | jq -r .key)
+CARD1=$(jq -r -s '.[0].code' "$WORK/cards.jsonl")
+CARD2=$(jq -r -s '.[1].code' "$WORK/cards.jsonl")
+redeem() {
+  http "$1" -X POST "$BASE/v1/tenants/$TENANT/coupons/redeem" -H "X-API-Key: $CHECKOUT" \
+    -H 'Content-Type: application/json' -d '{"code": "'"$2"'", "user_id": "'"$3"'"}'
+}
+redeem 201 "$CARD1" ana | jq -c '{status, user_id, kind: .coupon.kind}'
+redeem 409:code_limit_reached "$CARD1" ben | jq -c '{error}'
+redeem 409:per_user_limit_reached "$CARD2" ana | jq -c '{error}'
+redeem 201 "$CARD2" ben | jq -c '{status, user_id, kind: .coupon.kind}'
+
+#> ```json
+#> {"status":"redeemed","user_id":"ana","kind":"unassigned"}
+#> {"error":"code_limit_reached"}
+#> {"error":"per_user_limit_reached"}
+#> {"status":"redeemed","user_id":"ben","kind":"unassigned"}
+#> ```
+
 rm -r "$WORK"
 echo "campaign done: tenant $TENANT"
