@@ -146,7 +146,7 @@ STEPS=$(http 200 "$BASE/v1/tenants/$TENANT/codes/$ANA/history" -H "X-API-Key: $K
 [[ $STEPS == issued,reserved,*redeemed*,rolled_back ]] || { echo "steps: $STEPS" >&2; false; }
 
 #> ```json
-#> {"type":"issued","actor":"api_key","details":{"source":"bulk","definition_id":"e99a3a0a-f136-4805-86ac-ff22a8ad0410","user_id":"ana","request_id":"campaign-wave-1"}}
+#> {"type":"issued","actor":"api_key","details":{"source":"bulk","kind":"issued","definition_id":"e99a3a0a-f136-4805-86ac-ff22a8ad0410","user_id":"ana","request_id":"campaign-wave-1"}}
 #> {"type":"reserved","actor":"api_key","details":{"user_id":"ana","expires_at":"2026-11-30T07:33:00.908000+00:00","metadata":{"cart":"ana-1"}}}
 #> {"type":"redeemed","actor":"api_key","details":{"user_id":"ana","metadata":{"cart":"ana-1"},"reservation_id":"4227e4a2-f0e3-5ee0-bac9-366c2bf54b3c"}}
 #> {"type":"released","actor":"api_key","details":{"reason":"confirmed","redemption_id":"c4f29cbb-be7b-5208-9eca-2d7667e15739"}}

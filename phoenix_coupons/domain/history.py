@@ -83,7 +83,11 @@ def range_end(key: str) -> str:
 def coupon_steps(coupon: Coupon) -> list[HistoryEntry]:
     """The steps read from the coupon itself, in time order: its issuance (by an inbound
     event, a bulk request or its definition) and its revocation."""
-    details: dict[str, Any] = {"source": coupon.source, "definition_id": coupon.definition_id}
+    details: dict[str, Any] = {
+        "source": coupon.source,
+        "kind": coupon.kind,
+        "definition_id": coupon.definition_id,
+    }
     if coupon.user_id is not None:
         details["user_id"] = coupon.user_id
     if coupon.request_id is not None:

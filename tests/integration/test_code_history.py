@@ -85,6 +85,7 @@ async def test_a_bulk_coupons_story_in_time_order_with_its_actors(
     assert issued["type"] == "issued" and actor(issued) == ("api_key", admin["id"])
     assert issued["details"] == {
         "source": "bulk",
+        "kind": "issued",
         "definition_id": defn["id"],
         "user_id": "alice",
         "request_id": request_id,
@@ -120,6 +121,7 @@ async def test_a_shared_codes_story_starts_with_its_definition(api: Tenant, admi
     assert (issued["type"], actor(issued)) == ("issued", ("api_key", admin["id"]))
     assert issued["details"] == {
         "source": "definition",
+        "kind": "shared",
         "definition_id": defn["id"],
         "request_id": "req-shared-1",
     }
@@ -259,6 +261,7 @@ async def test_an_event_coupons_story_names_the_event_that_issued_it(
     assert issued["type"] == "issued" and actor(issued) == ("event", record["event_id"])
     assert issued["details"] == {
         "source": "event",
+        "kind": "issued",
         "definition_id": defn["id"],
         "user_id": record["user_id"],
     }

@@ -75,7 +75,12 @@ async def test_an_event_coupons_issuance_names_the_event() -> None:
     assert (issued.at, issued.type) == (EPOCH, "issued")
     assert issued.actor is not None
     assert (issued.actor.type, issued.actor.id) == ("event", "evt-1")
-    assert issued.details == {"source": "event", "definition_id": "def-1", "user_id": "u-1"}
+    assert issued.details == {
+        "source": "event",
+        "kind": "issued",
+        "definition_id": "def-1",
+        "user_id": "u-1",
+    }
 
 
 async def test_a_bulk_coupons_issuance_names_the_key_and_the_request() -> None:
@@ -101,6 +106,7 @@ async def test_a_bulk_coupons_issuance_names_the_key_and_the_request() -> None:
     assert (issued.type, issued.actor.type, issued.actor.id) == ("issued", "api_key", "key-w")
     assert issued.details == {
         "source": "bulk",
+        "kind": "issued",
         "definition_id": defn.id,
         "user_id": "u-7",
         "request_id": "req-9",
@@ -122,6 +128,7 @@ async def test_a_shared_codes_issuance_is_by_the_key_that_set_it_on_its_definiti
     assert (issued.type, issued.at, issued.actor.id) == ("issued", defn.created_at, "key-w")
     assert issued.details == {
         "source": "definition",
+        "kind": "shared",
         "definition_id": defn.id,
         "request_id": "req-1",
     }
