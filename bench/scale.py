@@ -325,6 +325,14 @@ async def _measure(
     async def redelivery(_: int) -> None:
         await store.worker.redelivery_lookup()
 
+    wallet_coupon = issue_keys.coupon_id(
+        issue_keys.event(store.redeem_definition.id, probes.wallet_user, "probe")
+    )
+
+    async def by_id(_: int) -> None:  # the floor: what the machine's load alone does
+        if await c.mongo.coupons.find_one({"_id": wallet_coupon}, {"_id": 1}) is None:
+            raise BenchError("the wallet's coupon is missing")
+
     warm_up = size == plan.sizes[0]  # the first calls of a path set up its clients
     before = store.worker.issued
     figures.add("worker_event", size, await store.worker.measure(plan.reps))
@@ -338,6 +346,7 @@ async def _measure(
         ("wallet_page", wallet_page),
         ("generate", generate),
         ("redeem", redeem),
+        ("by_id", by_id),
     ):
         figures.add(op, size, await _timed(plan.reps, plan.budget_s, warm_up, call))
     # The relay running, then stopped: the difference is the relay's own.

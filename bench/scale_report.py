@@ -20,11 +20,12 @@ OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("generate", "generate 100 codes", "ms"),
     ("definition_page", "page of a 100-code definition", "ms"),
     ("wallet_page", "page of a 1-coupon wallet", "ms"),
+    ("by_id", "    reference: a coupon by `_id`", "ms"),
     ("relay_idle", "relay idle, CPU ms per s", "ms/s"),
     ("idle_without_relay", "    reference: relay stopped", "ms/s"),
 )
 # Rows shown for reference, without a target.
-REFERENCES = {"idle_without_relay"}
+REFERENCES = {"by_id", "idle_without_relay"}
 
 
 @dataclass
