@@ -25,7 +25,8 @@ from bench.common import (
     fast_producer,
     topic_of,
 )
-from consumers.loop import Batch, Worker
+from bench.throughput import TimedWorker, _Progress
+from consumers.loop import Batch
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.delivery import EventRef
@@ -36,16 +37,12 @@ STOP_TIMEOUT_S = 30.0
 WAKE_S = 0.5  # a look at the worker task between two batches
 
 
-class _TimedWorker(Worker):
-    """The real worker; adds up the time its batches take and the records they hold."""
+class _TimedWorker(TimedWorker):
+    """The throughput scenarios' worker (its progress unused); adds up the time its batches
+    take and the records they hold, and notes the offsets they committed."""
 
     def __init__(self, container: Container) -> None:
-        super().__init__(
-            container.settings,
-            container.issuance,
-            container.redelivery(),
-            container.definition_cache,
-        )
+        super().__init__(container, _Progress({}))
         self.busy_s = 0.0
         self.records = 0
         self.committed: dict[TopicPartition, int] = {}

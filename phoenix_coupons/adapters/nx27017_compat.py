@@ -10,6 +10,10 @@ Checked against nx-27017 0.8.1:
 - So a range query never matches a datetime that `$set` wrote: timestamps that queries
   compare and updates write (leases, windows) are integers, `epoch_ms()`. (Inserted
   datetimes compare to the millisecond in 0.8.1; earlier versions compared to the second.)
+- A range over inserted datetimes matches, but scans the collection even where a
+  single-field index serves it (`explain` names the index all the same): timestamps that
+  queries compare are integers even when only inserts write them (the code claims'
+  `unconfirmed`).
 - `$or: [{f: None}, ...]` matches a bare None only against a missing field: `free_lease()`
   says `{"$eq": None}`.
 - `{f: {"$ne": v}}` does not match a document without `f` (MongoDB's does): a field a
