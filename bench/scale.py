@@ -6,7 +6,7 @@ running, as in the API process:
   redemption stored, its `coupon.redeemed` published by the relay),
 - one bulk generation of 100 codes,
 - the first page (50) of a 100-code definition's codes and of a 1-coupon user's wallet,
-- the event worker's time per event, in rounds of 200 matching events (bench/scale_worker.py),
+- the event worker's time per event, in rounds of 500 matching events (bench/scale_worker.py),
   the redelivery look-up of a round's events, and one pass of the sweeps and of the expiry
   scheduler with nothing due (what a worker process runs in the background),
 - the relay while nothing is pending: CPU ms per second of this process (which runs the

@@ -11,8 +11,8 @@ TARGET_RATIO = 1.5
 
 # The operations measured at each size, in the table's order: (key, label, unit).
 OPERATIONS: tuple[tuple[str, str, str], ...] = (
-    ("worker_event", "worker, per event (rounds of 200)", "ms"),
-    ("redelivery_lookup", "redelivery look-up of 200 events", "ms"),
+    ("worker_event", "worker, per event (rounds of 500)", "ms"),
+    ("redelivery_lookup", "redelivery look-up of 500 events", "ms"),
     ("sweeps", "sweeps, one pass, nothing due", "ms"),
     ("expiry_pass", "expiry scheduler pass, nothing due", "ms"),
     ("redeem", "redeem (code stored last)", "ms"),

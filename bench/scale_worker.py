@@ -31,7 +31,7 @@ from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.delivery import EventRef
 
-ROUND_EVENTS = 200  # matching events per round: one coupon each
+ROUND_EVENTS = 500  # matching events per round, one coupon each: a round lasts about 0.5 s
 ROUND_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 WAKE_S = 0.5  # a look at the worker task between two batches
