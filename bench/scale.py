@@ -6,6 +6,9 @@ running, as in the API process:
   redemption stored, its `coupon.redeemed` published by the relay),
 - one bulk generation of 100 codes,
 - the first page (50) of a 100-code definition's codes and of a 1-coupon user's wallet,
+- the event worker's time per event, in rounds of 500 matching events (bench/scale_worker.py),
+  the redelivery look-up of a round's events, and one pass of the sweeps and of the expiry
+  scheduler with nothing due (what a worker process runs in the background),
 - the relay while nothing is pending: CPU ms per second of this process (which runs the
   relay and nothing else then) plus the MongoDB server's process.
 The target: each p50 at most 1.5 x its value at the smallest size (bench/scale_report.py).
@@ -27,6 +30,7 @@ from urllib.parse import urlsplit
 
 from bench.common import TENANT, BenchError, Servers, now, scenario_settings
 from bench.scale_report import ScaleFigures
+from bench.scale_worker import WorkerRounds
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain import issue_keys
@@ -82,6 +86,7 @@ class Store:
     rewards: dict[str, str]  # tenant -> reward item id
     redeem_definition: CouponDefinition
     generate_definition: str
+    worker: WorkerRounds
     server: int | None  # the MongoDB server's process (None: not ours to see)
     codegen: CodeGenerator = field(default_factory=CodeGenerator)
     filled: int = 0  # fill coupons stored so far (their number keys their issue keys)
@@ -158,7 +163,8 @@ async def _open_store(container: Container, server: int | None) -> Store:
     generate = await _definition(container, TENANT, rewards[TENANT], "generate")
     # The worker's own repository (the container keeps its repositories to its services).
     repo = MongoCouponRepo(container.mongo)
-    return Store(container, repo, fill, rewards, redeem, generate.id, server)
+    worker = await WorkerRounds.open(container)
+    return Store(container, repo, fill, rewards, redeem, generate.id, worker, server)
 
 
 async def _store_probes(store: Store, size: int, redeems: int) -> Probes:
@@ -308,14 +314,40 @@ async def _measure(
         if not new:
             raise BenchError("a redeem was answered as a replay")
 
+    async def sweeps(_: int) -> None:
+        await c.sweeper.sweep()
+
+    async def expiry_pass(_: int) -> None:
+        swept = await c.expiry.sweep()
+        if swept.claimed:
+            raise BenchError(f"the expiry scheduler found {swept.claimed} coupons due")
+
+    async def redelivery(_: int) -> None:
+        await store.worker.redelivery_lookup()
+
+    wallet_coupon = issue_keys.coupon_id(
+        issue_keys.event(store.redeem_definition.id, probes.wallet_user, "probe")
+    )
+
+    async def by_id(_: int) -> None:  # the floor: what the machine's load alone does
+        if await c.mongo.coupons.find_one({"_id": wallet_coupon}, {"_id": 1}) is None:
+            raise BenchError("the wallet's coupon is missing")
+
+    warm_up = size == plan.sizes[0]  # the first calls of a path set up its clients
+    before = store.worker.issued
+    figures.add("worker_event", size, await store.worker.measure(plan.reps))
+    store.stored += store.worker.issued - before  # a coupon per event
     for op, call in (
+        ("redelivery_lookup", redelivery),
+        ("sweeps", sweeps),
+        ("expiry_pass", expiry_pass),
         ("validate", validate),
         ("definition_page", definition_page),
         ("wallet_page", wallet_page),
         ("generate", generate),
         ("redeem", redeem),
+        ("by_id", by_id),
     ):
-        warm_up = size == plan.sizes[0]  # the first calls of a path set up its clients
         figures.add(op, size, await _timed(plan.reps, plan.budget_s, warm_up, call))
     # The relay running, then stopped: the difference is the relay's own.
     figures.add("relay_idle", size, await _idle_cpu(plan, store.server))
@@ -340,6 +372,7 @@ async def scale_run(servers: Servers, plan: Plan, say: Callable[[str], None]) ->
     container = Container(settings)
     await container.start()
     figures = ScaleFigures(sizes=plan.sizes)
+    store: Store | None = None
     try:
         store = await _open_store(container, server)
         for size in plan.sizes:
@@ -360,5 +393,7 @@ async def scale_run(servers: Servers, plan: Plan, say: Callable[[str], None]) ->
                 + f" ({now() - started:.0f} s)"
             )
     finally:
+        if store is not None:
+            await store.worker.close()
         await container.stop()
     return figures

@@ -11,16 +11,21 @@ TARGET_RATIO = 1.5
 
 # The operations measured at each size, in the table's order: (key, label, unit).
 OPERATIONS: tuple[tuple[str, str, str], ...] = (
+    ("worker_event", "worker, per event (rounds of 500)", "ms"),
+    ("redelivery_lookup", "redelivery look-up of 500 events", "ms"),
+    ("sweeps", "sweeps, one pass, nothing due", "ms"),
+    ("expiry_pass", "expiry scheduler pass, nothing due", "ms"),
     ("redeem", "redeem (code stored last)", "ms"),
     ("validate", "validate (code stored last)", "ms"),
     ("generate", "generate 100 codes", "ms"),
     ("definition_page", "page of a 100-code definition", "ms"),
     ("wallet_page", "page of a 1-coupon wallet", "ms"),
+    ("by_id", "    reference: a coupon by `_id`", "ms"),
     ("relay_idle", "relay idle, CPU ms per s", "ms/s"),
     ("idle_without_relay", "    reference: relay stopped", "ms/s"),
 )
 # Rows shown for reference, without a target.
-REFERENCES = {"idle_without_relay"}
+REFERENCES = {"by_id", "idle_without_relay"}
 
 
 @dataclass

@@ -32,7 +32,7 @@ async def sweep_claims(mongo: Mongo, now: datetime, grace: timedelta) -> int:
     """Settle the claims unconfirmed since before `now - grace`; returns how many."""
     col = mongo.db[CODES.name]
     coupons = MongoCouponRepo(mongo)
-    cursor = col.find({UNCONFIRMED: {"$lt": now - grace}}).limit(SWEEP_BATCH)
+    cursor = col.find({UNCONFIRMED: {"$lt": epoch_ms(now - grace)}}).limit(SWEEP_BATCH)
     claims = [d async for d in cursor]
     if not claims:
         return 0

@@ -43,6 +43,8 @@ def split_id(code_id: str) -> tuple[str, str]:
 
 
 def claim_doc(coupon: Coupon, at: datetime, unconfirmed: bool = True) -> Doc:
+    """`unconfirmed` holds the claim's time in epoch ms: the claims sweep compares it (a
+    range over datetimes scans the collection on nx-27017: nx27017_compat.py)."""
     doc: Doc = {
         "_id": claim_id(coupon.tenant_id, coupon.code_norm),
         "coupon_id": coupon.id,
@@ -51,7 +53,7 @@ def claim_doc(coupon: Coupon, at: datetime, unconfirmed: bool = True) -> Doc:
         "claimed_at": at,
     }
     if unconfirmed:
-        doc[UNCONFIRMED] = at
+        doc[UNCONFIRMED] = epoch_ms(at)
     return doc
 
 

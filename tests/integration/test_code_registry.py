@@ -13,6 +13,7 @@ from phoenix_coupons.adapters.claims_sweep import sweep_claim_batches, sweep_cla
 from phoenix_coupons.adapters.code_registry import claim_doc, claim_id
 from phoenix_coupons.adapters.counters import MongoCounters
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo, to_doc
+from phoenix_coupons.adapters.nx27017_compat import epoch_ms
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.errors import DuplicateCodes
@@ -169,8 +170,12 @@ async def test_the_sweep_releases_stale_claims_without_coupons_and_confirms_the_
     )
     claimed = await repo.codes.claim([lost, landed, young], LONG_AGO)
     assert claimed.new == {0, 1, 2} and await repo.count_in_space(tenant, SPACE) == 3
+    # In epoch ms, which the sweep's range compares (a datetime range scans on nx-27017).
+    stored = await claims(container, tenant)
+    assert {c["unconfirmed"] for c in stored.values()} == {epoch_ms(LONG_AGO)}
     await codes.update_one(
-        {"_id": claim_id(tenant, "YOUNG001")}, {"$set": {"unconfirmed": datetime.now(UTC)}}
+        {"_id": claim_id(tenant, "YOUNG001")},
+        {"$set": {"unconfirmed": epoch_ms(datetime.now(UTC))}},
     )
     await container.mongo.coupons.insert_one(to_doc(landed))  # crash before its confirm
     assert await sweep_claims(container.mongo, datetime.now(UTC), timedelta(minutes=5)) >= 2

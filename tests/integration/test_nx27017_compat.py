@@ -134,15 +134,31 @@ def test_indexes_as_nx27017_serves_them() -> None:
         retired=((("tenant_id", ASC), ("created_at", DESC)),),
     )
     served = nx.as_served(declared)
-    assert [i.keys for i in served.indexes] == [
-        (("tenant_id", 1), ("created_at", 1)),
-        (("_id", 1),),
-    ]
+    # Without the `_id` tie-breaker, ascending, and by its first key alone (nx-27017 never
+    # uses a compound index): the compound form is retired.
+    assert [i.keys for i in served.indexes] == [(("tenant_id", 1),), (("_id", 1),)]
     assert served.retired == ((("tenant_id", 1), ("created_at", 1)),)
     reported = {"i": {"key": [("tenant_id", 1), ("created_at", -1)], "unique": True}}
     assert nx.as_reported(reported) == {
         "i": {"key": [("tenant_id", 1), ("created_at", 1)], "unique": True}
     }
+
+
+def test_compound_indexes_are_served_by_their_first_key_unless_unique() -> None:
+    declared = Collection(
+        "c",
+        (
+            Index((("a", ASC), ("t", DESC))),
+            Index((("a", ASC), ("s", ASC))),
+            Index((("u", ASC), ("v", ASC)), unique=True),
+        ),
+    )
+    served = nx.as_served(declared)
+    assert [(i.keys, i.unique) for i in served.indexes] == [
+        ((("a", 1),), False),
+        ((("u", 1), ("v", 1)), True),  # its first key alone would refuse what it allows
+    ]
+    assert served.retired == ((("a", 1), ("t", 1)), (("a", 1), ("s", 1)))
 
 
 def test_the_server_is_told_apart_by_its_build_info() -> None:

@@ -64,6 +64,18 @@ def test_a_reference_row_has_no_target() -> None:
     assert row.endswith("| 1.00 | 1.50 | (none) |  |")
 
 
+def test_the_worker_rows_lead_and_the_id_look_up_is_a_reference() -> None:
+    f = figures()
+    for op, values in (("worker_event", [1.0, 1.2, 1.1]), ("by_id", [1.0, 2.0, 1.0])):
+        for size, v in zip(f.sizes, values, strict=True):
+            f.add(op, size, [v])
+    rows = markdown(f)[2:]
+    assert rows[0].startswith("| worker, per event (rounds of 500) (ms) | 1.0 | 1.2 | 1.1 |")
+    assert rows[0].endswith("| <= 1.5 | met |")
+    (ref,) = [r for r in rows if "a coupon by `_id`" in r]
+    assert ref.endswith("| 2.00 | 1.00 | (none) |  |")
+
+
 def test_another_process_s_cpu_is_read_finer_than_clock_ticks() -> None:
     import os
     import time

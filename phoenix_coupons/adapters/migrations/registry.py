@@ -11,6 +11,7 @@ from phoenix_coupons.adapters.migrations import (
     m0201_redemption_outbox,
     m0202_redemption_slots,
     m0301_expiry_schedule,
+    m0302_claim_times,
 )
 
 STEPS: list[Step] = [
@@ -24,5 +25,6 @@ STEPS: list[Step] = [
     m0202_redemption_slots.STEP,
     api_keys_by_hash.STEP,
     m0301_expiry_schedule.STEP,
+    m0302_claim_times.STEP,
 ]
 RECOUNTS: list[Step] = [*m0104_counts.RECOUNTS, m0202_redemption_slots.RECOUNT]
