@@ -21,7 +21,7 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,6 +37,7 @@ class Timed:
     cpu_s: float
     latencies_ms: list[float]
     statuses: Counter[int]
+    series: list[tuple[float, float]] = field(default_factory=list)  # open loop
 
 
 class Connection:
@@ -115,6 +116,8 @@ async def open_loop(target: Target, calls: int, rate: float, first: int, warmup:
     everyone: list[Connection] = []
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
+    series: list[tuple[float, float]] = []  # (when due, s from the start; latency, ms)
+    started = 0.0
 
     async def fresh() -> Connection:
         conn = await Connection.open(target.host, target.port)
@@ -139,6 +142,7 @@ async def open_loop(target: Target, calls: int, rate: float, first: int, warmup:
         if due is not None:
             statuses[status] += 1
             latencies.append((time.perf_counter() - t) * 1000)
+            series.append((due - started, latencies[-1]))
         idle.append(conn)
 
     try:
@@ -153,7 +157,9 @@ async def open_loop(target: Target, calls: int, rate: float, first: int, warmup:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(target.request(str(first + n)), due)))
         await asyncio.gather(*tasks)
-        return Timed(time.perf_counter() - started, time.process_time() - cpu, latencies, statuses)
+        timed = Timed(time.perf_counter() - started, time.process_time() - cpu, latencies, statuses)
+        timed.series = series
+        return timed
     finally:
         for c in everyone:
             c.close()
@@ -185,6 +191,7 @@ def main() -> None:
         "latencies_ms": timed.latencies_ms,
         "statuses": {str(k): v for k, v in timed.statuses.items()},
         "cpu_s": timed.cpu_s,
+        "series": timed.series,
         "loop": "uvloop" if "uvloop" in sys.modules else "asyncio",
     }
     text = json.dumps(answer) + "\n"

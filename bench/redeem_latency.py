@@ -18,6 +18,7 @@ in its own process (bench/loadgen.py), on the same servers in one run:
 
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import socket
@@ -33,7 +34,7 @@ from urllib.parse import urlsplit
 
 from bench.common import TENANT, BenchError, Servers, now, scenario_settings
 from bench.profile_summary import Summary, summarize
-from bench.redemption import api_process
+from bench.redemption import CallRun, api_process
 from bench.reference_app import COLLECTION
 from bench.round_trips import Counts, count_round_trips
 from bench.scale import _cpu_seconds, _listener_pid
@@ -74,28 +75,23 @@ class Plan:
 
 
 @dataclass
-class Load:
+class Load(CallRun):
     """A load generator's answer, and the CPU seconds of the processes watched meanwhile."""
 
-    name: str
-    calls: int
-    seconds: float
-    latencies_ms: list[float]
     statuses: dict[str, int]
     loadgen_cpu_s: float
     cpu_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def rate(self) -> float:
-        return self.calls / self.seconds
-
-    def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+    series: list[tuple[float, float]] = field(default_factory=list)  # open loop: (due s, ms)
 
     def cpu_ms_per_call(self, who: str) -> float:
         seconds = self.loadgen_cpu_s if who == "load generator" else self.cpu_s[who]
         return seconds * 1000 / self.calls
+
+    def slowest(self, n: int) -> str:
+        """The open loop's `n` slowest calls, in time order: when each was due (s) and its
+        latency (ms): stalls that recur at an interval show here."""
+        worst = sorted(sorted(self.series, key=lambda c: -c[1])[:n])
+        return ", ".join(f"{t:.1f}s {ms:.0f}" for t, ms in worst)
 
     def failed(self) -> int:
         """Calls answered with an error status (an open loop over capacity: 503s)."""
@@ -174,7 +170,7 @@ async def _load(
     cpu = {k: _cpu_seconds(pid) - before[k] for k, pid in (watch or {}).items() if pid}
     if expect is not None and set(got["statuses"]) != {expect}:
         raise BenchError(f"{name}: answered {got['statuses']}, expected only {expect}")
-    return Load(
+    run = Load(
         name,
         got["calls"],
         got["seconds"],
@@ -182,7 +178,10 @@ async def _load(
         got["statuses"],
         got["cpu_s"],
         cpu,
+        [(t, ms) for t, ms in got.get("series", [])],
     )
+    print(run.line(), flush=True)
+    return run
 
 
 @contextlib.asynccontextmanager
@@ -335,88 +334,50 @@ async def redeem_latency_run(servers: Servers, plan: Plan, log: Path) -> Figures
     await _reference_docs(settings, plan)
     mongo_pid = _listener_pid(urlsplit(settings.mongodb_uri or "").port or 27017)
     c, n = plan.concurrency, plan.calls
+    closed = functools.partial(_load, calls=n, concurrency=c, body=_body(CODE))
+    opened = functools.partial(
+        _load, calls=_open_calls(plan), rate=plan.rate, body=_body(CODE), first=OPEN_FIRST
+    )
 
     async with _trivial_server() as url:
         alone = await _load("load generator alone (bare server)", url, calls=n * 5, concurrency=c)
-    print(alone.line(), flush=True)
 
     async with api_process(settings, log, module="bench.reference_app") as (base, pid):
         watch = {"server": pid, "mongodb": mongo_pid}
-        hello = await _load(
-            "reference: constant answer", f"{base}/ref/hello", calls=n, concurrency=c, watch=watch
+        hello = await closed(
+            "reference: constant answer", f"{base}/ref/hello", body=None, watch=watch
         )
-        print(hello.line(), flush=True)
-        reference = await _load(
-            "reference: find_one_and_update",
-            f"{base}/ref/use",
-            calls=n,
-            concurrency=c,
-            body=_body(CODE),
-            watch=watch,
-            expect="201",
+        reference = await closed(
+            "reference: find_one_and_update", f"{base}/ref/use", watch=watch, expect="201"
         )
-        print(reference.line(), flush=True)
-        open_reference = await _load(
-            f"reference, open loop {plan.rate:.0f}/s",
-            f"{base}/ref/use",
-            calls=_open_calls(plan),
-            rate=plan.rate,
-            body=_body(CODE),
-            first=OPEN_FIRST,
-        )
-        print(open_reference.line(), flush=True)
+        open_reference = await opened(f"reference, open loop {plan.rate:.0f}/s", f"{base}/ref/use")
 
     env = {"PHOENIX_LOG_LEVEL": "INFO", **plan.api_env}
     auth = (f"X-API-Key: {key}",)
     async with api_process(settings, log, env) as (base, pid):
         watch = {"server": pid, "mongodb": mongo_pid}
         api_url = f"{base}/v1/tenants/{TENANT}/coupons"
-        validate = await _load(
-            "API validate",
-            f"{api_url}/validate",
-            calls=n,
-            concurrency=c,
-            body=_body(CODE),
-            headers=auth,
-            watch=watch,
-            expect="200",
+        validate = await closed(
+            "API validate", f"{api_url}/validate", headers=auth, watch=watch, expect="200"
         )
-        print(validate.line(), flush=True)
-        redeem = await _load(
-            "API redeem",
-            f"{api_url}/redeem",
-            calls=n,
-            concurrency=c,
-            body=_body(CODE),
-            headers=auth,
-            watch=watch,
-            expect="201",
+        redeem = await closed(
+            "API redeem", f"{api_url}/redeem", headers=auth, watch=watch, expect="201"
         )
-        print(redeem.line(), flush=True)
-        open_redeem = await _load(
-            f"API redeem, open loop {plan.rate:.0f}/s",
-            f"{api_url}/redeem",
-            calls=_open_calls(plan),
-            rate=plan.rate,
-            body=_body(CODE),
-            headers=auth,
-            first=OPEN_FIRST,
+        open_redeem = await opened(
+            f"API redeem, open loop {plan.rate:.0f}/s", f"{api_url}/redeem", headers=auth
         )
-        print(open_redeem.line(), flush=True)
         flat: list[tuple[int, Load]] = []
         for size, tenant in zip(plan.flat_sizes, flat_tenants, strict=True):
-            run = await _load(
+            flat_run = await closed(
                 f"API redeem, {size:,} earlier",
                 f"{base}/v1/tenants/{tenant}/coupons/redeem",
                 calls=plan.flat_calls,
-                concurrency=c,
                 body=_body(FLAT_CODE),
                 headers=auth,
                 watch=watch,
                 expect="201",
             )
-            print(run.line(), flush=True)
-            flat.append((size, run))
+            flat.append((size, flat_run))
         profiles: dict[str, Summary] = {}
         if plan.profile_dir is not None:
             profiles = await _profiles(plan, base, pid, auth)
@@ -452,7 +413,6 @@ async def _compared(
                 watch={"server": pid, "mongodb": mongo_pid},
                 expect=status,
             )
-            print(run.line(), flush=True)
             runs.append(run)
     return runs
 
@@ -462,32 +422,23 @@ async def _profiles(plan: Plan, base: str, pid: int, auth: tuple[str, ...]) -> d
     sampled (each profiler on its own run: py-spy costs CPU on two cores)."""
     assert plan.profile_dir is not None
     plan.profile_dir.mkdir(parents=True, exist_ok=True)
-    url = f"{base}/v1/tenants/{TENANT}/coupons/redeem"
-    out: dict[str, Summary] = {}
-    api_raw = plan.profile_dir / "api-redeem.txt"
-    async with _py_spy(pid, api_raw):
-        await _load(
-            "API redeem (profiled)",
-            url,
-            calls=plan.calls,
-            concurrency=plan.concurrency,
-            body=_body(CODE),
-            headers=auth,
-            first=2 * OPEN_FIRST,
-            expect="201",
-        )
-    out["API process"] = summarize(api_raw)
-    gen_raw = plan.profile_dir / "loadgen-redeem.txt"
-    await _load(
-        "API redeem (load generator profiled)",
-        url,
+    redeem = functools.partial(
+        _load,
+        url=f"{base}/v1/tenants/{TENANT}/coupons/redeem",
         calls=plan.calls,
         concurrency=plan.concurrency,
         body=_body(CODE),
         headers=auth,
-        first=3 * OPEN_FIRST,
         expect="201",
-        wrap=_py_spy_argv(gen_raw),
+    )
+    out: dict[str, Summary] = {}
+    api_raw = plan.profile_dir / "api-redeem.txt"
+    async with _py_spy(pid, api_raw):
+        await redeem("API redeem (API profiled)", first=2 * OPEN_FIRST)
+    out["API process"] = summarize(api_raw)
+    gen_raw = plan.profile_dir / "loadgen-redeem.txt"
+    await redeem(
+        "API redeem (load generator profiled)", first=3 * OPEN_FIRST, wrap=_py_spy_argv(gen_raw)
     )
     out["load generator"] = summarize(gen_raw)
     return out

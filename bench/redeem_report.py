@@ -56,6 +56,8 @@ def lines(f: Figures) -> list[str]:
         if run.failed():
             out.append(f"    {run.name}: answers {run.statuses}")
     row("reference, open loop (same rate)", f.open_reference)
+    for run in (f.open_redeem, f.open_reference):
+        out.append(f"    slowest of {run.name} (due at: ms): {run.slowest(12)}")
     for run in f.compared:
         row(run.name.removeprefix("API "), run, f"{run.rate / ref.rate:.2f}")
     out.append("  CPU ms per call, by process (server = the API or the reference):")
