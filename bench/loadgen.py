@@ -38,6 +38,7 @@ class Timed:
     latencies_ms: list[float]
     statuses: Counter[int]
     series: list[tuple[float, float]] = field(default_factory=list)  # open loop
+    started_at: float = 0.0  # open loop: the wall clock (epoch s) of the first call's due time
 
 
 class Connection:
@@ -150,6 +151,7 @@ async def open_loop(target: Target, calls: int, rate: float, first: int, warmup:
             await one(target.request(f"w{j}"), None)
         tasks: list[asyncio.Task[None]] = []
         started, cpu = time.perf_counter(), time.process_time()
+        wall = time.time()
         for n in range(calls):
             due = started + n / rate
             delay = due - time.perf_counter()
@@ -159,6 +161,7 @@ async def open_loop(target: Target, calls: int, rate: float, first: int, warmup:
         await asyncio.gather(*tasks)
         timed = Timed(time.perf_counter() - started, time.process_time() - cpu, latencies, statuses)
         timed.series = series
+        timed.started_at = wall
         return timed
     finally:
         for c in everyone:
@@ -192,6 +195,7 @@ def main() -> None:
         "statuses": {str(k): v for k, v in timed.statuses.items()},
         "cpu_s": timed.cpu_s,
         "series": timed.series,
+        "started_at": timed.started_at,
         "loop": "uvloop" if "uvloop" in sys.modules else "asyncio",
     }
     text = json.dumps(answer) + "\n"

@@ -82,6 +82,7 @@ class Load(CallRun):
     loadgen_cpu_s: float
     cpu_s: dict[str, float] = field(default_factory=dict)
     series: list[tuple[float, float]] = field(default_factory=list)  # open loop: (due s, ms)
+    started_at: float = 0.0  # open loop: epoch s of the first call's due time
 
     def cpu_ms_per_call(self, who: str) -> float:
         seconds = self.loadgen_cpu_s if who == "load generator" else self.cpu_s[who]
@@ -91,7 +92,8 @@ class Load(CallRun):
         """The open loop's `n` slowest calls, in time order: when each was due (s) and its
         latency (ms): stalls that recur at an interval show here."""
         worst = sorted(sorted(self.series, key=lambda c: -c[1])[:n])
-        return ", ".join(f"{t:.1f}s {ms:.0f}" for t, ms in worst)
+        listed = ", ".join(f"{t:.1f}s {ms:.0f}" for t, ms in worst)
+        return f"{listed} (started at epoch {self.started_at:.3f})"
 
     def failed(self) -> int:
         """Calls answered with an error status (an open loop over capacity: 503s)."""
@@ -180,6 +182,7 @@ async def _load(
         cpu,
         [(t, ms) for t, ms in got.get("series", [])],
     )
+    run.started_at = float(got.get("started_at", 0.0))
     print(run.line(), flush=True)
     return run
 
