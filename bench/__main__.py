@@ -9,6 +9,10 @@
 (d) redemption over HTTP at a fixed concurrency vs as many raw conditional
     find_one_and_update calls (reported: redeems/s, p99), and as many reserve + confirm
     pairs through the same API process (reported: pairs/s, p99 of a pair);
+(r) the redeem path over HTTP from a load generator in its own process, against the
+    framework reference (the API's server settings, one find_one_and_update a call): redeem
+    and validate at a fixed concurrency, an open loop, flat with earlier redemptions, and
+    py-spy profiles with --profile-dir (bench/redeem_latency.py);
 (export) a definition's codes exported as CSV over HTTP vs a raw cursor read of the same
     documents (target >= 0.5), with the API process's peak resident memory;
 (scale) the hot paths' p50 with 0, 10,000 and 100,000 coupons stored, each against its
@@ -27,12 +31,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
-from bench import scale_report
+from bench import redeem_report, scale_report
 from bench.common import BenchError, Servers, now, produce_inputs, scenario_settings
 from bench.export import export_run
 from bench.latency import STAGES, LatencyRun, latency_run, percentile
+from bench.redeem_latency import Plan as RedeemPlan
+from bench.redeem_latency import redeem_latency_run
 from bench.redemption import redemption_runs
 from bench.scale import Plan, scale_run
 from bench.scale_report import ScaleFigures
@@ -46,7 +53,7 @@ TARGET_NONMATCHING = 0.8
 TARGET_MATCHING = 0.7
 TARGET_P99_MS = 100.0
 TARGET_EXPORT = 0.5
-SCENARIOS = ("a", "b", "c", "d", "export", "scale")
+SCENARIOS = ("a", "b", "c", "d", "r", "export", "scale")
 
 
 def _sizes(text: str) -> list[int]:
@@ -83,6 +90,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--relay-windows", type=int, default=3, help="relay idle CPU windows a size")
     p.add_argument("--relay-seconds", type=float, default=3.0, help="seconds of each window")
+    p.add_argument("--open-rate", type=float, default=100.0, help="(r) open loop: redeems/s")
+    p.add_argument("--open-seconds", type=float, default=10.0, help="(r) open loop duration")
+    p.add_argument(
+        "--flat-sizes",
+        type=_sizes,
+        default=[0, 10_000, 100_000],
+        help="(r) earlier redemptions of the code at each step (comma-separated, growing)",
+    )
+    p.add_argument("--flat-calls", type=int, default=1000, help="(r) redeems at each flat size")
+    p.add_argument(
+        "--profile-dir",
+        type=Path,
+        default=None,
+        help="(r) also sample the API process and the load generator with py-spy (raw "
+        "stacks written here) and print the breakdown",
+    )
+    p.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="(r) skip the API process with the standard event loop and h11",
+    )
     p.add_argument(
         "--only", choices=[*SCENARIOS], action="append", help="run only these (repeatable)"
     )
@@ -296,6 +324,26 @@ async def scenario_d(servers: Servers, args: argparse.Namespace, log: Path) -> l
     ]
 
 
+async def scenario_r(servers: Servers, args: argparse.Namespace, log: Path) -> list[str]:
+    say(
+        f"\n(r) the redeem path: {args.redeems:,} calls per run, {args.concurrency} in flight, "
+        f"from a load generator process; open loop {args.open_rate:.0f}/s"
+    )
+    plan = RedeemPlan(
+        calls=args.redeems,
+        concurrency=args.concurrency,
+        rate=args.open_rate,
+        open_seconds=args.open_seconds,
+        flat_sizes=tuple(args.flat_sizes),
+        flat_calls=args.flat_calls,
+        profile_dir=args.profile_dir,
+    )
+    if args.no_compare:
+        plan = replace(plan, compare_env=None)
+    figures = await redeem_latency_run(servers, plan, log)
+    return ["", *redeem_report.lines(figures)]
+
+
 async def scenario_export(servers: Servers, args: argparse.Namespace, log: Path) -> list[Row]:
     say(
         f"\n(export) {args.export_codes:,} codes exported as CSV over HTTP vs a raw cursor read "
@@ -372,6 +420,9 @@ async def main(args: argparse.Namespace, log_file: Path) -> int:
             rows += await scenario(servers, args)
     if "d" in only:
         rows += await scenario_d(servers, args, log_file)
+    redeem_lines: list[str] = []
+    if "r" in only:
+        redeem_lines = await scenario_r(servers, args, log_file)
     if "export" in only:
         rows += await scenario_export(servers, args, log_file)
     figures = await scenario_scale(servers, args) if "scale" in only else None
@@ -382,6 +433,8 @@ async def main(args: argparse.Namespace, log_file: Path) -> int:
         )
         for text in _table(rows):
             say(text)
+    for text in redeem_lines:
+        say(text)
     if figures is not None:
         say("\n(scale) p50 at each store size, and its ratio to the smallest")
         for text in [*scale_report.table(figures), "", *scale_report.markdown(figures)]:

@@ -75,8 +75,14 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> "subprocess.Popen
 
 
 @contextlib.asynccontextmanager
-async def api_process(settings: Settings, log: Path) -> AsyncIterator[tuple[str, int]]:
-    """A real API process on the scenario's servers: (its base URL, its pid)."""
+async def api_process(
+    settings: Settings,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+    module: str = "phoenix_coupons",
+) -> AsyncIterator[tuple[str, int]]:
+    """A real API process on the scenario's servers: (its base URL, its pid). `module`: the
+    bench's framework reference (bench.reference_app) instead, with the same environment."""
     port = _free_port()
     env = {
         **os.environ,
@@ -87,8 +93,10 @@ async def api_process(settings: Settings, log: Path) -> AsyncIterator[tuple[str,
         "PHOENIX_TOPIC_COUPONS_ISSUED": settings.topic_coupons_issued,
         "PHOENIX_TOPIC_COUPONS_REDEEMED": settings.topic_coupons_redeemed,
         "PHOENIX_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
-    proc = _spawn([sys.executable, "-m", "phoenix_coupons", "api", "--port", str(port)], env, log)
+    argv = [sys.executable, "-m", module, *(["api"] if module == "phoenix_coupons" else [])]
+    proc = _spawn([*argv, "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_S

@@ -117,20 +117,13 @@ def _codes(settings: Settings, args: argparse.Namespace) -> int:
 def _serve(settings: Settings, host: str | None, port: int | None, with_worker: bool) -> int:
     import uvicorn
 
-    from phoenix_coupons.api.app import create_app
+    from phoenix_coupons.api.app import create_app, server_options
     from phoenix_coupons.bootstrap import Container
 
     container = Container(settings)
     app = create_app(container, worker=container.worker() if with_worker else None)
     tune_gc(settings.gc_threshold)
-    uvicorn.run(
-        app,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(app, **server_options(settings, host, port))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import limits
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -77,6 +78,16 @@ class Settings(BaseSettings):
     )
     api_port: int = Field(default=8080, description="Port of the API.")
     log_level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
+    api_event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="The API server's event loop: `auto` takes uvloop (installed with the "
+        "service), `asyncio` the standard library's (BENCHMARKS.md compares them).",
+    )
+    api_http_parser: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description="The API server's HTTP/1.1 parser: `auto` takes httptools (installed with "
+        "the service), `h11` the pure-Python one.",
+    )
 
     jwt_max_lifetime_seconds: int = Field(
         default=24 * 3600,

@@ -3,7 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import FastAPI, Response
@@ -19,6 +19,7 @@ from phoenix_coupons.api.errors import install_error_handlers
 from phoenix_coupons.api.observe import RequestLog
 from phoenix_coupons.api.routes import codes, coupons, jobs, redemptions, reservations, rewards
 from phoenix_coupons.bootstrap import Container
+from phoenix_coupons.settings import Settings
 
 if TYPE_CHECKING:
     from consumers.loop import Worker
@@ -26,6 +27,21 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
+
+
+def server_options(
+    settings: Settings, host: str | None = None, port: int | None = None
+) -> dict[str, Any]:
+    """uvicorn's settings of the API (and of the bench's framework reference: the same)."""
+    return {
+        "host": host or settings.api_host,
+        "port": port or settings.api_port,
+        "loop": settings.api_event_loop,
+        "http": settings.api_http_parser,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": int(SHUTDOWN_GRACE_S),
+    }
 
 
 async def stop_worker(worker: "Worker", task: "asyncio.Task[None]") -> None:

@@ -1,7 +1,7 @@
 """The services routes depend on, each a typed dependency: a route names what it uses, and
 the composition root (bootstrap.Container) stays out of the routes."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
@@ -20,10 +20,12 @@ from phoenix_coupons.services.rewards import RewardService
 T = TypeVar("T")
 
 
-def _of_container(part: Callable[[Container], T]) -> Callable[[Request], T]:
+def _of_container(part: Callable[[Container], T]) -> Callable[[Request], Awaitable[T]]:
     """A dependency answering `part` of the app's container (create_app puts it in the state)."""
 
-    def dependency(request: Request) -> T:
+    # Async: FastAPI runs a plain `def` dependency in its thread pool, two thread hops a
+    # request for what is an attribute read (BENCHMARKS.md, scenario (r)).
+    async def dependency(request: Request) -> T:
         container: Container = request.app.state.container
         return part(container)
 

@@ -1,6 +1,8 @@
 """API keys: creation (plaintext shown once), listing, revocation, and authentication of
 both credentials of the spec: `X-API-Key` and an HS256 JWT signed with the key's value."""
 
+import hashlib
+import hmac
 import re
 import secrets
 import uuid
@@ -69,6 +71,14 @@ def token_times(claims: dict[str, Any]) -> TokenTimes:
     if exp is None:
         raise Unauthenticated("token lacks claims: exp", code="missing_claims")
     return TokenTimes(exp=exp, iat=values["iat"], nbf=values["nbf"])
+
+
+def hs256_verifies(token: str, signature: bytes, secret: str) -> bool:
+    """RFC 7515's HS256 check of a compact JWS whose segments are parsed already: the HMAC
+    of its signing input (all before the last '.') under `secret`, compared in constant time."""
+    signing_input = token.rpartition(".")[0].encode()
+    expected = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return hmac.compare_digest(expected, signature)
 
 
 def tenant_id_reason(tenant_id: str) -> str | None:
@@ -149,8 +159,11 @@ class ApiKeyService:
                 code="malformed_token",
             )
         try:
-            header = jwt.get_unverified_header(token)
-            unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+            # One parse for the header and the claims; the signature is checked below, once
+            # the key is read (PyJWT's decode would parse the token again: 3x the CPU).
+            parsed = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
+            header: dict[str, Any] = parsed["header"]
+            unverified: dict[str, Any] = parsed["payload"]
         except jwt.PyJWTError as exc:
             raise Unauthenticated(
                 f"the bearer token is not a JWT: {exc}", code="malformed_token"
@@ -178,25 +191,10 @@ class ApiKeyService:
             raise Unauthenticated(
                 "the token's sub_id is not a known API key", code="unknown_api_key"
             )
-        try:
-            # The signature only: the times are judged below, by the service's clock.
-            jwt.decode(
-                token,
-                self._box.decrypt(key.secret_enc),
-                algorithms=["HS256"],
-                options={
-                    "require": list(REQUIRED_CLAIMS),
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                },
-            )
-        except jwt.InvalidSignatureError as exc:
-            raise Unauthenticated(
-                "the token signature does not verify", code="bad_signature"
-            ) from exc
-        except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"the token is not valid: {exc}", code="invalid_token") from exc
+        # The signature only (the key's secret, decrypted: 2 us); the times are judged
+        # below, by the service's clock.
+        if not hs256_verifies(token, parsed["signature"], self._box.decrypt(key.secret_enc)):
+            raise Unauthenticated("the token signature does not verify", code="bad_signature")
         self._check_times(times, self._clock().timestamp())
         return self._principal(key, "jwt")
 

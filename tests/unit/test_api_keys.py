@@ -2,6 +2,7 @@
 measured from now, `iat`/`nbf` may not lie in the future beyond the leeway, and any malformed
 NumericDate answers `invalid_token` (an Unauthenticated), never another exception."""
 
+import base64
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -129,3 +130,32 @@ async def test_oversized_token_is_malformed(issued: tuple[ApiKeyService, ApiKey,
     service, key, secret = issued
     padded = token(key, secret, pad="x" * 9000)
     assert await reason(service, padded) == "malformed_token"
+
+
+def _resigned(text: str, signature: bytes) -> str:
+    head, payload, _ = text.split(".")
+    return f"{head}.{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+async def test_signature_checked_once_parsed(issued: tuple[ApiKeyService, ApiKey, str]) -> None:
+    """The token is parsed once and its HS256 signature checked by hand: the key's own
+    signature verifies; another secret's, a truncated, an empty or a flipped one, or claims
+    changed under a valid signature, answer `bad_signature`; a token that is no JWT is
+    `malformed_token`, as before."""
+    service, key, secret = issued
+    good = token(key, secret)
+    assert (await service.from_jwt(good)).key_id == key.id
+    signature = base64.urlsafe_b64decode(good.split(".")[2] + "==")
+    flipped = bytes([signature[0] ^ 1]) + signature[1:]
+    head, _, sig = good.split(".")
+    other_claims = token(key, secret, exp=T + 600).split(".")[1]
+    for bad in (
+        token(key, secret + "x"),
+        _resigned(good, signature[:16]),
+        _resigned(good, b""),
+        _resigned(good, flipped),
+        f"{head}.{other_claims}.{sig}",
+    ):
+        assert await reason(service, bad) == "bad_signature", bad
+    for text in ("not-a-jwt", "a.b", f"{head}.!!!.{sig}"):
+        assert await reason(service, text) == "malformed_token", text
