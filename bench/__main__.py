@@ -361,6 +361,16 @@ async def scenario_jobs(servers: Servers, args: argparse.Namespace, log: Path) -
             _verdict(ratio >= TARGET_JOB),
         ),
         (
+            "    reference",
+            "+ their code claims",
+            f"{f.reference_rate:,.0f} doc/s",
+            f"{f.job_rate:,.0f} code/s",
+            f"{f.job_rate / f.reference_rate:.2f}",
+            "",
+            "(none)",
+            "",
+        ),
+        (
             "    runner peak RSS",
             "",
             "",
