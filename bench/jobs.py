@@ -4,8 +4,10 @@ process, run by a `phoenix-coupons jobs` process (whose resident memory is sampl
 same factory, in batches of a job chunk) into a collection with the coupons' indexes, on
 the same server in the same run.
 
-The job's time is its own (`started_at` to `finished_at`, as it stores them); the time until
-the outbox holds none of its entries (every `coupon.issued` published) is reported beside it.
+The baseline runs before and after the job (the machine's load moves; the mean is
+compared). The job's time is its own (`started_at` to `finished_at`, as it stores them);
+the time until the outbox holds none of its entries (every `coupon.issued` published) is
+reported beside it.
 After the run the coupons and the records on the issued topic are counted: one coupon and
 one `coupon.issued` per row, one `coupon.generation_job.completed` (a wrong count fails the
 run)."""
@@ -154,6 +156,18 @@ async def raw_insert(
     return coupons_s, claims_s
 
 
+async def _raw(
+    mongo: Mongo, defn: CouponDefinition, users: list[str | None], when: str
+) -> tuple[float, float]:
+    coupons_s, claims_s = await raw_insert(mongo, defn, users)
+    print(
+        f"  raw insert_many of {len(users):,} coupons {coupons_s:.1f} s, of their code "
+        f"claims {claims_s:.1f} s ({when})",
+        flush=True,
+    )
+    return coupons_s, claims_s
+
+
 def process_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
@@ -285,12 +299,7 @@ async def job_bench(servers: Servers, codes: int, log: Path) -> JobFigures:
     try:
         defn, key = await job_definition(container)
         body, users = job_request(codes)
-        raw_s, claims_s = await raw_insert(container.mongo, defn, users)
-        print(
-            f"  raw insert_many of {codes:,} coupons {raw_s:.1f} s, of their code claims "
-            f"{claims_s:.1f} s",
-            flush=True,
-        )
+        before = await _raw(container.mongo, defn, users, "before the job")
         samples: list[tuple[float, float]] = []
         async with (
             api_process(settings, api_log) as (base, _),
@@ -304,6 +313,8 @@ async def job_bench(servers: Servers, codes: int, log: Path) -> JobFigures:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
             peak = peak_rss_mb(pid)
+        after = await _raw(container.mongo, defn, users, "after the job")
+        raw_s, claims_s = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
         if (job["status"], job["generated"], job["failed"]) != ("succeeded", codes, 0):
             raise BenchError(f"the job ended {job['status']}: {job}")
         stored = await container.mongo.coupons.estimated_document_count()  # this job's alone
