@@ -30,7 +30,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import SECRET, TENANT, BenchError, Servers, end_offsets, now, scenario_settings
-from bench.export import peak_rss_mb
+from bench.export import export_definition, peak_rss_mb
 from bench.redemption import _free_port, _spawn, api_process
 from phoenix_coupons.adapters.code_registry import claim_doc
 from phoenix_coupons.adapters.coupon_repo import to_doc
@@ -43,8 +43,7 @@ from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.jobs import issue_key
 from phoenix_coupons.domain.models import Requester
 from phoenix_coupons.settings import Settings
-from schemas.coupons import CouponConfig, CouponDefinition, DefinitionCreate, UsageLimit
-from schemas.rewards import RewardItemCreate
+from schemas.coupons import CouponDefinition
 
 CHUNK = 1000  # the job's chunk (PHOENIX_JOB_CHUNK_SIZE's default) and the baseline's batch
 READY_S = 60.0
@@ -85,22 +84,9 @@ class JobFigures:
 
 
 async def job_definition(container: Container) -> tuple[CouponDefinition, str]:
-    """A random-code definition (`per_user` limit, as the export's) and a key that may
+    """The export scenario's definition (random codes, `per_user` limit) and a key that may
     submit and read jobs."""
-    reward = await container.rewards.create(
-        TENANT, RewardItemCreate(name="Points", reward_type="points", payload={"n": 1})
-    )
-    defn = await container.definitions.create(
-        TENANT,
-        DefinitionCreate(
-            name="campaign",
-            config=CouponConfig(
-                reward_item_id=reward.item_id,
-                code_format="random",
-                usage_limit=UsageLimit(limit_type="per_user", max_uses=1),
-            ),
-        ),
-    )
+    defn, _ = await export_definition(container, TENANT)
     _, key = await container.api_keys.create("jobs", "coupons:write,coupons:read", TENANT)
     return defn, key
 
