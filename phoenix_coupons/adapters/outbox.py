@@ -97,18 +97,14 @@ def is_bundle(doc: Doc) -> bool:
 
 
 async def bundle_units(mongo: Mongo, bundle: Doc) -> list[Doc]:
-    """A bundle's events as single entries (ready; `bundle`: the bundle's id), one per
-    coupon it names that is stored, in the bundle's order."""
+    """A bundle's events as the single entries they would be (ready), one per coupon it
+    names that is stored, in the bundle's order: one set aside is re-queued as such."""
     ids: list[str] = bundle["subject"][BUNDLE]
     stored: dict[str, Doc] = {}
     for chunk in _chunks(ids):
         async for doc in mongo.coupons.find({"_id": {"$in": chunk}}):
             stored[doc["_id"]] = doc
-    return [
-        {**entry_doc(issued(from_doc(stored[i])), READY), BUNDLE: bundle["_id"]}
-        for i in ids
-        if i in stored
-    ]
+    return [entry_doc(issued(from_doc(stored[i])), READY) for i in ids if i in stored]
 
 
 def _subject_id(entry: OutboxEntry) -> str:

@@ -47,7 +47,6 @@ from phoenix_coupons.adapters.nx27017_compat import (
     update_many_or,
 )
 from phoenix_coupons.adapters.outbox import (
-    BUNDLE,
     READY,
     SIZE,
     bundle_subject,
@@ -221,7 +220,8 @@ class OutboxRelay:
             error = Unsendable(AFTER_DEAD, f"the event it follows ({doc['after']}) is dead")
             delivery.dead.append((doc, error))
         if delivery.sent:
-            singles = [d["_id"] for d in delivery.sent if BUNDLE not in d]
+            of_bundles = {u["_id"] for bundle in units.values() for u in bundle}
+            singles = [d["_id"] for d in delivery.sent if d["_id"] not in of_bundles]
             if singles:
                 await self._col.delete_many({"_id": {"$in": singles}})
             self.published_total += len(delivery.sent)
