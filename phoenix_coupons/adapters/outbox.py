@@ -15,7 +15,9 @@ and `size` (how many). The relay builds each coupon's record from the coupon as 
 drops it when none is. One outbox write per chunk instead of one per coupon, at every step
 (prepare, ready, the relay's claim, its delete)."""
 
+import contextlib
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -155,7 +157,13 @@ class MongoOutbox:
         await self._col.insert_one(bundle_doc(bundle))
 
     async def ready_issued(self, bundle: IssuedBundle) -> None:
-        await _ready_bundle(self._col, bundle.id, bundle.coupon_ids)
+        if await _ready_bundle(self._col, bundle.id, bundle.coupon_ids) or not bundle.coupon_ids:
+            return
+        # A sweep settled it first (this writer outlived the grace): it named only the
+        # coupons stored by then. Announce them all again in a ready entry of their own
+        # (the events keep their ids: consumers drop the repeats).
+        with contextlib.suppress(DuplicateKeyError):
+            await self._col.insert_one(bundle_doc(replace(bundle, id=f"{bundle.id}:late"), READY))
 
 
 async def _set_ready(col: AsyncCollection[Doc], ids: Sequence[str]) -> None:
@@ -167,15 +175,17 @@ async def _set_ready(col: AsyncCollection[Doc], ids: Sequence[str]) -> None:
 
 async def _ready_bundle(
     col: AsyncCollection[Doc], bundle_id: str, coupon_ids: Sequence[str]
-) -> None:
-    """Ready a prepared bundle naming `coupon_ids` (stored); naming none, drop it."""
+) -> bool:
+    """Ready a prepared bundle naming `coupon_ids` (stored); naming none, drop it. False
+    when it was not prepared any more (a sweep settled it)."""
+    query = {"_id": bundle_id, "state": PREPARED}
     if not coupon_ids:
-        await col.delete_one({"_id": bundle_id, "state": PREPARED})
-        return
-    await col.update_one(
-        {"_id": bundle_id, "state": PREPARED},
-        {"$set": {"state": READY, "subject": bundle_subject(coupon_ids), SIZE: len(coupon_ids)}},
+        return (await col.delete_one(query)).deleted_count == 1
+    subject = bundle_subject(coupon_ids)
+    done = await col.update_one(
+        query, {"$set": {"state": READY, "subject": subject, SIZE: len(coupon_ids)}}
     )
+    return done.matched_count == 1
 
 
 async def _sweep_bundle(mongo: Mongo, bundle: Doc) -> None:

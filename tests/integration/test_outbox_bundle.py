@@ -108,6 +108,31 @@ async def test_the_sweep_readies_a_crashed_bundle_naming_the_coupons_that_came(
     assert announced(await relay_outbox.events()) == Counter({c.id: 1 for c in came})
 
 
+async def test_a_writer_that_outlived_the_grace_announces_its_coupons_again(
+    relay_outbox: Outbox,
+) -> None:
+    """The sweep readied its bundle naming the coupons stored by then; the writer's ready
+    finds it settled and announces every coupon it stored in an entry of its own."""
+    early, late = new_coupons(3), new_coupons(2)
+    box, repo = MongoOutbox(relay_outbox.mongo), MongoCouponRepo(relay_outbox.mongo)
+    bundle = bundle_of(early + late)
+    await box.prepare_issued(bundle)
+    await repo.insert_unordered(early)
+    now, grace = utc_now(), timedelta(minutes=2)
+    assert await sweep_outbox(relay_outbox.mongo, now + timedelta(minutes=3), grace) == 1
+    await repo.insert_unordered(late)
+    await box.ready_issued(bundle)
+    left = await relay_outbox.entries.find({}, {"state": 1, "size": 1}).sort("_id").to_list()
+    assert left == [
+        {"_id": bundle.id, "state": "ready", "size": 3},
+        {"_id": f"{bundle.id}:late", "state": "ready", "size": 5},
+    ]
+    relay_outbox.relay().start()
+    await wait_until(relay_outbox.all_announced, deadline_s=10)
+    counts = announced(await relay_outbox.events())
+    assert counts == Counter({**{c.id: 2 for c in early}, **{c.id: 1 for c in late}})
+
+
 async def test_a_coupon_of_a_bundle_that_can_never_be_sent_is_set_aside_alone(
     relay_outbox: Outbox,
 ) -> None:
