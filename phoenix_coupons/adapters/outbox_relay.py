@@ -121,6 +121,7 @@ class OutboxRelay:
         self._metrics = metrics
         self._missing_topics: set[str] = set()  # confirmed missing during this sweep
         self._held_back = False  # entries of the last round that waited for another
+        self._cut = False  # the last round left ready entries out (the batch size reached)
         self.published_total = 0
 
     def wake(self) -> None:
@@ -148,8 +149,8 @@ class OutboxRelay:
             ):
                 with attempt:
                     published = await self.publish_pending()
-            if published >= self._batch or (published and self._held_back):
-                continue  # more waiting, or entries that waited for the ones just sent
+            if published >= self._batch or (published and (self._held_back or self._cut)):
+                continue  # more waiting (a full or cut batch), or entries that waited
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             self._wake.clear()
@@ -196,6 +197,7 @@ class OutboxRelay:
         )
         oldest = [d async for d in cursor.sort("created_at", 1).limit(self._batch)]
         seen = _within(oldest, self._batch)
+        self._cut = len(seen) < len(oldest)
         self._observe(seen, at)
         waiting, dead_before = await self._predecessors(seen)
         self._held_back = bool(waiting)

@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
+from phoenix_coupons.adapters.kafka import make_producer
 from phoenix_coupons.adapters.mongo_schema import OUTBOX
 from phoenix_coupons.adapters.outbox import MongoOutbox, entry_doc, sweep_outbox
+from phoenix_coupons.adapters.outbox_relay import OutboxRelay
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.clock import utc_now
@@ -86,6 +88,32 @@ async def test_a_relay_batch_takes_bundles_up_to_its_size_in_events(relay_outbox
     assert await relay.publish_pending() == 8
     assert await relay.publish_pending() == 0
     assert announced(await relay_outbox.events()) == Counter({c.id: 1 for c in first + second})
+
+
+async def test_a_batch_cut_short_by_a_bundle_is_followed_at_once(relay_outbox: Outbox) -> None:
+    """One entry, then a bundle that would pass the batch size: two rounds, the second
+    without waiting for the next poll (30 s here)."""
+    [single] = new_coupons(1)
+    await relay_outbox.store([single])
+    coupons = new_coupons(10)
+    bundle = bundle_of(coupons)
+    box = MongoOutbox(relay_outbox.mongo)
+    await box.prepare_issued(bundle)
+    await MongoCouponRepo(relay_outbox.mongo).insert_unordered(coupons)
+    await box.ready_issued(bundle)
+    relay = OutboxRelay(
+        relay_outbox.mongo,
+        lambda: make_producer(relay_outbox.bootstrap),
+        {"coupon.issued": relay_outbox.topic},
+        utc_now,
+        batch_size=10,
+        poll_seconds=30,
+        metrics=relay_outbox.metrics,
+    )
+    relay_outbox.relays.append(relay)
+    relay.start()
+    await wait_until(relay_outbox.all_announced, deadline_s=5)
+    assert announced(await relay_outbox.events()) == Counter({c.id: 1 for c in [single, *coupons]})
 
 
 async def test_the_sweep_readies_a_crashed_bundle_naming_the_coupons_that_came(
