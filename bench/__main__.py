@@ -15,6 +15,10 @@
     py-spy profiles with --profile-dir (bench/redeem_latency.py);
 (export) a definition's codes exported as CSV over HTTP vs a raw cursor read of the same
     documents (target >= 0.5), with the API process's peak resident memory;
+(jobs) a generation job of 100,000 codes (--job-codes) submitted over HTTP and run by a
+    `phoenix-coupons jobs` process vs a raw insert_many of the same documents into a
+    collection with the coupons' indexes (target >= 0.7), with the runner's resident memory
+    sampled throughout (target < 300 MB; bench/jobs.py);
 (scale) the hot paths' p50 with 0, 10,000 and 100,000 coupons stored, each against its
     value at 0 (target <= 1.5; bench/scale.py).
 Throughput runs alternate baseline and worker so that noise hits both; the medians are
@@ -37,6 +41,7 @@ from pathlib import Path
 from bench import redeem_report, scale_report
 from bench.common import BenchError, Servers, now, produce_inputs, scenario_settings
 from bench.export import export_run
+from bench.jobs import job_bench, rss_line
 from bench.latency import STAGES, LatencyRun, latency_run, percentile
 from bench.redeem_latency import Plan as RedeemPlan
 from bench.redeem_latency import redeem_latency_run
@@ -53,7 +58,9 @@ TARGET_NONMATCHING = 0.8
 TARGET_MATCHING = 0.7
 TARGET_P99_MS = 100.0
 TARGET_EXPORT = 0.5
-SCENARIOS = ("a", "b", "c", "d", "r", "export", "scale")
+TARGET_JOB = 0.7
+TARGET_JOB_RSS_MB = 300.0
+SCENARIOS = ("a", "b", "c", "d", "r", "export", "jobs", "scale")
 
 
 def _sizes(text: str) -> list[int]:
@@ -75,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=32, help="calls in flight in (d)")
     p.add_argument("--export-codes", type=int, default=100_000, help="codes of the export scenario")
     p.add_argument("--export-runs", type=int, default=2, help="run pairs of the export scenario")
+    p.add_argument(
+        "--job-codes", type=int, default=100_000, help="codes of the generation job scenario"
+    )
     p.add_argument(
         "--sizes",
         type=_sizes,
@@ -377,6 +387,50 @@ async def scenario_export(servers: Servers, args: argparse.Namespace, log: Path)
     ]
 
 
+async def scenario_jobs(servers: Servers, args: argparse.Namespace, log: Path) -> list[Row]:
+    say(
+        f"\n(jobs) a generation job of {args.job_codes:,} codes over HTTP, run by "
+        "`phoenix-coupons jobs`, vs a raw insert_many of the same documents"
+    )
+    f = await job_bench(servers, args.job_codes, log)
+    ratio = f.job_rate / f.raw_rate
+    say(f"  job {f.job_s:.1f} s ({f.job_rate:,.0f} codes/s); outbox drained {f.drained_s:.1f} s")
+    say(f"  runner RSS (MiB, sampled every 0.25 s, 10 points + end): {rss_line(f.rss_mb)}")
+    peak = max([mb for _, mb in f.rss_mb] + [f.peak_rss_mb])
+    return [
+        (
+            "(jobs) generation job",
+            "raw insert_many",
+            f"{f.raw_rate:,.0f} doc/s",
+            f"{f.job_rate:,.0f} code/s",
+            f"{ratio:.2f}",
+            f"drained {f.codes / f.drained_s:,.0f}/s",
+            f">= {TARGET_JOB}",
+            _verdict(ratio >= TARGET_JOB),
+        ),
+        (
+            "    reference",
+            "+ their code claims",
+            f"{f.reference_rate:,.0f} doc/s",
+            f"{f.job_rate:,.0f} code/s",
+            f"{f.job_rate / f.reference_rate:.2f}",
+            "",
+            "(none)",
+            "",
+        ),
+        (
+            "    runner peak RSS",
+            "",
+            "",
+            f"{peak:.0f} MiB",
+            "",
+            "",
+            f"< {TARGET_JOB_RSS_MB:.0f} MB",
+            _verdict(peak * 2**20 < TARGET_JOB_RSS_MB * 10**6),
+        ),
+    ]
+
+
 async def scenario_scale(servers: Servers, args: argparse.Namespace) -> ScaleFigures:
     sizes = ", ".join(f"{s:,}" for s in args.sizes)
     say(f"\n(scale) the hot paths with {sizes} coupons stored")
@@ -425,6 +479,8 @@ async def main(args: argparse.Namespace, log_file: Path) -> int:
         redeem_lines = await scenario_r(servers, args, log_file)
     if "export" in only:
         rows += await scenario_export(servers, args, log_file)
+    if "jobs" in only:
+        rows += await scenario_jobs(servers, args, log_file)
     figures = await scenario_scale(servers, args) if "scale" in only else None
     if rows:
         say(

@@ -26,7 +26,7 @@ from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFailedLookups
 from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import ApiKey, Coupon
-from phoenix_coupons.domain.outbox import OutboxEntry
+from phoenix_coupons.domain.outbox import IssuedBundle, OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption, free_slot, slot_group
 from phoenix_coupons.domain.reservation import HoldTurn, Reservation, Settled
 from phoenix_coupons.services.ports import Claim, GroupUsage, Page, Reserved, StoredCoupon
@@ -654,6 +654,8 @@ class FakeOutbox:
         self.entries: dict[str, OutboxEntry] = {}
         self.states: dict[str, str] = {}
         self.history: dict[str, HistoryEntry] = {}  # the steps readied entries stored
+        # `coupon.issued` of many coupons, with their state
+        self.bundles: dict[str, tuple[IssuedBundle, str]] = {}
 
     async def prepare(self, entries: Sequence[OutboxEntry]) -> None:
         for entry in entries:
@@ -677,6 +679,17 @@ class FakeOutbox:
             return False
         self.entries[entry.id], self.states[entry.id] = entry, "prepared"
         return True
+
+    async def prepare_issued(self, bundle: IssuedBundle) -> None:
+        self.bundles[bundle.id] = (bundle, "prepared")
+
+    async def ready_issued(self, bundle: IssuedBundle) -> None:
+        if bundle.id not in self.bundles or self.bundles[bundle.id][1] != "prepared":
+            return
+        if bundle.coupon_ids:
+            self.bundles[bundle.id] = (bundle, "ready")
+        else:
+            del self.bundles[bundle.id]
 
     def sent(self, entry_id: str) -> None:
         """The relay sent it: gone from the outbox."""

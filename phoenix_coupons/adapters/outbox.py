@@ -6,9 +6,18 @@ An entry holds the record laid out (key, value, headers; as text), its `source` 
 relay's topic and metrics label), `created_at` (when the event occurred: the send order),
 `state` ("prepared", then "ready" once its subject is stored), `after` (an entry that must be
 gone first) and `subject` (`{collection, _id, code?, state?, step_mark?}`: what the sweep
-checks before it readies a prepared entry a crash left)."""
+checks before it readies a prepared entry a crash left).
 
+A bundle (`IssuedBundle`, a generation job's chunk) is one entry for the `coupon.issued` of
+many coupons: no record laid out, `subject` `{collection: "coupons", bundle: [coupon ids]}`
+and `size` (how many). The relay builds each coupon's record from the coupon as stored
+(`bundle_units`); the sweep readies a crash's bundle naming the coupons it finds stored, or
+drops it when none is. One outbox write per chunk instead of one per coupon, at every step
+(prepare, ready, the relay's claim, its delete)."""
+
+import contextlib
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -16,11 +25,11 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from phoenix_coupons.adapters import counter_keys
 from phoenix_coupons.adapters.code_history import history_doc, insert_history
-from phoenix_coupons.adapters.coupon_repo import STEPS
+from phoenix_coupons.adapters.coupon_repo import STEPS, from_doc
 from phoenix_coupons.adapters.kafka import event_record, stored_parts
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
 from phoenix_coupons.adapters.mongo_schema import COUNTERS, GENERATION_JOBS, OUTBOX
-from phoenix_coupons.domain.outbox import OutboxEntry
+from phoenix_coupons.domain.outbox import IssuedBundle, OutboxEntry, issued
 
 PREPARED, READY = "prepared", "ready"
 COLLECTIONS = {
@@ -32,6 +41,8 @@ COLLECTIONS = {
 }
 CHUNK = 1000
 SWEEP_BATCH = 1000
+BUNDLE, SIZE = "bundle", "size"  # a bundle's coupon ids (in `subject`) and their count
+ISSUED = "coupon.issued"
 
 
 def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
@@ -58,6 +69,44 @@ def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
         "owner": None,
         "history": None if entry.history is None else history_doc(entry.history),
     }
+
+
+def bundle_doc(bundle: IssuedBundle, state: str = PREPARED) -> Doc:
+    return {
+        "_id": bundle.id,
+        "source": ISSUED,
+        "tenant_id": bundle.tenant_id,
+        "key": None,
+        "value": None,
+        "headers": None,
+        "created_at": bundle.at,
+        "state": state,
+        "after": None,
+        "subject": bundle_subject(bundle.coupon_ids),
+        SIZE: len(bundle.coupon_ids),
+        "lease": None,
+        "owner": None,
+        "history": None,
+    }
+
+
+def bundle_subject(coupon_ids: Sequence[str]) -> Doc:
+    return {"collection": COLLECTIONS["coupon"], BUNDLE: list(coupon_ids)}
+
+
+def is_bundle(doc: Doc) -> bool:
+    return BUNDLE in (doc.get("subject") or {})
+
+
+async def bundle_units(mongo: Mongo, bundle: Doc) -> list[Doc]:
+    """A bundle's events as the single entries they would be (ready), one per coupon it
+    names that is stored, in the bundle's order: one set aside is re-queued as such."""
+    ids: list[str] = bundle["subject"][BUNDLE]
+    stored: dict[str, Doc] = {}
+    for chunk in _chunks(ids):
+        async for doc in mongo.coupons.find({"_id": {"$in": chunk}}):
+            stored[doc["_id"]] = doc
+    return [entry_doc(issued(from_doc(stored[i])), READY) for i in ids if i in stored]
 
 
 def _subject_id(entry: OutboxEntry) -> str:
@@ -104,12 +153,50 @@ class MongoOutbox:
             return False
         return True
 
+    async def prepare_issued(self, bundle: IssuedBundle) -> None:
+        await self._col.insert_one(bundle_doc(bundle))
+
+    async def ready_issued(self, bundle: IssuedBundle) -> None:
+        if await _ready_bundle(self._col, bundle.id, bundle.coupon_ids) or not bundle.coupon_ids:
+            return
+        # A sweep settled it first (this writer outlived the grace): it named only the
+        # coupons stored by then. Announce them all again in a ready entry of their own
+        # (the events keep their ids: consumers drop the repeats).
+        with contextlib.suppress(DuplicateKeyError):
+            await self._col.insert_one(bundle_doc(replace(bundle, id=f"{bundle.id}:late"), READY))
+
 
 async def _set_ready(col: AsyncCollection[Doc], ids: Sequence[str]) -> None:
     for chunk in _chunks(ids):
         await col.update_many(
             {"_id": {"$in": chunk}, "state": PREPARED}, {"$set": {"state": READY}}
         )
+
+
+async def _ready_bundle(
+    col: AsyncCollection[Doc], bundle_id: str, coupon_ids: Sequence[str]
+) -> bool:
+    """Ready a prepared bundle naming `coupon_ids` (stored); naming none, drop it. False
+    when it was not prepared any more (a sweep settled it)."""
+    query = {"_id": bundle_id, "state": PREPARED}
+    if not coupon_ids:
+        return (await col.delete_one(query)).deleted_count == 1
+    subject = bundle_subject(coupon_ids)
+    done = await col.update_one(
+        query, {"$set": {"state": READY, "subject": subject, SIZE: len(coupon_ids)}}
+    )
+    return done.matched_count == 1
+
+
+async def _sweep_bundle(mongo: Mongo, bundle: Doc) -> None:
+    """The coupons a crash left stored are announced; the others never will be stored
+    (their writer stores them within the grace or not at all)."""
+    ids: list[str] = bundle["subject"][BUNDLE]
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        cursor = mongo.coupons.find({"_id": {"$in": chunk}}, {"_id": 1})
+        found.update([d["_id"] async for d in cursor])
+    await _ready_bundle(mongo.db[OUTBOX.name], bundle["_id"], [i for i in ids if i in found])
 
 
 def _matches(subject: Doc, stored: Doc | None) -> bool:
@@ -129,7 +216,10 @@ async def sweep_outbox(mongo: Mongo, now: datetime, grace: timedelta) -> int:
         {"state": PREPARED, "created_at": {"$lt": now - grace}}, {"subject": 1, "history": 1}
     ).to_list(SWEEP_BATCH)
     by_collection: dict[str, list[Doc]] = {}
-    for doc in stale:
+    bundles = [d for d in stale if is_bundle(d)]
+    for bundle in bundles:
+        await _sweep_bundle(mongo, bundle)
+    for doc in (d for d in stale if not is_bundle(d)):
         by_collection.setdefault(doc["subject"]["collection"], []).append(doc)
     ready: list[Doc] = []
     drop: list[str] = []
@@ -150,4 +240,4 @@ async def sweep_outbox(mongo: Mongo, now: datetime, grace: timedelta) -> int:
     await insert_history(mongo, [d["history"] for d in ready if d.get("history")])
     await _set_ready(col, [d["_id"] for d in ready])
     await MongoOutbox(mongo).discard(drop)
-    return len(ready) + len(drop)
+    return len(ready) + len(drop) + len(bundles)

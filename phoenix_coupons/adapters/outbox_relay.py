@@ -13,6 +13,12 @@ be sent (outbox_failures.py) are set aside as dead with their reason (one docume
 reason stay for the retry. So one bad record never holds up the others. An entry with
 `after` waits until that entry is gone (a rollback after its redemption's event), and dies
 with it.
+
+A bundle (outbox.py: a generation job chunk's `coupon.issued` events in one entry) is sent
+as the single entries it expands to, each with its own verdict: once every one is sent or
+set aside the bundle is deleted; after a passing failure it keeps the coupons still to
+announce. A batch takes entries until their events reach the batch size (a bundle counts
+its coupons).
 """
 
 import asyncio
@@ -40,7 +46,13 @@ from phoenix_coupons.adapters.nx27017_compat import (
     replace_by_id,
     update_many_or,
 )
-from phoenix_coupons.adapters.outbox import READY
+from phoenix_coupons.adapters.outbox import (
+    READY,
+    SIZE,
+    bundle_subject,
+    bundle_units,
+    is_bundle,
+)
 from phoenix_coupons.adapters.outbox_failures import Unsendable, dead_reason
 from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
 from phoenix_coupons.domain.clock import Clock
@@ -93,6 +105,7 @@ class OutboxRelay:
         lease_seconds: float = 30.0,
         metrics: OutboxMetrics = outbox_metrics.DEFAULT,
     ) -> None:
+        self._mongo = mongo
         self._db = mongo.db
         self._col = mongo.db[OUTBOX.name]
         self._topics = dict(topics)
@@ -108,6 +121,7 @@ class OutboxRelay:
         self._metrics = metrics
         self._missing_topics: set[str] = set()  # confirmed missing during this sweep
         self._held_back = False  # entries of the last round that waited for another
+        self._cut = False  # the last round left ready entries out (the batch size reached)
         self.published_total = 0
 
     def wake(self) -> None:
@@ -135,8 +149,8 @@ class OutboxRelay:
             ):
                 with attempt:
                     published = await self.publish_pending()
-            if published >= self._batch or (published and self._held_back):
-                continue  # more waiting, or entries that waited for the ones just sent
+            if published >= self._batch or (published and (self._held_back or self._cut)):
+                continue  # more waiting (a full or cut batch), or entries that waited
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             self._wake.clear()
@@ -179,9 +193,11 @@ class OutboxRelay:
         now = epoch_ms(at)
         free = free_lease("lease", now)
         cursor = self._col.find(
-            {"state": READY, **free}, {"created_at": 1, "source": 1, "after": 1}
+            {"state": READY, **free}, {"created_at": 1, "source": 1, "after": 1, SIZE: 1}
         )
-        seen = [d async for d in cursor.sort("created_at", 1).limit(self._batch)]
+        oldest = [d async for d in cursor.sort("created_at", 1).limit(self._batch)]
+        seen = _within(oldest, self._batch)
+        self._cut = len(seen) < len(oldest)
         self._observe(seen, at)
         waiting, dead_before = await self._predecessors(seen)
         self._held_back = bool(waiting)
@@ -195,6 +211,9 @@ class OutboxRelay:
         )
         claimed = [d async for d in self._col.find({"_id": {"$in": ids}, "owner": self._owner})]
         claimed.sort(key=lambda d: (aware(d["created_at"]), d["_id"]))
+        bundles = [d for d in claimed if is_bundle(d)]
+        units = {d["_id"]: await bundle_units(self._mongo, d) for d in bundles}
+        claimed = [u for d in claimed for u in (units[d["_id"]] if is_bundle(d) else [d])]
         orphans = [d for d in claimed if d.get("after") in dead_before]
         delivery = await self._deliver([d for d in claimed if d not in orphans])
         for doc in orphans:
@@ -203,16 +222,34 @@ class OutboxRelay:
             error = Unsendable(AFTER_DEAD, f"the event it follows ({doc['after']}) is dead")
             delivery.dead.append((doc, error))
         if delivery.sent:
-            await self._col.delete_many({"_id": {"$in": [d["_id"] for d in delivery.sent]}})
+            of_bundles = {u["_id"] for bundle in units.values() for u in bundle}
+            singles = [d["_id"] for d in delivery.sent if d["_id"] not in of_bundles]
+            if singles:
+                await self._col.delete_many({"_id": {"$in": singles}})
             self.published_total += len(delivery.sent)
             for source, n in Counter(d["source"] for d in delivery.sent).items():
                 self._metrics.published.labels(source).inc(n)
                 log.info("outbox_announced", count=n, source=source)
         for doc, exc in delivery.dead:
             await self._set_aside(doc, exc)
+        await self._settle_bundles(units, delivery)
         if delivery.transient is not None:
             raise delivery.transient
         return len(delivery.sent)
+
+    async def _settle_bundles(self, units: dict[str, list[Doc]], delivery: Delivery) -> None:
+        """A bundle whose events were all sent or set aside is deleted; one with events left
+        (a passing failure) keeps only those, for the retry."""
+        done = {d["_id"] for d in delivery.sent} | {d["_id"] for d, _ in delivery.dead}
+        for bundle_id, bundle in units.items():
+            left = [u["subject"]["_id"] for u in bundle if u["_id"] not in done]
+            if not left:
+                await self._col.delete_one({"_id": bundle_id, "owner": self._owner})
+            elif len(left) < len(bundle):
+                await self._col.update_one(
+                    {"_id": bundle_id, "owner": self._owner},
+                    {"$set": {"subject": bundle_subject(left), SIZE: len(left)}},
+                )
 
     async def _predecessors(self, seen: list[Doc]) -> tuple[set[str], set[str]]:
         """Of the entries that `seen` must follow: those still waiting, and those dead."""
@@ -339,6 +376,19 @@ class OutboxRelay:
             reason=reason,
             error=error,
         )
+
+
+def _within(seen: list[Doc], events: int) -> list[Doc]:
+    """The first entries of `seen` whose events stay within `events` (one entry at least):
+    a bundle counts its coupons."""
+    out: list[Doc] = []
+    total = 0
+    for doc in seen:
+        total += int(doc.get(SIZE) or 1)
+        if out and total > events:
+            break
+        out.append(doc)
+    return out
 
 
 async def topic_missing(producer: AIOKafkaProducer, topic: str) -> bool:

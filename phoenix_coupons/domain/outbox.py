@@ -4,7 +4,7 @@ A writer prepares its entries before the documents they announce and readies the
 a crash in between leaves a prepared entry that a sweep readies (its subject came) or drops
 (it never did): no document without its event, no event without its document."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -60,6 +60,26 @@ class OutboxEntry:
     @property
     def id(self) -> str:
         return self.event.event_id
+
+
+@dataclass(frozen=True)
+class IssuedBundle:
+    """The `coupon.issued` events of many coupons in one outbox entry (a generation job's
+    chunk), each built from its coupon as stored when the relay sends it: one write for the
+    chunk instead of one per coupon. Prepared naming every coupon its writer may store, then
+    readied naming those stored (a sweep readies a crash's with those it finds)."""
+
+    id: str
+    tenant_id: str
+    coupon_ids: tuple[str, ...]
+    at: datetime
+
+    def stored(self, coupon_ids: Iterable[str]) -> "IssuedBundle":
+        """The bundle naming those of its coupons among `coupon_ids`, in its order."""
+        keep = set(coupon_ids)
+        return IssuedBundle(
+            self.id, self.tenant_id, tuple(i for i in self.coupon_ids if i in keep), self.at
+        )
 
 
 def issued(coupon: Coupon) -> OutboxEntry:

@@ -4,11 +4,13 @@ unassigned code) and records each chunk done (with its counts and the lease exte
 in one update conditional on still holding the lease.
 
 Exactly once without transactions: each row's coupon has the issue key job id + line, so its
-`_id` is fixed whatever attempt stores it. A chunk first looks its rows' coupons up (an
-attempt that died after storing some of them), then takes the issuance budget for the rest,
-prepares their `coupon.issued` outbox entries, inserts (drawing random codes, retrying
+`_id` is fixed whatever attempt stores it. A chunk first prepares one outbox entry for the
+`coupon.issued` of all its rows' coupons (an `IssuedBundle` naming their ids: one write per
+chunk, not per coupon), looks its rows' coupons up (an attempt that died after storing some
+of them), takes the issuance budget for the rest, inserts (drawing random codes, retrying
 collisions; a refusal on the issue key is another attempt's coupon, counted as generated),
-readies the entries and gives back the budget of what it did not store. A crash anywhere
+readies the bundle naming the coupons stored and gives back the budget of what it did not
+store. A crash anywhere
 leaves a chunk the next attempt runs again to the same coupons; counts move only when a
 chunk is recorded, so each row is counted once. A runner that lost its lease records
 nothing and stops; the holder counts the coupons it stored as found."""
@@ -20,7 +22,7 @@ from datetime import timedelta
 
 import structlog
 
-from phoenix_coupons.domain import codes
+from phoenix_coupons.domain import codes, issue_keys
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.jobs import (
@@ -37,7 +39,7 @@ from phoenix_coupons.domain.jobs import (
     row_value,
 )
 from phoenix_coupons.domain.models import Coupon, Requester
-from phoenix_coupons.domain.outbox import OutboxEntry, issued, job_completed
+from phoenix_coupons.domain.outbox import IssuedBundle, job_completed
 from phoenix_coupons.services.budget import IssuanceBudget
 from phoenix_coupons.services.drawing import draw_and_insert
 from phoenix_coupons.services.ports import CouponRepo, DefinitionRepo, IdFactory, JobStore, Outbox
@@ -134,7 +136,8 @@ class JobRun:
                 if job.unassigned
                 else await self._jobs.rows(job, job.next_chunk)
             )
-            done = await self._chunk(job, defn, rows, resumed)
+            tag = f"{job.id}:{job.next_chunk}:{attempt}"
+            done = await self._chunk(job, defn, rows, resumed, tag)
             resumed = False
             counted = replace(job)
             counted.generated += done.generated
@@ -170,18 +173,26 @@ class JobRun:
             )
 
     async def _chunk(
-        self, job: Job, defn: CouponDefinition, rows: Sequence[Row], resumed: bool
+        self, job: Job, defn: CouponDefinition, rows: Sequence[Row], resumed: bool, tag: str
     ) -> ChunkResult:
         """`resumed`: an earlier attempt may have stored some of these rows' coupons: look
         them up first, so that the budget is taken only for the others. (Either way, an
-        insert refused on its `_id` finds the coupon stored before.)"""
+        insert refused on its `_id` finds the coupon stored before.) `tag`: the chunk and
+        attempt (its bundle's id)."""
         out = ChunkResult(errors=[RowError(r.line, row_value(r), r.error) for r in rows if r.error])
         todo = [r for r in rows if r.error is None]
         key = {r.line: issue_key(job.id, r.line) for r in todo}
+        bundle = IssuedBundle(
+            f"coupon.issued:job:{tag}",
+            job.tenant_id,
+            tuple(issue_keys.coupon_id(key[r.line]) for r in todo),
+            self._clock(),
+        )
+        await self._outbox.prepare_issued(bundle)
+        stored: list[Coupon] = []  # announced by the bundle
         if resumed:
             before = await self._coupons.by_issue_keys(list(key.values()))
-            await self._announce([issued(c) for c in before.values()])
-            out.generated += len(before)
+            stored += before.values()
             todo = [r for r in todo if key[r.line] not in before]
         taken = await self._budget.take(defn, len(todo), partial=True)
         out.errors += [RowError(r.line, row_value(r), BUDGET_USED) for r in todo[taken.granted :]]
@@ -190,29 +201,21 @@ class JobRun:
         make = CouponFactory.of(defn, "bulk")
         by = Requester(job.issued_by, job.request_id)
         now = self._clock()
-        prepared: set[str] = set()
 
         def build(row: Row, code: str) -> Coupon:
             # A count job's row has no user: its coupon is an unassigned code.
             meta = row.metadata if row.metadata is not None else job.metadata
             return make.coupon(key[row.line], code, now, row.user_id, requester=by, metadata=meta)
 
-        async def insert(batch: Sequence[Coupon]) -> list[int]:
-            entries = [issued(c) for c in batch]
-            await self._outbox.prepare(entries)
-            prepared.update(e.id for e in entries)
-            return await self._coupons.insert_unordered(batch)
-
         placed: list[Coupon] = []
-        found: list[Coupon] = []
         imported = [r for r in todo if r.code is not None]
         if imported:
             batch = [build(r, r.code or "") for r in imported]
-            refused = set(await insert(batch))
+            refused = set(await self._coupons.insert_unordered(batch))
             placed += [c for j, c in enumerate(batch) if j not in refused]
             lost = [imported[j] for j in sorted(refused)]
             mine = await self._coupons.by_issue_keys([key[r.line] for r in lost])
-            found += [mine[key[r.line]] for r in lost if key[r.line] in mine]
+            stored += [mine[key[r.line]] for r in lost if key[r.line] in mine]
             out.errors += [
                 RowError(r.line, row_value(r), CODE_TAKEN) for r in lost if key[r.line] not in mine
             ]
@@ -224,28 +227,16 @@ class JobRun:
                 self._codegen,
                 lambda _: spec,
                 build,
-                insert,
+                self._coupons.insert_unordered,
                 self._coupons.by_issue_keys,
             )
             placed += [p.coupon for p in drawn.placed]
-            found += [f.stored for f in drawn.found]
+            stored += [f.stored for f in drawn.found]  # another attempt's coupons
             out.errors += [RowError(r.line, row_value(r), NO_FREE_CODE) for r in drawn.left]
-        # Another attempt's coupons: their entries as they are stored.
-        theirs = [issued(c) for c in found]
-        await self._outbox.prepare(theirs)
-        ready = [issued(c) for c in placed] + theirs
-        await self._announce(ready, prepare=False)
-        await self._outbox.discard(sorted(prepared - {e.id for e in ready}))
+        stored += placed
+        await self._outbox.ready_issued(bundle.stored([c.id for c in stored]))
+        if stored:
+            self._on_issued()
         await self._budget.give_back(defn, len(todo) - len(placed))
-        out.generated += len(placed) + len(found)
+        out.generated += len(stored)
         return out
-
-    async def _announce(self, entries: list[OutboxEntry], prepare: bool = True) -> None:
-        """Ready `entries` (preparing them first unless they are): one sent before goes
-        again with the same event id (consumers dedupe)."""
-        if not entries:
-            return
-        if prepare:
-            await self._outbox.prepare(entries)
-        await self._outbox.ready(entries)
-        self._on_issued()

@@ -9,7 +9,7 @@ from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.jobs import Job, Row
 from phoenix_coupons.domain.models import ApiKey, Coupon
-from phoenix_coupons.domain.outbox import OutboxEntry
+from phoenix_coupons.domain.outbox import IssuedBundle, OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
 from phoenix_coupons.domain.reservation import HoldTurn, Reservation, Settled
 from schemas.coupons import CouponDefinition
@@ -328,6 +328,15 @@ class Outbox(Protocol):
     async def prepare_new(self, entry: OutboxEntry) -> bool:
         """Store it prepared unless an entry of its id exists (prepared or ready): True
         when stored. For an event that one writer of several announces."""
+        ...
+
+    async def prepare_issued(self, bundle: IssuedBundle) -> None:
+        """Store it prepared, before any of its coupons."""
+        ...
+
+    async def ready_issued(self, bundle: IssuedBundle) -> None:
+        """Its coupons (those it names now: the ones stored) are stored: the relay may
+        announce them. Naming none: dropped."""
         ...
 
 
