@@ -30,7 +30,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import SECRET, TENANT, BenchError, Servers, end_offsets, now, scenario_settings
-from bench.export import export_definition, peak_rss_mb
+from bench.export import export_definition, export_over_http, peak_rss_mb, raw_read
 from bench.redemption import _free_port, _spawn, api_process
 from phoenix_coupons.adapters.code_registry import claim_doc
 from phoenix_coupons.adapters.coupon_repo import to_doc
@@ -53,11 +53,9 @@ DONE = ("succeeded", "failed", "cancelled")
 
 
 def job_request(n: int) -> tuple[dict[str, Any], list[str | None]]:
-    """The job's JSON body and each line's user (the baseline's documents follow them). The
-    one line to change for unassigned codes once `{"count": N}` jobs exist:
-        return {"count": n}, [None] * n"""
-    users: list[str | None] = [f"user-{i:07d}" for i in range(n)]
-    return {"user_ids": users}, users
+    """The job's JSON body and each line's user (the baseline's documents follow them): N
+    unassigned codes, as a campaign of printed cards asks for them."""
+    return {"count": n}, [None] * n
 
 
 @dataclass
@@ -69,6 +67,13 @@ class JobFigures:
     drained_s: float  # from the job's start until the outbox held none of its entries
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds in, MiB)
     peak_rss_mb: float = 0.0
+    # The job's codes exported over HTTP, and the raw read of the same documents.
+    export_s: float = 0.0
+    read_s: float = 0.0
+
+    @property
+    def export_ratio(self) -> float:
+        return self.read_s / self.export_s
 
     @property
     def raw_rate(self) -> float:
@@ -272,6 +277,22 @@ async def count_announced(settings: Settings) -> dict[str, int]:
     return {kind: len(ids) for kind, ids in seen.items()}
 
 
+async def export_figures(
+    container: Container, base: str, key: str, definition_id: str, codes: int
+) -> tuple[float, float]:
+    """Seconds to read the job's coupons raw (their list-key range), then to export them as
+    CSV over HTTP: every code the job made, and no other (a wrong count fails)."""
+    started = time.perf_counter()
+    read = await raw_read(container.mongo, TENANT, definition_id)
+    read_s = time.perf_counter() - started
+    started = time.perf_counter()
+    lines, _ = await export_over_http(base, key, definition_id)
+    export_s = time.perf_counter() - started
+    if read != codes or lines != codes + 1:  # the CSV's header line
+        raise BenchError(f"read {read} coupons, exported {lines - 1} codes, of {codes}")
+    return read_s, export_s
+
+
 async def job_bench(servers: Servers, codes: int, log: Path) -> JobFigures:
     # The bench's own reads wait longer than the service's 10 s default (a backlog of
     # 100,000 outbox entries before the bundles).
@@ -299,6 +320,7 @@ async def job_bench(servers: Servers, codes: int, log: Path) -> JobFigures:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
             peak = peak_rss_mb(pid)
+            read_s, export_s = await export_figures(container, base, key, defn.id, codes)
         after = await _raw(container.mongo, defn, users, "after the job")
         raw_s, claims_s = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
         if (job["status"], job["generated"], job["failed"]) != ("succeeded", codes, 0):
@@ -313,7 +335,9 @@ async def job_bench(servers: Servers, codes: int, log: Path) -> JobFigures:
         started = datetime.fromisoformat(job["started_at"])
         created = datetime.fromisoformat(job["created_at"])
         wait_s = (started - created).total_seconds()
-        return JobFigures(codes, raw_s, claims_s, job_s, drained_s - wait_s, samples, peak)
+        return JobFigures(
+            codes, raw_s, claims_s, job_s, drained_s - wait_s, samples, peak, export_s, read_s
+        )
     finally:
         with contextlib.suppress(Exception):
             await container.mongo.close()
