@@ -22,7 +22,8 @@ from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption
 from phoenix_coupons.services.ports import SlotClaim
 from phoenix_coupons.services.settler import Settler
-from tests.integration.test_redemption import PER_USER_1, Json, Tenant
+from phoenix_coupons.settings import Settings
+from tests.integration.test_redemption import PER_USER_1, Json, Tenant, events_to_end
 from tests.integration.test_redemption_repo import AT, redemption
 from tests.support import wait_until
 
@@ -126,3 +127,42 @@ async def test_a_confirm_in_time_confirms(container: Container, tenant: str) -> 
     await repo.confirm_claims([SlotClaim(made.id, (slot,), AT)])
     held = await slots.find_one({"_id": slot})
     assert held is not None and "unconfirmed" not in held
+
+
+async def test_a_rollback_before_the_settle_is_announced_after_its_redemption(
+    container: Container, api: Tenant, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redeeming process died before its settle; the rollback (another process, or this
+    one) is readied at once, yet the relay holds it until the sweep has readied and sent the
+    redemption's event (`after`)."""
+    code = f"SETTLE-{uuid.uuid4().hex[:8]}".upper()
+    await api.define(code, PER_USER_1)
+    crashed = Crashed(container)
+    monkeypatch.setattr(container.redemptions, "_settler", crashed)
+    made = await api.redeemed(code, "alice")
+    [(_, [entry])] = crashed.given
+    rolled = await api.rollback(made["redemption_id"])
+    assert rolled.status_code == 200, rolled.text
+    await container.relay.publish_pending()
+    outbox = container.mongo.db[OUTBOX.name]
+    waiting = await outbox.find({"tenant_id": api.id}, {"state": 1, "after": 1}).to_list(None)
+    assert {(d["_id"] == entry.id, d["state"]) for d in waiting} == {
+        (True, "prepared"),
+        (False, "ready"),
+    }
+    assert await events_to_end(settings, api.id) == []  # nothing sent out of order
+
+    later = container.clock() + GRACE * 2
+    await sweep_outbox(container.mongo, later, GRACE)
+    container.relay.wake()
+
+    async def both_sent() -> bool:
+        return await outbox.find_one({"tenant_id": api.id}) is None
+
+    await wait_until(both_sent)
+    events = await events_to_end(settings, api.id)
+    assert [e["event_type"] for e in events] == ["coupon.redeemed", "coupon.redemption_rolled_back"]
+    # The slot: given back by the rollback (the late settle never came); the code redeems again.
+    monkeypatch.undo()
+    again = await api.redeem(code, "alice")
+    assert again.status_code == 201, again.text
