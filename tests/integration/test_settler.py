@@ -49,6 +49,20 @@ def fresh(tenant: str) -> tuple[Redemption, str]:
     return replace(redemption(tenant, "coupon-1"), group=group), f"{group}#1"
 
 
+async def redeemed_then_crashed(
+    container: Container, api: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, Json, tuple[SlotClaim | None, OutboxEntry]]:
+    """A shared code (one use per user) redeemed by alice through a process that dies right
+    after its answer: the code, the answer, what its settle would have had."""
+    code = f"SETTLE-{uuid.uuid4().hex[:8]}".upper()
+    await api.define(code, PER_USER_1)
+    crashed = Crashed(container)
+    monkeypatch.setattr(container.redemptions, "_settler", crashed)
+    made = await api.redeemed(code, "alice")
+    [(claim, [entry])] = crashed.given
+    return code, made, (claim, entry)
+
+
 @pytest.fixture
 def api(client: httpx.AsyncClient, admin: Json, reward: Json, tenant: str) -> Tenant:
     return Tenant(client, tenant, admin["headers"], reward)
@@ -57,12 +71,7 @@ def api(client: httpx.AsyncClient, admin: Json, reward: Json, tenant: str) -> Te
 async def test_a_crash_before_the_flush_is_settled_by_the_sweeps(
     container: Container, api: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code = f"SETTLE-{uuid.uuid4().hex[:8]}".upper()
-    await api.define(code, PER_USER_1)
-    crashed = Crashed(container)
-    monkeypatch.setattr(container.redemptions, "_settler", crashed)
-    made = await api.redeemed(code, "alice")
-    [(claim, [entry])] = crashed.given
+    code, made, (claim, entry) = await redeemed_then_crashed(container, api, monkeypatch)
     assert claim is not None and claim.redemption_id == made["redemption_id"]
     db = container.mongo.db
     [slot] = claim.slots
@@ -135,12 +144,7 @@ async def test_a_rollback_before_the_settle_is_announced_after_its_redemption(
     """The redeeming process died before its settle; the rollback (another process, or this
     one) is readied at once, yet the relay holds it until the sweep has readied and sent the
     redemption's event (`after`)."""
-    code = f"SETTLE-{uuid.uuid4().hex[:8]}".upper()
-    await api.define(code, PER_USER_1)
-    crashed = Crashed(container)
-    monkeypatch.setattr(container.redemptions, "_settler", crashed)
-    made = await api.redeemed(code, "alice")
-    [(_, [entry])] = crashed.given
+    code, made, (_, entry) = await redeemed_then_crashed(container, api, monkeypatch)
     rolled = await api.rollback(made["redemption_id"])
     assert rolled.status_code == 200, rolled.text
     await container.relay.publish_pending()
