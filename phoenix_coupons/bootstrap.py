@@ -50,6 +50,7 @@ from phoenix_coupons.services.redemptions import RedemptionService
 from phoenix_coupons.services.reservations import ReservationService
 from phoenix_coupons.services.rewards import RewardService
 from phoenix_coupons.services.secrets_box import SecretBox
+from phoenix_coupons.services.settler import Settler
 from phoenix_coupons.settings import (
     ServiceSettings,
     Settings,
@@ -135,6 +136,7 @@ class Container:
     generation: GenerationService = field(init=False)
     definition_cache: DefinitionCache = field(init=False)
     issuance: IssuanceService = field(init=False)
+    settler: Settler = field(init=False)
     redemptions: RedemptionService = field(init=False)
     reservations: ReservationService = field(init=False)
     coupon_queries: CouponQueries = field(init=False)
@@ -195,6 +197,7 @@ class Container:
             budget,
         )
         redemptions = MongoRedemptionRepo(self.mongo)
+        self.settler = Settler(redemptions, outbox, self.relay.wake)
         self.lookup_limiter = MongoLookupLimiter(
             self.mongo, s.code_lookup_failure_limit, self.clock
         )
@@ -207,6 +210,7 @@ class Container:
             self.relay.wake,
             self.lookup_limiter,
             outbox,
+            self.settler,
         )
         self.reservations = ReservationService(
             self.redemptions,
@@ -317,5 +321,6 @@ class Container:
         await self.job_runner.stop()
         await self.scheduler.stop()
         await self.sweeper.stop()
+        await self.settler.flush()  # before the relay stops: what it readies is sent
         await self.relay.stop()
         await self.mongo.close()

@@ -29,7 +29,14 @@ from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import IssuedBundle, OutboxEntry
 from phoenix_coupons.domain.redemption import Redemption, free_slot, slot_group
 from phoenix_coupons.domain.reservation import HoldTurn, Reservation, Settled
-from phoenix_coupons.services.ports import Claim, GroupUsage, Page, Reserved, StoredCoupon
+from phoenix_coupons.services.ports import (
+    Claim,
+    GroupUsage,
+    Page,
+    Reserved,
+    SlotClaim,
+    StoredCoupon,
+)
 from schemas.coupons import CouponDefinition
 from schemas.rewards import RewardItem
 
@@ -459,6 +466,7 @@ class FakeRedemptionRepo:
         self.rows: dict[str, _Held] = {}
         self.slots: dict[str, _Slot] = {}
         self._hints: dict[str, int] = {}
+        self.confirmed: list[SlotClaim] = []  # what `confirm_claims` was given
 
     async def next_slot_hint(self, group: str) -> int:
         self._hints[group] = self._hints.get(group, 0) + 1
@@ -474,7 +482,12 @@ class FakeRedemptionRepo:
         self.slots[slot] = holder
 
     async def insert(
-        self, redemption: Redemption, slot: str, slot_no: int | None, replaces: str | None = None
+        self,
+        redemption: Redemption,
+        slot: str,
+        slot_no: int | None,
+        replaces: str | None = None,
+        confirm: bool = True,
     ) -> None:
         r = redemption
         if r.id in self.rows:
@@ -482,6 +495,10 @@ class FakeRedemptionRepo:
         if slot_no is not None:
             self.claim(slot, _Slot(r.group, slot_no, redemption_id=r.id), replaces, r.redeemed_at)
         self.rows[r.id] = _Held(r, slot, slot_no)
+
+    async def confirm_claims(self, claims: Sequence[SlotClaim]) -> None:
+        """Slots here are never in question: a held slot is confirmed."""
+        self.confirmed.extend(claims)
 
     async def claim_code_slot(
         self, redemption: Redemption, group: str, slot: str, slot_no: int, replaces: str | None

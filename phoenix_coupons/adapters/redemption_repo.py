@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateMany
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
@@ -33,7 +33,7 @@ from phoenix_coupons.adapters.nx27017_compat import aware, epoch_ms
 from phoenix_coupons.domain.errors import Contended, SlotTaken
 from phoenix_coupons.domain.redemption import Redemption, free_slot, slot_group
 from phoenix_coupons.domain.reservation import HoldTurn, Reservation
-from phoenix_coupons.services.ports import GroupUsage
+from phoenix_coupons.services.ports import GroupUsage, SlotClaim
 from schemas.redemptions import Coupon as CouponSnapshot
 from schemas.rewards import RewardItem
 
@@ -155,12 +155,18 @@ class MongoRedemptionRepo:
             )
 
     async def insert(
-        self, redemption: Redemption, slot: str, slot_no: int | None, replaces: str | None = None
+        self,
+        redemption: Redemption,
+        slot: str,
+        slot_no: int | None,
+        replaces: str | None = None,
+        confirm: bool = True,
     ) -> None:
         """Claim the slot (a numbered one; `replaces`: take it over from that expired hold),
-        insert the redemption, confirm its slots (an unassigned code's too). Raises SlotTaken
-        when the slot (or the id) is taken; nothing of this call is left then but the code's
-        slot (`release_code_slot`)."""
+        insert the redemption, confirm its slots (an unassigned code's too; `confirm` False:
+        the caller confirms them later, `confirm_claims`). Raises SlotTaken when the slot (or
+        the id) is taken; nothing of this call is left then but the code's slot
+        (`release_code_slot`)."""
         r = redemption
         if slot_no is not None:
             holder = {"redemption_id": r.id, "unconfirmed": epoch_ms(r.redeemed_at)}
@@ -173,9 +179,30 @@ class MongoRedemptionRepo:
             if slot_no is not None:
                 await release_slots(self._slots, self._counts, [(slot, r.id, r.group)])
             raise SlotTaken(str(exc)) from exc
-        await self._confirm(
-            [s for s in (slot if slot_no is not None else None, r.code_slot) if s], r.id
-        )
+        if confirm:
+            await self._confirm(
+                [s for s in (slot if slot_no is not None else None, r.code_slot) if s], r.id
+            )
+
+    async def confirm_claims(self, claims: Sequence[SlotClaim]) -> None:
+        """Confirm the slots of stored redemptions, in one command: each slot only while it
+        still bears its claim's mark (`unconfirmed` = the redemption's time). A rollback
+        that put it in question meanwhile wrote another mark (`roll_back`): left to it and
+        to the sweep."""
+        ops = [
+            UpdateMany(
+                {
+                    "_id": {"$in": list(c.slots)},
+                    "redemption_id": c.redemption_id,
+                    "unconfirmed": epoch_ms(c.claimed_at),
+                },
+                {"$unset": {"unconfirmed": ""}},
+            )
+            for c in claims
+            if c.slots
+        ]
+        if ops:
+            await self._slots.bulk_write(ops, ordered=False)
 
     async def _confirm(self, slots: Sequence[str], redemption_id: str) -> None:
         """The redemption is stored: its slots are no longer in question."""
@@ -267,15 +294,19 @@ class MongoRedemptionRepo:
         kept: the rolled-back redemption still holds its slot (`use_kept`)."""
         held = await self._col.find_one(
             {"_id": redemption_id, "tenant_id": tenant_id, "state": "redeemed"},
-            {"slot_no": 1, "slot": 1, "code_slot": 1},
+            {"slot_no": 1, "slot": 1, "code_slot": 1, "redeemed_at": 1},
         )
         if held is None:
             return None
         freed = [] if keep_use else numbered(held)
         if freed:
+            # Never the claim's own mark (the redemption's time, in ms): a late confirm of
+            # the claim (`confirm_claims`) must not take the slot out of question again.
+            claimed = round(aware(held["redeemed_at"]).timestamp() * 1000)
+            mark = max(epoch_ms(at), claimed + 1)
             await self._slots.update_many(
                 {"_id": {"$in": freed}, "redemption_id": redemption_id},
-                {"$set": {"unconfirmed": epoch_ms(at)}},
+                {"$set": {"unconfirmed": mark}},
             )
         change: Doc = {"state": "rolled_back", "rolled_back_at": at, "rollback_reason": reason}
         if keep_use:

@@ -204,6 +204,16 @@ class IdempotencyRepo(Protocol):
     async def release(self, key: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class SlotClaim:
+    """The slots a stored redemption claimed (`claimed_at`: its time, the claim's mark), to
+    confirm after the answer (services/settler.py)."""
+
+    redemption_id: str
+    slots: tuple[str, ...]
+    claimed_at: datetime
+
+
 class RedemptionRepo(Protocol):
     """Redemptions hold slots: at most one redemption per slot, so a group of `max_uses`
     numbered slots allows exactly that many active redemptions."""
@@ -213,11 +223,21 @@ class RedemptionRepo(Protocol):
         ...
 
     async def insert(
-        self, redemption: Redemption, slot: str, slot_no: int | None, replaces: str | None = None
+        self,
+        redemption: Redemption,
+        slot: str,
+        slot_no: int | None,
+        replaces: str | None = None,
+        confirm: bool = True,
     ) -> None:
         """Store it in `slot` (number `slot_no` of its group, None: a free slot; `replaces`:
         taken over from that hold, whose time is over); SlotTaken when that slot or the
-        redemption's id is taken."""
+        redemption's id is taken. `confirm` False: its slots stay unconfirmed until
+        `confirm_claims` (or the sweep) confirms them."""
+        ...
+
+    async def confirm_claims(self, claims: Sequence[SlotClaim]) -> None:
+        """Confirm stored redemptions' slots, each while it still bears its claim's mark."""
         ...
 
     async def claim_code_slot(

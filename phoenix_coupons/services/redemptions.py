@@ -1,6 +1,8 @@
 """Validate, redeem and roll back coupons; exact usage limits under concurrency. Their events
 go through the outbox: prepared before the redemption is written, readied after. Holds
-(services/reservations.py) take their uses through the same slots (`take_slot`).
+(services/reservations.py) take their uses through the same slots (`take_slot`). Given a
+settler (services/settler.py), a redeem answers once its redemption is stored: the slots'
+confirm and the entry's ready follow, batched with other redeems'.
 
 An unassigned code's use takes two slots: one of the code's own group (`uses_per_code`)
 first, then one of its definition's group; refused the second, it gives the first back."""
@@ -43,7 +45,9 @@ from phoenix_coupons.services.ports import (
     Outbox,
     RedemptionRepo,
     RewardRepo,
+    SlotClaim,
 )
+from phoenix_coupons.services.settler import Settler
 from schemas.coupons import CouponDefinition
 from schemas.redemptions import Coupon as CouponView
 from schemas.redemptions import RedeemRequest, ValidateResponse
@@ -171,6 +175,7 @@ class RedemptionService:
         on_redeemed: Callable[[], None],
         lookups: LookupLimiter,
         outbox: Outbox,
+        settler: Settler | None = None,
     ) -> None:
         self._coupons = coupons
         self._definitions = definitions
@@ -180,14 +185,18 @@ class RedemptionService:
         self._on_redeemed = on_redeemed
         self._lookups = lookups
         self._outbox = outbox
+        self._settler = settler  # None: a redeem settles its writes before it answers
 
     async def load(
         self, tenant_id: str, body: RedeemRequest, caller: str
     ) -> tuple[Coupon, CouponDefinition, RewardItem]:
         """The coupon, its definition and reward, or the reason a redeem is refused now.
         `caller` (the API key id) is refused while over its failed look-up limit."""
-        await self._lookups.check(caller, tenant_id)
-        coupon = await self._coupons.by_code(tenant_id, codes.normalize(body.code))
+        # Both at once: the limit's read and the code's look-up are independent.
+        _, coupon = await asyncio.gather(
+            self._lookups.check(caller, tenant_id),
+            self._coupons.by_code(tenant_id, codes.normalize(body.code)),
+        )
         defn, reward = None, None
         if coupon is not None:
             # Both at once: the coupon names the reward its definition granted when issued.
@@ -280,7 +289,7 @@ class RedemptionService:
         entry = redeemed(redemption, actor)
         await self._outbox.prepare([entry])
         try:
-            await self._take_slot(redemption, ok, keyed=idempotency_key is not None)
+            claim = await self._take_slot(redemption, ok, keyed=idempotency_key is not None)
         except (SlotTaken, Refused):
             # Only the redemption id can clash here: a concurrent call with the same key won.
             # Its use may also be the one that filled the limit: replay it, not a refusal.
@@ -296,15 +305,21 @@ class RedemptionService:
             await self._outbox.prepare([redeemed(earlier, actor)])
             await self._outbox.ready([redeemed(earlier, actor)])
             return self._replay(earlier, body), False
-        await self._outbox.ready([entry])
-        self._on_redeemed()
+        if self._settler is not None:
+            self._settler.add(claim, [entry])
+        else:
+            await self._outbox.ready([entry])
+            self._on_redeemed()
         return redemption_view(redemption), True
 
-    async def _take_slot(self, redemption: Redemption, ok: Admitted, keyed: bool) -> None:
+    async def _take_slot(self, redemption: Redemption, ok: Admitted, keyed: bool) -> SlotClaim:
         """Insert the redemption into a free slot of its group (an unassigned code's: after
         one of the code's own), or refuse at the limit. `keyed`: the redemption id comes from
-        an Idempotency-Key, so a clash may be on it."""
+        an Idempotency-Key, so a clash may be on it. Its numbered slots are confirmed unless
+        a settler will: then they are returned to it."""
         r, repo, group = redemption, self._redemptions, ok.group
+        confirm = self._settler is None
+        numbered: list[str] = []
 
         async def clash() -> bool:
             return keyed and await repo.get(r.tenant_id, r.id) is not None
@@ -317,16 +332,19 @@ class RedemptionService:
         r = replace(r, code_slot=own)
 
         async def claim(slot: str, number: int, replaces: str | None) -> None:
-            await repo.insert(r, slot, number, replaces)
+            await repo.insert(r, slot, number, replaces, confirm=confirm)
+            numbered.append(slot)
 
         try:
             if group.limit is None:
-                await repo.insert(r, free_slot(r.id), None)
+                await repo.insert(r, free_slot(r.id), None, confirm=confirm)
             else:
                 await take_slot(repo, group, r.redeemed_at, claim, clash)
         except BaseException:
             await repo.release_code_slot(r)  # cut short (cancelled): the sweep's
             raise
+        slots = numbered + ([own] if own is not None else [])
+        return SlotClaim(r.id, tuple(slots), r.redeemed_at)
 
     def _replay(self, earlier: Redemption, body: RedeemRequest) -> RedemptionView:
         if earlier.request_hash != request_hash(body):
