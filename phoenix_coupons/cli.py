@@ -26,28 +26,22 @@ from phoenix_coupons.settings import Settings, load_services_env
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phoenix-coupons", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("run", "the whole service: event worker and admin API in one process"),
-        ("api", "the admin HTTP API (with the outbox relay)"),
-        ("worker", "the event worker alone, with /healthz and /readyz on PHOENIX_WORKER_PORT"),
+    health = "with /healthz, /readyz and /metrics on PHOENIX_WORKER_PORT"
+    for name, text, port in (
+        ("run", "the whole service: event worker and admin API in one process", "API"),
+        ("api", "the admin HTTP API (with the outbox relay)", "API"),
+        ("worker", f"the event worker alone, {health}", "WORKER"),
+        (
+            "scheduler",
+            "the expiry scheduler alone (reminders and expiry events, with the outbox relay), "
+            + health,
+            "WORKER",
+        ),
+        ("jobs", f"the generation job runner alone (with the outbox relay), {health}", "WORKER"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
-        cmd.add_argument("--port", type=int, help="port (default: PHOENIX_API_PORT)")
-    scheduler = sub.add_parser(
-        "scheduler",
-        help="the expiry scheduler alone (reminders and expiry events, with the outbox relay), "
-        "with /healthz, /readyz and /metrics on PHOENIX_WORKER_PORT",
-    )
-    scheduler.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
-    scheduler.add_argument("--port", type=int, help="port (default: PHOENIX_WORKER_PORT)")
-    jobs = sub.add_parser(
-        "jobs",
-        help="the generation job runner alone (with the outbox relay), with /healthz, "
-        "/readyz and /metrics on PHOENIX_WORKER_PORT",
-    )
-    jobs.add_argument("--host", help="bind address (default: PHOENIX_API_HOST)")
-    jobs.add_argument("--port", type=int, help="port (default: PHOENIX_WORKER_PORT)")
+        cmd.add_argument("--port", type=int, help=f"port (default: PHOENIX_{port}_PORT)")
     codes = sub.add_parser(
         "codes", help="a definition's codes, over the HTTP API (--api-url, PHOENIX_API_KEY)"
     ).add_subparsers(dest="codes_command", required=True)
