@@ -732,10 +732,12 @@ class FakeCodeHistory:
         self.reads += 1
         return [self.steps[i] for i in sorted(self.steps) if above < i < below]
 
-    async def between(self, above: str, below: str, skip: int, limit: int) -> list[HistoryEntry]:
+    async def between(
+        self, code_norm: str, above: str, below: str, skip: int, limit: int
+    ) -> list[HistoryEntry]:
         return self._between(above, below)[skip : skip + limit]
 
-    async def count_between(self, above: str, below: str, cap: int) -> int:
+    async def count_between(self, code_norm: str, above: str, below: str, cap: int) -> int:
         return min(cap, len(self._between(above, below)))
 
 

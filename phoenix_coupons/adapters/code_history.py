@@ -7,6 +7,7 @@ from typing import Any
 
 from pymongo.errors import BulkWriteError
 
+from phoenix_coupons.adapters import nx27017_compat
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
 from phoenix_coupons.adapters.mongo_schema import CODE_HISTORY
 from phoenix_coupons.adapters.nx27017_compat import aware
@@ -59,12 +60,28 @@ class MongoCodeHistory:
     async def record(self, entries: Sequence[HistoryEntry]) -> None:
         await insert_history(self._mongo, [history_doc(e) for e in entries])
 
-    async def between(self, above: str, below: str, skip: int, limit: int) -> list[HistoryEntry]:
-        cursor = self._col.find({"_id": {"$gt": above, "$lt": below}}).sort("_id", 1)
-        if skip:
-            cursor = cursor.skip(skip)
-        return [from_doc(d) async for d in cursor.limit(limit)]
+    async def between(
+        self, code_norm: str, above: str, below: str, skip: int, limit: int
+    ) -> list[HistoryEntry]:
+        return [from_doc(d) for d in await self._range(code_norm, above, below, skip, limit)]
 
-    async def count_between(self, above: str, below: str, cap: int) -> int:
-        query = {"_id": {"$gt": above, "$lt": below}}
-        return len([d async for d in self._col.find(query, {"_id": 1}).limit(cap)])
+    async def count_between(self, code_norm: str, above: str, below: str, cap: int) -> int:
+        return len(await self._range(code_norm, above, below, 0, cap, {"_id": 1}))
+
+    async def _range(
+        self,
+        code_norm: str,
+        above: str,
+        below: str,
+        skip: int,
+        limit: int,
+        projection: Doc | None = None,
+    ) -> list[Doc]:
+        """The code's steps between two ids: one `_id` range (on a cluster, the shard that
+        holds it); nx-27017 scans an `_id` range, so there by the code (nx27017_compat)."""
+        if await self._mongo.stand_in():
+            return await nx27017_compat.id_range(
+                self._col, above, below, skip, limit, ("code_norm", code_norm), projection
+            )
+        cursor = self._col.find({"_id": {"$gt": above, "$lt": below}}, projection)
+        return await cursor.sort("_id", 1).skip(skip).limit(limit).to_list(None)

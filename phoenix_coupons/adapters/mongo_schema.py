@@ -173,6 +173,8 @@ RESERVATIONS = Collection("reservations", (Index((("open_until", ASC),)),))
 OUTBOX = Collection("outbox", (Index((("state", ASC),)),))
 # Each code's timeline (code_history.py): `_id` "<tenant>:<code_norm>|<epoch ms>|...", read
 # as one `_id` range. Ranged on `_id`, so a code's steps stay on one shard.
+# A code's steps: one `_id` range (one shard of a cluster). nx-27017 scans any `_id` range:
+# there they are read by `code_norm`, indexed there alone (nx27017_compat.py).
 CODE_HISTORY = Collection("code_history", shard_key=(("_id", ASC),))
 
 # Generation jobs (job_repo.py), `_id` the job id: `queue` (epoch ms; only while queued or

@@ -39,17 +39,19 @@ async def timeline_page(
     if after is not None:
         above = max(since, f"{key}|{after}")
         mine = [s for s in own if s.id > above]
-        stored = await store.between(above, end, 0, limit + 1)
+        stored = await store.between(coupon.code_norm, above, end, 0, limit + 1)
     else:
         mine, before = [], 0
         for i, step in enumerate(own):
             # Its place in the merged order, known exactly while it is within this page.
-            place = i + (await store.count_between(since, step.id, offset + limit) if offset else 0)
+            place = i
+            if offset:
+                place += await store.count_between(coupon.code_norm, since, step.id, offset + limit)
             if place < offset:
                 before += 1
             else:
                 mine.append(step)
-        stored = await store.between(since, end, offset - before, limit + 1)
+        stored = await store.between(coupon.code_norm, since, end, offset - before, limit + 1)
     merged = sorted({s.id: s for s in [*mine, *stored]}.values(), key=lambda s: s.id)
     page = merged[:limit]
     more = len(merged) > limit and bool(page)

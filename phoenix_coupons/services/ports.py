@@ -391,10 +391,10 @@ class CodeHistory(Protocol):
     `above` and below `below`, in id order (a code's steps in time order)."""
 
     async def between(
-        self, above: str, below: str, skip: int, limit: int
+        self, code_norm: str, above: str, below: str, skip: int, limit: int
     ) -> list[HistoryEntry]: ...
 
-    async def count_between(self, above: str, below: str, cap: int) -> int:
+    async def count_between(self, code_norm: str, above: str, below: str, cap: int) -> int:
         """How many steps lie between, counted up to `cap` (a bounded read, not a count of
         the collection)."""
         ...

@@ -116,6 +116,27 @@ async def test_an_or_without_disjoint_branches_is_refused(db: AsyncDatabase[Doc]
 # --- upsert by id -----------------------------------------------------------------------------
 
 
+async def test_id_range_reads_what_the_plain_id_range_reads(db: AsyncDatabase[Doc]) -> None:
+    """Two codes' steps: each code's range, skipped and limited, in `_id` order."""
+    steps = [
+        {"_id": f"t:{code}|{ms:04d}|issued", "code_norm": code}
+        for code in ("C", "CD", "D")
+        for ms in (30, 10, 20, 40)
+    ]
+    await db.steps.insert_many(steps)
+    for code, above, below, skip, limit in (
+        ("C", "t:C|", "t:C}", 0, 10),
+        ("C", "t:C|0010", "t:C}", 1, 1),
+        ("CD", "t:CD|0015", "t:CD|0040", 0, 5),
+        ("D", "t:D|", "t:D}", 3, 5),
+    ):
+        plain = sorted(
+            (d["_id"] for d in steps if d["code_norm"] == code and above < d["_id"] < below)
+        )[skip : skip + limit]
+        read = await nx.id_range(db.steps, above, below, skip, limit, ("code_norm", code))
+        assert [d["_id"] for d in read] == plain, (code, above, below)
+
+
 async def test_replace_by_id_keeps_one_document_with_that_id(db: AsyncDatabase[Doc]) -> None:
     col = db["dead"]
     await nx.replace_by_id(col, "coupon.issued:c-1", {"reason": "too_large", "n": 1})
