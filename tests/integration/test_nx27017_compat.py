@@ -131,7 +131,7 @@ async def test_id_range_reads_what_the_plain_id_range_reads(db: AsyncDatabase[Do
         ("D", "t:D|", "t:D}", 3, 5),
     ):
         plain = sorted(
-            (d["_id"] for d in steps if d["code_norm"] == code and above < d["_id"] < below)
+            d["_id"] for d in steps if d["code_norm"] == code and above < d["_id"] < below
         )[skip : skip + limit]
         read = await nx.id_range(db.steps, above, below, skip, limit, ("code_norm", code))
         assert [d["_id"] for d in read] == plain, (code, above, below)
