@@ -26,7 +26,7 @@ from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
 from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFailedLookups
 from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import ApiKey, Coupon
-from phoenix_coupons.domain.outbox import IssuedBundle, OutboxEntry
+from phoenix_coupons.domain.outbox import IssuedBundle, OutboxEntry, issued
 from phoenix_coupons.domain.redemption import Redemption, free_slot, slot_group
 from phoenix_coupons.domain.reservation import HoldTurn, Reservation, Settled
 from phoenix_coupons.services.ports import (
@@ -862,6 +862,18 @@ class Fakes:
         self.definitions = FakeDefinitionRepo(self.coupons)
         self.history = FakeCodeHistory(self.outbox.history)  # what readied entries stored
         self.reservations = FakeReservationRepo(self.redemptions)
+
+    def announced(self, state: str = "ready") -> list[OutboxEntry]:
+        """The outbox's entries in `state`, a bundle's as the single entries the relay makes
+        of it (one per coupon it names, built from the coupon as stored)."""
+        bundled = [
+            issued(self.coupons.rows[cid].coupon)
+            for bundle, at in self.outbox.bundles.values()
+            if at == state
+            for cid in bundle.coupon_ids
+            if cid in self.coupons.rows
+        ]
+        return self.outbox.in_state(state) + bundled
 
     def budget(self) -> "IssuanceBudget":
         """The issuance budget service on these fakes (as bootstrap.py wires it)."""

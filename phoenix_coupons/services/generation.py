@@ -1,6 +1,7 @@
-"""Bulk generation: coupons for a list of users, announced through the outbox: their
-`coupon.issued` entries are prepared before the coupons are inserted and readied after, so a
-crash in between leaves nothing the sweep cannot settle (outbox.py)."""
+"""Bulk generation: coupons for a list of users, announced through the outbox: one entry for
+the `coupon.issued` of each insert's coupons (an `IssuedBundle` naming their ids) is prepared
+before they are inserted and readied after naming those stored, so a crash in between leaves
+nothing the sweep cannot settle (outbox.py)."""
 
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from phoenix_coupons.domain.errors import (
     ValidationFailed,
 )
 from phoenix_coupons.domain.models import Coupon, Requester
-from phoenix_coupons.domain.outbox import issued
+from phoenix_coupons.domain.outbox import IssuedBundle, issued
 from phoenix_coupons.services.budget import IssuanceBudget, issuance_limit
 from phoenix_coupons.services.definitions import require_active
 from phoenix_coupons.services.drawing import draw_and_insert
@@ -165,13 +166,28 @@ class GenerationService:
             return {}
         keys = [issue_keys.bulk(defn.id, idem, i, "") for i in range(count)]
         found = await self._coupons.by_issue_keys(keys)
-        # Their entries may still be prepared (it crashed before readying them): ready now,
-        # not after the sweep's grace. One sent already goes again (consumers dedupe).
+        # Announced now, as single entries: those of a call before bundles may still be
+        # prepared (it crashed before readying them), and are readied by id, not after the
+        # sweep's grace (a crashed call's bundle is the sweep's). One sent already goes again
+        # (consumers dedupe).
         entries = [issued(c) for c in found.values()]
         if entries:
             await self._outbox.prepare(entries)
             await self._outbox.ready(entries)
         return {i: found[k] for i, k in enumerate(keys) if k in found}
+
+    def _bundle(self, defn: CouponDefinition, coupon_ids: Sequence[str]) -> IssuedBundle:
+        bundle_id = f"coupon.issued:bulk:{self._new_id()}"
+        return IssuedBundle(bundle_id, defn.tenant_id, tuple(coupon_ids), self._clock())
+
+    async def _announce(self, bundles: Sequence[IssuedBundle], stored: Sequence[Coupon]) -> None:
+        """Ready each bundle naming the stored coupons it named (one named by several, the
+        retries of a position, by the last); a bundle naming none is dropped."""
+        left = {c.id for c in stored}
+        for bundle in reversed(bundles):
+            mine = bundle.stored(left)
+            left -= set(mine.coupon_ids)
+            await self._outbox.ready_issued(mine)
 
     async def _random(
         self,
@@ -190,13 +206,13 @@ class GenerationService:
         codes.check_capacity(spec, existing, len(todo))
         # Positions a keyed call stored before are not reserved again.
         await self._take(defn, len(todo))
-        prepared: set[str] = set()
+        bundles: list[IssuedBundle] = []
         tried: set[str] = set()  # issue keys whose insert was attempted
 
         async def announced_insert(batch: Sequence[Coupon]) -> list[int]:
-            entries = [issued(c) for c in batch]  # a retried position's replaces its last
-            await self._outbox.prepare(entries)
-            prepared.update(e.id for e in entries)
+            bundle = self._bundle(defn, [c.id for c in batch])
+            await self._outbox.prepare_issued(bundle)
+            bundles.append(bundle)
             tried.update(c.issue_key for c in batch)
             return await self._coupons.insert_unordered(batch)
 
@@ -214,14 +230,10 @@ class GenerationService:
             await self._settle_failed(defn, len(todo), tried)
             raise
         done.update({i: coupon for i, coupon in drawn.placed})
-        # Another attempt's coupons: their entries as they are stored (ours may have replaced
-        # theirs while prepared).
-        found = [issued(coupon) for _, coupon in drawn.found]
-        await self._outbox.prepare(found)
+        # Another attempt's coupons (a keyed call's: the same ids) are announced with ours,
+        # each built from the coupon as stored.
         done.update({i: coupon for i, coupon in drawn.found})
-        stored = [issued(coupon) for _, coupon in drawn.placed] + found
-        await self._outbox.ready(stored)
-        await self._outbox.discard(sorted(prepared - {e.id for e in stored}))
+        await self._announce(bundles, [c for _, c in [*drawn.placed, *drawn.found]])
         # Reserved, not stored by us: another attempt's (which reserved it) or no free code.
         await self._budget.give_back(defn, len(drawn.found) + len(drawn.left))
         if drawn.left:
@@ -274,15 +286,15 @@ class GenerationService:
         if conflicts:
             raise _codes_conflict(conflicts)
         await self._take(defn, len(batch))
-        entries = [issued(c) for c in batch]
-        await self._outbox.prepare(entries)
+        bundle = self._bundle(defn, [c.id for c in batch])
+        await self._outbox.prepare_issued(bundle)
         try:
             await self._coupons.insert_atomic(batch)
         except DuplicateCodes as exc:  # a concurrent request took some of them
-            await self._outbox.discard([e.id for e in entries])
+            await self._outbox.ready_issued(bundle.stored(()))  # naming none: dropped
             await self._budget.give_back(defn, len(batch))
             raise _codes_conflict(await self._taken_conflicts(defn.tenant_id, batch)) from exc
-        await self._outbox.ready(entries)
+        await self._outbox.ready_issued(bundle)
         done.update({i: c for i, c in zip(todo, batch, strict=True)})
         return [done[i] for i in range(len(user_ids))]
 

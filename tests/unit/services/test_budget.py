@@ -271,7 +271,7 @@ async def test_bulk_metadata_is_stored_on_each_coupon_and_announced() -> None:
     meta = {"campaign": "spring", "wave": 2}
     assert await b.generate(["a", "b"], metadata=meta) == 2
     assert [c.metadata for c in b.stored()] == [meta, meta]
-    issued = [e.event for e in b.fk.outbox.in_state("ready")]
+    issued = [e.event for e in b.fk.announced("ready")]
     assert [getattr(e, "metadata", None) for e in issued] == [meta, meta]
 
 
