@@ -15,7 +15,6 @@ run)."""
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -29,9 +28,9 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from bench.common import SECRET, TENANT, BenchError, Servers, end_offsets, now, scenario_settings
+from bench.common import TENANT, BenchError, Servers, end_offsets, now, scenario_settings
 from bench.export import export_definition, export_over_http, peak_rss_mb, raw_read
-from bench.redemption import _free_port, _spawn, api_process
+from bench.redemption import _free_port, _spawn, api_process, process_env
 from phoenix_coupons.adapters.code_registry import claim_doc
 from phoenix_coupons.adapters.coupon_repo import to_doc
 from phoenix_coupons.adapters.kafka import ensure_topics
@@ -157,20 +156,6 @@ async def _raw(
         flush=True,
     )
     return coupons_s, claims_s
-
-
-def process_env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "MONGODB_URI": settings.mongodb_uri or "",
-        "PHOENIX_MONGODB_DATABASE": settings.mongodb_database,
-        "PHOENIX_SECRET_KEY": SECRET,
-        "PHOENIX_TOPIC_COUPONS_ISSUED": settings.topic_coupons_issued,
-        "PHOENIX_TOPIC_COUPONS_REDEEMED": settings.topic_coupons_redeemed,
-        "PHOENIX_TOPIC_COUPONS_EXPIRY": settings.topic_coupons_expiry,
-        "PHOENIX_TOPIC_DLQ": settings.topic_dlq,
-    }
 
 
 @contextlib.asynccontextmanager

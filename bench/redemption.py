@@ -74,6 +74,21 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> "subprocess.Popen
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def process_env(settings: Settings) -> dict[str, str]:
+    """The environment of a service process the bench starts on the scenario's servers."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "MONGODB_URI": settings.mongodb_uri or "",
+        "PHOENIX_MONGODB_DATABASE": settings.mongodb_database,
+        "PHOENIX_SECRET_KEY": SECRET,
+        "PHOENIX_TOPIC_COUPONS_ISSUED": settings.topic_coupons_issued,
+        "PHOENIX_TOPIC_COUPONS_REDEEMED": settings.topic_coupons_redeemed,
+        "PHOENIX_TOPIC_COUPONS_EXPIRY": settings.topic_coupons_expiry,
+        "PHOENIX_TOPIC_DLQ": settings.topic_dlq,
+    }
+
+
 @contextlib.asynccontextmanager
 async def api_process(
     settings: Settings,
@@ -84,17 +99,7 @@ async def api_process(
     """A real API process on the scenario's servers: (its base URL, its pid). `module`: the
     bench's framework reference (bench.reference_app) instead, with the same environment."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "MONGODB_URI": settings.mongodb_uri or "",
-        "PHOENIX_MONGODB_DATABASE": settings.mongodb_database,
-        "PHOENIX_SECRET_KEY": SECRET,
-        "PHOENIX_TOPIC_COUPONS_ISSUED": settings.topic_coupons_issued,
-        "PHOENIX_TOPIC_COUPONS_REDEEMED": settings.topic_coupons_redeemed,
-        "PHOENIX_LOG_LEVEL": "WARNING",
-        **(extra_env or {}),
-    }
+    env = {**process_env(settings), "PHOENIX_LOG_LEVEL": "WARNING", **(extra_env or {})}
     argv = [sys.executable, "-m", module, *(["api"] if module == "phoenix_coupons" else [])]
     proc = _spawn([*argv, "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
