@@ -219,6 +219,7 @@ class Container:
             outbox,
             self.clock,
             self.relay.wake,
+            self.settler,
         )
         self.coupon_queries = CouponQueries(
             coupons,

@@ -3,9 +3,10 @@ redemption or release it. A hold takes its use through the slots a redemption ta
 (services/redemptions.py `take_slot`), so limits stay exact across redeems and holds.
 
 Events through the outbox: `coupon.reserved` (prepared before the reservation is stored,
-readied after), and once per hold `coupon.reservation_released` (reason released, expired or
-confirmed; written after the reservation's state, which decides it). A confirm also
-announces its redemption's `coupon.redeemed`, as a redeem does.
+readied after: by the process's settler once the answer is out, as a redeem's), and once
+per hold `coupon.reservation_released` (reason released, expired or confirmed; written
+after the reservation's state, which decides it). A confirm also announces its
+redemption's `coupon.redeemed`, as a redeem does.
 
 Choices: a second confirm of a confirmed hold answers its redemption again (200), whatever
 its Idempotency-Key, as a retrying checkout wants; a hold never outlives its coupon's
@@ -14,7 +15,7 @@ are then (a paused definition, a revoked code refuse it); a release of a release
 answers it again (200)."""
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import Conflict, NotFound, Refused, SlotTaken
-from phoenix_coupons.domain.outbox import redeemed, released, reserved
+from phoenix_coupons.domain.outbox import OutboxEntry, redeemed, released, reserved
 from phoenix_coupons.domain.redemption import Redemption, refusal, refused
 from phoenix_coupons.domain.reservation import Reservation, hold_end
 from phoenix_coupons.services.idempotency import key_reused, request_hash
@@ -37,6 +38,7 @@ from phoenix_coupons.services.redemptions import (
     take_own_slot,
     take_slot,
 )
+from phoenix_coupons.services.settler import Settler
 from schemas.redemptions import RedeemRequest, ReserveRequest
 from schemas.redemptions import Redemption as RedemptionView
 from schemas.redemptions import Reservation as ReservationView
@@ -86,6 +88,7 @@ class ReservationService:
         outbox: Outbox,
         clock: Clock,
         on_event: Callable[[], None],
+        settler: Settler | None = None,
     ) -> None:
         self._redeeming = redeeming
         self._reservations = reservations
@@ -93,6 +96,17 @@ class ReservationService:
         self._outbox = outbox
         self._clock = clock
         self._on_event = on_event
+        self._settler = settler  # None: a call readies its entries before it answers
+
+    async def _announce(self, entries: Sequence[OutboxEntry]) -> None:
+        """Ready prepared entries whose subject is stored: through the settler after the
+        answer (a crash first: `sweep_outbox` readies them, their subject being stored), or
+        now."""
+        if self._settler is not None:
+            self._settler.add(None, entries)
+            return
+        await self._outbox.ready(entries)
+        self._on_event()
 
     async def reserve(
         self,
@@ -140,16 +154,20 @@ class ReservationService:
             assert ok.own is not None
             await repo.claim_code_slot(hold, ok.own.key, slot, number, replaces)
 
+        stored = hold  # as inserted, with the slots it claimed
+
         try:
             own = await take_own_slot(self._redemptions, ok.own, now, claim_own, clash)
-            hold = replace(hold, code_slot=own)
+            hold = stored = replace(hold, code_slot=own)
             try:
                 if group.limit is None:
                     await repo.insert(hold)
                 else:
 
                     async def claim(slot: str, number: int, replaces: str | None) -> None:
-                        await repo.insert(replace(hold, slot=slot, slot_no=number), replaces)
+                        nonlocal stored
+                        stored = replace(hold, slot=slot, slot_no=number)
+                        await repo.insert(stored, replaces)
 
                     await take_slot(self._redemptions, group, now, claim, clash)
             except BaseException:
@@ -157,18 +175,16 @@ class ReservationService:
                 raise
         except (SlotTaken, Refused):
             # As redeem: a concurrent reserve with the same key won; replay it.
-            stored = await repo.get(tenant_id, rid) if idempotency_key is not None else None
-            if stored is None:
+            earlier = await repo.get(tenant_id, rid) if idempotency_key is not None else None
+            if earlier is None:
                 if idempotency_key is None:
                     await self._outbox.discard([entry.id])
                 raise
-            await self._outbox.prepare([reserved(stored, actor)])
-            await self._outbox.ready([reserved(stored, actor)])
-            return self._replay(stored, body), False
-        await self._outbox.ready([entry])
-        self._on_event()
-        stored = await repo.get(tenant_id, rid)
-        return reservation_view(stored or hold), True
+            await self._outbox.prepare([reserved(earlier, actor)])
+            await self._announce([reserved(earlier, actor)])
+            return self._replay(earlier, body), False
+        await self._announce([entry])
+        return reservation_view(stored), True
 
     def _replay(self, earlier: Reservation, body: ReserveRequest) -> ReservationView:
         if earlier.request_hash != request_hash(body):
@@ -249,7 +265,9 @@ class ReservationService:
         turn = await self._redemptions.insert_held(redemption, hold, at)
         if turn == "lost":
             raise ended(replace(hold, state="expired"))
-        stored = await self._redemptions.get(hold.tenant_id, redemption_id) or redemption
+        stored = redemption
+        if turn == "again":  # an earlier confirm of this hold stored it: its fields
+            stored = await self._redemptions.get(hold.tenant_id, redemption_id) or redemption
         actor = caller_actor(caller)
         entries = [redeemed(stored, actor)]
         confirmed = await self._reservations.settle(
@@ -258,10 +276,9 @@ class ReservationService:
         if confirmed is not None:
             entries.append(released(confirmed, "confirmed", at, actor))
         await self._outbox.prepare(entries)
-        await self._outbox.ready(entries)
         if confirmed is not None:
             await self._reservations.finish(confirmed)
-        self._on_event()
+        await self._announce(entries)
         return redemption_view(stored), turn == "turned"
 
     async def _made(self, tenant_id: str, redemption_id: str) -> RedemptionView:
@@ -291,7 +308,6 @@ class ReservationService:
             raise ended(again if again.state != "held" else replace(again, state="confirmed"))
         entry = released(done, "released", now, caller_actor(caller))
         await self._outbox.prepare([entry])
-        await self._outbox.ready([entry])
         await self._reservations.finish(done)
-        self._on_event()
+        await self._announce([entry])
         return reservation_view(done)

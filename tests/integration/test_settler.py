@@ -25,6 +25,7 @@ from phoenix_coupons.services.settler import Settler
 from phoenix_coupons.settings import Settings
 from tests.integration.test_redemption import PER_USER_1, Json, Tenant, events_to_end
 from tests.integration.test_redemption_repo import AT, redemption
+from tests.integration.test_reservations import Holds
 from tests.support import wait_until
 
 GRACE = timedelta(minutes=2)
@@ -170,3 +171,51 @@ async def test_a_rollback_before_the_settle_is_announced_after_its_redemption(
     monkeypatch.undo()
     again = await api.redeem(code, "alice")
     assert again.status_code == 201, again.text
+
+
+async def test_a_hold_whose_settle_never_came_is_announced_by_the_sweep(
+    container: Container,
+    client: httpx.AsyncClient,
+    admin: Json,
+    reward: Json,
+    tenant: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reserve, confirm and release through a process that dies after each answer: their
+    entries stay prepared (no timeline step yet), and the outbox sweep readies them once
+    the grace is over, and the relay sends every one."""
+    holds = Holds(client, tenant, admin["headers"])
+    code = f"HOLD-{uuid.uuid4().hex[:8]}".upper()
+    await holds.define(code, {"limit_type": "global", "max_uses": 5}, reward)
+    crashed = Crashed(container)
+    monkeypatch.setattr(container.reservations, "_settler", crashed)
+    kept = await holds.held(code, "alice")
+    confirmed = await holds.confirm(kept["reservation_id"])
+    assert confirmed.status_code == 200 or confirmed.status_code == 201, confirmed.text
+    dropped = await holds.held(code, "bob")
+    released = await holds.release(dropped["reservation_id"])
+    assert released.status_code == 200, released.text
+    entries = [e for _, given in crashed.given for e in given]
+    assert len(entries) == 5  # reserved x2, redeemed, released (confirmed), released
+    outbox, history = container.mongo.db[OUTBOX.name], container.mongo.db[CODE_HISTORY.name]
+    for entry in entries:
+        assert (await outbox.find_one({"_id": entry.id}) or {}).get("state") == "prepared"
+        assert entry.history is not None
+        assert await history.find_one({"_id": entry.history.id}) is None
+
+    later = container.clock() + GRACE * 2
+    assert await sweep_outbox(container.mongo, later, GRACE) >= 5
+    for entry in entries:
+        assert entry.history is not None
+        assert await history.find_one({"_id": entry.history.id}) is not None
+    container.relay.wake()
+
+    async def sent() -> bool:
+        return await outbox.find_one({"tenant_id": tenant}) is None
+
+    await wait_until(sent)
+    types = [e["event_type"] for e in await events_to_end(settings, tenant)]
+    assert sorted(types) == sorted(
+        ["coupon.reserved"] * 2 + ["coupon.redeemed"] + ["coupon.reservation_released"] * 2
+    )

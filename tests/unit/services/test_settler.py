@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from phoenix_coupons.domain.outbox import OutboxEntry
 from phoenix_coupons.services.ports import SlotClaim
 from phoenix_coupons.services.redemptions import RedemptionService
+from phoenix_coupons.services.reservations import ReservationService, reservation_view
 from phoenix_coupons.services.settler import Settler
-from schemas.redemptions import RedeemRequest
+from schemas.redemptions import RedeemRequest, ReserveRequest
 from tests.fakes import FakeOutbox, FakeRedemptionRepo, Fakes, coupon
 from tests.unit.services import given
 from tests.unit.services.given import TENANT
+from tests.unit.services.test_reservations import Holds
 
 AT = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -107,3 +109,42 @@ async def test_a_failed_flush_is_left_to_the_sweeps_and_the_next_one_runs() -> N
     settler.add(claim(2), [])
     await settler.flush()
     assert outbox.calls == [0, 0]
+
+
+async def test_holds_answer_before_their_entries_are_ready_and_the_settler_readies_them() -> None:
+    """Reserve, confirm and release hand their entries to the settler as a redeem does; what
+    a reserve answers is the hold as stored (no read after the insert)."""
+    w = Holds(usage_limit={"limit_type": "global", "max_uses": 2})
+    woken: list[int] = []
+    settler = Settler(w.fk.redemptions, w.fk.outbox, lambda: woken.append(1))
+    holds = ReservationService(  # the API's wiring: one settler per process
+        w.service,
+        w.fk.reservations,
+        w.fk.redemptions,
+        w.fk.outbox,
+        w.fk.clock,
+        lambda: None,
+        settler,
+    )
+    w.issue("SUMMER", user=None)
+    body = ReserveRequest(code="SUMMER", user_id="u-1", ttl_seconds=60)
+    view, new = await holds.reserve(TENANT, body, "key")
+    assert new and view == reservation_view(w.fk.reservations.rows[view.reservation_id])
+    assert w.events("prepared") == [("coupon.reserved", None)] and w.events() == []
+    await settler.flush()
+    assert w.events() == [("coupon.reserved", None)] and woken == [1]
+
+    made, _ = await holds.confirm(TENANT, view.reservation_id, "key")
+    assert sorted(w.events("prepared")) == [
+        ("coupon.redeemed", None),
+        ("coupon.reservation_released", "confirmed"),
+    ]
+    await settler.flush()
+    assert w.fk.outbox.in_state("prepared") == [] and len(w.events()) == 3
+    assert w.fk.reservations.rows[view.reservation_id].redemption_id == made.redemption_id
+
+    other, _ = await holds.reserve(TENANT, body.model_copy(update={"user_id": "u-2"}), "key")
+    await holds.release(TENANT, other.reservation_id, "key")
+    await settler.flush()
+    assert w.fk.outbox.in_state("prepared") == []
+    assert ("coupon.reservation_released", "released") in w.events()
