@@ -43,6 +43,7 @@ from phoenix_coupons.services.definitions import DefinitionService
 from phoenix_coupons.services.expiry import ExpiryService
 from phoenix_coupons.services.generation import GenerationService
 from phoenix_coupons.services.issuance import IssuanceService
+from phoenix_coupons.services.job_context import JobContext
 from phoenix_coupons.services.job_run import JobRun
 from phoenix_coupons.services.jobs import JobService
 from phoenix_coupons.services.redelivery import Redelivery
@@ -143,6 +144,7 @@ class Container:
     code_export: CodeExport = field(init=False)
     expiry: ExpiryService = field(init=False)
     scheduler: ExpiryScheduler = field(init=False)
+    job_context: JobContext = field(init=False)
     jobs: JobService = field(init=False)
     job_run: JobRun = field(init=False)
     job_runner: JobRunner = field(init=False)
@@ -241,32 +243,22 @@ class Container:
             timedelta(seconds=s.expiry_lease_seconds),
         )
         self.scheduler = ExpiryScheduler(self.expiry, s.expiry_sweep_seconds)
-        job_store = MongoJobStore(self.mongo)
-        self.job_run = JobRun(
-            job_store,
-            definitions,
-            coupons,
-            outbox,
-            budget,
-            CodeGenerator(self.rng),
-            self.clock,
-            new_id,
-            timedelta(seconds=s.job_lease_seconds),
-            self.relay.wake,
+        self.job_context = JobContext(
+            jobs=MongoJobStore(self.mongo),
+            definitions=definitions,
+            coupons=coupons,
+            outbox=outbox,
+            budget=budget,
+            codegen=CodeGenerator(self.rng),
+            clock=self.clock,
+            new_id=new_id,
+            chunk_size=s.job_chunk_size,
+            lease=timedelta(seconds=s.job_lease_seconds),
+            wake_relay=self.relay.wake,
         )
+        self.job_run = JobRun(self.job_context)
         self.job_runner = JobRunner(self.job_run, s.job_poll_seconds)
-        self.jobs = JobService(
-            job_store,
-            definitions,
-            coupons,
-            outbox,
-            budget,
-            self.clock,
-            new_id,
-            s.job_chunk_size,
-            self.job_runner.wake,
-            self.relay.wake,
-        )
+        self.jobs = JobService(self.job_context, self.job_runner.wake)
         self.definition_cache = DefinitionCache(self.mongo, s.definitions_refresh_seconds)
         self.issuance = IssuanceService(
             coupons, self.definition_cache.index, CodeGenerator(self.rng), self.clock, budget

@@ -18,12 +18,10 @@ nothing and stops; the holder counts the coupons it stored as found."""
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 
 import structlog
 
-from phoenix_coupons.domain import codes, issue_keys
-from phoenix_coupons.domain.clock import Clock
+from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.jobs import (
     BUDGET_USED,
@@ -40,9 +38,8 @@ from phoenix_coupons.domain.jobs import (
 )
 from phoenix_coupons.domain.models import Coupon, Requester
 from phoenix_coupons.domain.outbox import IssuedBundle, job_completed
-from phoenix_coupons.services.budget import IssuanceBudget
 from phoenix_coupons.services.drawing import draw_and_insert
-from phoenix_coupons.services.ports import CouponRepo, DefinitionRepo, IdFactory, JobStore, Outbox
+from phoenix_coupons.services.job_context import JobContext
 from schemas.coupons import CouponDefinition
 
 log = structlog.get_logger(__name__)
@@ -55,38 +52,16 @@ class ChunkResult:
 
 
 class JobRun:
-    def __init__(
-        self,
-        jobs: JobStore,
-        definitions: DefinitionRepo,
-        coupons: CouponRepo,
-        outbox: Outbox,
-        budget: IssuanceBudget,
-        codegen: codes.CodeGenerator,
-        clock: Clock,
-        new_id: IdFactory,
-        lease: timedelta,
-        on_issued: Callable[[], None] = lambda: None,
-    ) -> None:
-        """`on_issued`: entries are ready (wakes the outbox relay)."""
-        self._jobs = jobs
-        self._definitions = definitions
-        self._coupons = coupons
-        self._outbox = outbox
-        self._budget = budget
-        self._codegen = codegen
-        self._clock = clock
-        self._new_id = new_id
-        self._lease = lease
-        self._on_issued = on_issued
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
 
     async def run_next(self, stopping: Callable[[], bool] = lambda: False) -> Job | None:
         """Claim the oldest job due and run it until it ends, the lease is lost or
         `stopping()` says so between chunks (the job is then given back to the queue).
         None when no job was due."""
-        attempt = self._new_id()
-        now = self._clock()
-        job = await self._jobs.claim(now, now + self._lease, attempt)
+        attempt = self._ctx.new_id()
+        now = self._ctx.clock()
+        job = await self._ctx.jobs.claim(now, now + self._ctx.lease, attempt)
         if job is None:
             return None
         bound = log.bind(job_id=job.id, tenant_id=job.tenant_id, attempt=attempt)
@@ -102,7 +77,7 @@ class JobRun:
             # MongoDB failed mid-chunk: give the job back at once rather than at the lease's
             # end (its chunk is redone to the same coupons). Fails too if MongoDB is away.
             with contextlib.suppress(Exception):
-                await self._jobs.release(job, attempt, self._clock())
+                await self._ctx.jobs.release(job, attempt, self._ctx.clock())
             raise
 
     async def _run(
@@ -110,7 +85,7 @@ class JobRun:
     ) -> Job:
         bound = log.bind(job_id=job.id, tenant_id=job.tenant_id, attempt=attempt)
         while True:
-            fresh = await self._jobs.get(job.tenant_id, job.id)
+            fresh = await self._ctx.jobs.get(job.tenant_id, job.id)
             if fresh is not None and fresh.cancel_requested:
                 reason = f"cancelled: the {job.generated} coupon(s) generated before stay"
                 await self._finish(job, attempt, "cancelled", reason)
@@ -118,7 +93,7 @@ class JobRun:
             if job.next_chunk >= job.chunks:
                 await self._finish(job, attempt, "succeeded")
                 return job
-            defn = await self._definitions.get(job.tenant_id, job.definition_id)
+            defn = await self._ctx.definitions.get(job.tenant_id, job.definition_id)
             if defn is None or defn.status != "active":
                 state = "gone" if defn is None else defn.status
                 reason = (
@@ -128,13 +103,13 @@ class JobRun:
                 await self._finish(job, attempt, "failed", reason)
                 return job
             if stopping():
-                await self._jobs.release(job, attempt, self._clock())
+                await self._ctx.jobs.release(job, attempt, self._ctx.clock())
                 bound.info("generation_job_released", next_chunk=job.next_chunk)
                 return job
             rows = (
                 count_rows(job, job.next_chunk)
                 if job.unassigned
-                else await self._jobs.rows(job, job.next_chunk)
+                else await self._ctx.jobs.rows(job, job.next_chunk)
             )
             tag = f"{job.id}:{job.next_chunk}:{attempt}"
             done = await self._chunk(job, defn, rows, resumed, tag)
@@ -143,8 +118,8 @@ class JobRun:
             counted.generated += done.generated
             counted.failed += len(done.errors)
             counted.errors = keep_errors(job.errors, done.errors)
-            if not await self._jobs.commit(
-                counted, attempt, job.next_chunk, self._clock() + self._lease
+            if not await self._ctx.jobs.commit(
+                counted, attempt, job.next_chunk, self._ctx.clock() + self._ctx.lease
             ):
                 bound.warning("generation_job_lease_lost", chunk=job.next_chunk)
                 return job
@@ -157,13 +132,13 @@ class JobRun:
         """Prepare the completion event, end the job while holding it, ready the event. An
         entry whose job did not end so is dropped by the outbox sweep, never sent."""
         job.status, job.reason = status, reason
-        at = self._clock()
+        at = self._ctx.clock()
         entry = job_completed(job, at)
-        await self._outbox.prepare([entry])
-        if await self._jobs.finish(job, attempt, at):
+        await self._ctx.outbox.prepare([entry])
+        if await self._ctx.jobs.finish(job, attempt, at):
             job.finished_at = at
-            await self._outbox.ready([entry])
-            self._on_issued()
+            await self._ctx.outbox.ready([entry])
+            self._ctx.wake_relay()
             log.info(
                 "generation_job_finished",
                 job_id=job.id,
@@ -186,21 +161,21 @@ class JobRun:
             f"coupon.issued:job:{tag}",
             job.tenant_id,
             tuple(issue_keys.coupon_id(key[r.line]) for r in todo),
-            self._clock(),
+            self._ctx.clock(),
         )
-        await self._outbox.prepare_issued(bundle)
+        await self._ctx.outbox.prepare_issued(bundle)
         stored: list[Coupon] = []  # announced by the bundle
         if resumed:
-            before = await self._coupons.by_issue_keys(list(key.values()))
+            before = await self._ctx.coupons.by_issue_keys(list(key.values()))
             stored += before.values()
             todo = [r for r in todo if key[r.line] not in before]
-        taken = await self._budget.take(defn, len(todo), partial=True)
+        taken = await self._ctx.budget.take(defn, len(todo), partial=True)
         out.errors += [RowError(r.line, row_value(r), BUDGET_USED) for r in todo[taken.granted :]]
         todo = todo[: taken.granted]
 
         make = CouponFactory.of(defn, "bulk")
         by = Requester(job.issued_by, job.request_id)
-        now = self._clock()
+        now = self._ctx.clock()
 
         def build(row: Row, code: str) -> Coupon:
             # A count job's row has no user: its coupon is an unassigned code.
@@ -211,10 +186,10 @@ class JobRun:
         imported = [r for r in todo if r.code is not None]
         if imported:
             batch = [build(r, r.code or "") for r in imported]
-            refused = set(await self._coupons.insert_unordered(batch))
+            refused = set(await self._ctx.coupons.insert_unordered(batch))
             placed += [c for j, c in enumerate(batch) if j not in refused]
             lost = [imported[j] for j in sorted(refused)]
-            mine = await self._coupons.by_issue_keys([key[r.line] for r in lost])
+            mine = await self._ctx.coupons.by_issue_keys([key[r.line] for r in lost])
             stored += [mine[key[r.line]] for r in lost if key[r.line] in mine]
             out.errors += [
                 RowError(r.line, row_value(r), CODE_TAKEN) for r in lost if key[r.line] not in mine
@@ -224,19 +199,19 @@ class JobRun:
             spec = make.spec
             drawn = await draw_and_insert(
                 drawn_rows,
-                self._codegen,
+                self._ctx.codegen,
                 lambda _: spec,
                 build,
-                self._coupons.insert_unordered,
-                self._coupons.by_issue_keys,
+                self._ctx.coupons.insert_unordered,
+                self._ctx.coupons.by_issue_keys,
             )
             placed += [p.coupon for p in drawn.placed]
             stored += [f.stored for f in drawn.found]  # another attempt's coupons
             out.errors += [RowError(r.line, row_value(r), NO_FREE_CODE) for r in drawn.left]
         stored += placed
-        await self._outbox.ready_issued(bundle.stored([c.id for c in stored]))
+        await self._ctx.outbox.ready_issued(bundle.stored([c.id for c in stored]))
         if stored:
-            self._on_issued()
-        await self._budget.give_back(defn, len(todo) - len(placed))
+            self._ctx.wake_relay()
+        await self._ctx.budget.give_back(defn, len(todo) - len(placed))
         out.generated += len(stored)
         return out

@@ -16,24 +16,17 @@ from dataclasses import replace
 import structlog
 
 from phoenix_coupons.domain import codes
-from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.config_rules import code_spec
 from phoenix_coupons.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from phoenix_coupons.domain.jobs import Job, Row, check_rows, chunked
 from phoenix_coupons.domain.models import Requester
 from phoenix_coupons.domain.outbox import job_completed
-from phoenix_coupons.services.budget import IssuanceBudget, issuance_limit
+from phoenix_coupons.services.budget import issuance_limit
 from phoenix_coupons.services.definitions import definition_not_found, require_active
 from phoenix_coupons.services.idempotency import key_reused
+from phoenix_coupons.services.job_context import JobContext
 from phoenix_coupons.services.job_input import JobInput
-from phoenix_coupons.services.ports import (
-    CouponRepo,
-    DefinitionRepo,
-    IdFactory,
-    JobStore,
-    Outbox,
-    Page,
-)
+from phoenix_coupons.services.ports import Page
 from schemas.coupons import CouponDefinition
 
 log = structlog.get_logger(__name__)
@@ -50,34 +43,16 @@ def job_not_found(job_id: str) -> NotFound:
 
 
 class JobService:
-    def __init__(
-        self,
-        jobs: JobStore,
-        definitions: DefinitionRepo,
-        coupons: CouponRepo,
-        outbox: Outbox,
-        budget: IssuanceBudget,
-        clock: Clock,
-        new_id: IdFactory,
-        chunk_size: int,
-        on_submitted: Callable[[], None] = lambda: None,
-        on_announced: Callable[[], None] = lambda: None,
-    ) -> None:
-        """`on_submitted`: wakes this process's runner; `on_announced`: the outbox relay."""
-        self._jobs = jobs
-        self._definitions = definitions
-        self._coupons = coupons
-        self._outbox = outbox
-        self._budget = budget
-        self._clock = clock
-        self._new_id = new_id
-        self._chunk_size = chunk_size
+    def __init__(self, ctx: JobContext, on_submitted: Callable[[], None] = lambda: None) -> None:
+        """`on_submitted`: wakes this process's runner."""
+        self._ctx = ctx
         self._on_submitted = on_submitted
-        self._on_announced = on_announced
 
     async def definition(self, tenant_id: str, definition_id: str) -> CouponDefinition:
         """The definition a submission is for: it must exist and be active."""
-        return require_active(await self._definitions.get(tenant_id, definition_id), definition_id)
+        return require_active(
+            await self._ctx.definitions.get(tenant_id, definition_id), definition_id
+        )
 
     async def submit(
         self,
@@ -101,12 +76,12 @@ class JobService:
                 details=[FieldError("user_ids", "send text/csv with user_id and code columns")],
             )
         job_id = (
-            self._new_id()
+            self._ctx.new_id()
             if idempotency_key is None
             else job_id_for(defn.tenant_id, defn.id, idempotency_key)
         )
         if idempotency_key is not None:
-            earlier = await self._jobs.get(defn.tenant_id, job_id)
+            earlier = await self._ctx.jobs.get(defn.tenant_id, job_id)
             if earlier is not None:
                 return _replayed(earlier, request), False
         if request.count is not None:
@@ -126,18 +101,18 @@ class JobService:
             definition_id=defn.id,
             status="queued",
             total=total,
-            chunks=(total + self._chunk_size - 1) // self._chunk_size,
-            created_at=self._clock(),
+            chunks=(total + self._ctx.chunk_size - 1) // self._ctx.chunk_size,
+            created_at=self._ctx.clock(),
             request_hash=request.hash,
             issued_by=by.key_id,
             request_id=by.request_id,
             metadata=request.metadata,
             unassigned=request.count is not None,
-            chunk_size=self._chunk_size,
+            chunk_size=self._ctx.chunk_size,
         )
         if not job.unassigned:  # a count job's rows are made as it runs (count_rows)
-            await self._jobs.insert_rows(job, chunked(rows, self._chunk_size))
-        earlier = await self._jobs.insert(job)
+            await self._ctx.jobs.insert_rows(job, chunked(rows, self._ctx.chunk_size))
+        earlier = await self._ctx.jobs.insert(job)
         if earlier is not None:
             return _replayed(earlier, request), False
         log.info(
@@ -158,11 +133,11 @@ class JobService:
         runs: rows it cannot take then fail with their own error)."""
         if drawn and defn.config.code_format == "random":
             spec = code_spec(defn.config)
-            existing = await self._coupons.count_in_space(defn.tenant_id, spec.space)
+            existing = await self._ctx.coupons.count_in_space(defn.tenant_id, spec.space)
             codes.check_capacity(spec, existing, drawn, field=field)
         limit = issuance_limit(defn)
         if limit is not None:
-            remaining = max(0, limit - await self._budget.issued(defn))
+            remaining = max(0, limit - await self._ctx.budget.issued(defn))
             if rows > remaining:
                 raise Conflict(
                     message=f"{remaining} coupon(s) left of the definition's "
@@ -180,7 +155,7 @@ class JobService:
                 )
 
     async def get(self, tenant_id: str, definition_id: str, job_id: str) -> Job:
-        job = await self._jobs.get(tenant_id, job_id)
+        job = await self._ctx.jobs.get(tenant_id, job_id)
         if job is None or job.definition_id != definition_id:
             raise job_not_found(job_id)
         return job
@@ -193,15 +168,15 @@ class JobService:
         offset: int,
         after: str | None,
     ) -> Page[Job]:
-        if await self._definitions.get(tenant_id, definition_id) is None:
+        if await self._ctx.definitions.get(tenant_id, definition_id) is None:
             raise definition_not_found(definition_id)
-        return await self._jobs.page(tenant_id, definition_id, limit, offset, after)
+        return await self._ctx.jobs.page(tenant_id, definition_id, limit, offset, after)
 
     async def cancel(self, tenant_id: str, definition_id: str, job_id: str) -> Job:
         """A queued job no runner holds ends at once; a running one at its next chunk (what
         it generated stays). Cancelling a job that is over changes nothing: 409."""
         await self.get(tenant_id, definition_id, job_id)
-        job = await self._jobs.cancel_requested(tenant_id, job_id)
+        job = await self._ctx.jobs.cancel_requested(tenant_id, job_id)
         if job is None:
             raise job_not_found(job_id)
         if job.done:
@@ -213,12 +188,12 @@ class JobService:
             over = replace(
                 job, status="cancelled", reason="cancelled before it started: none generated"
             )
-            at = self._clock()
+            at = self._ctx.clock()
             entry = job_completed(over, at)
-            await self._outbox.prepare([entry])
-            if await self._jobs.finish(over, None, at):
-                await self._outbox.ready([entry])
-                self._on_announced()
+            await self._ctx.outbox.prepare([entry])
+            if await self._ctx.jobs.finish(over, None, at):
+                await self._ctx.outbox.ready([entry])
+                self._ctx.wake_relay()
                 log.info("generation_job_cancelled", job_id=job_id, tenant_id=tenant_id)
                 return replace(over, finished_at=at)
             # A runner took it meanwhile: it stops at its first chunk (our entry is dropped

@@ -6,7 +6,6 @@ what was generated stays), and the lease: one runner per job, another taking ove
 once the lease ends, the loser recording nothing."""
 
 import asyncio
-import copy
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -48,15 +47,14 @@ async def run_all(run: JobRun) -> None:
 
 
 def small_chunks(container: Container, size: int) -> JobService:
-    jobs = copy.copy(container.jobs)
-    jobs._chunk_size = size
-    return jobs
+    """The container's job service cutting jobs into chunks of `size` rows."""
+    ctx = replace(container.job_context, chunk_size=size)
+    return JobService(ctx, container.job_runner.wake)
 
 
 def runner(container: Container, clock_ahead: timedelta = timedelta()) -> JobRun:
-    run = copy.copy(container.job_run)
-    run._clock = lambda: utc_now() + clock_ahead
-    return run
+    """A runner of its own whose clock is `clock_ahead` ahead (a lease seen as over)."""
+    return JobRun(replace(container.job_context, clock=lambda: utc_now() + clock_ahead))
 
 
 async def test_a_csv_job_imports_codes_and_reports_row_errors(

@@ -6,8 +6,9 @@ aside alone; a job that dies between its insert and its ready leaves no coupon u
 and its resumed run announces each again under the same event id."""
 
 import contextlib
-import copy
 from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from phoenix_coupons.adapters.outbox_relay import OutboxRelay
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.clock import utc_now
+from phoenix_coupons.domain.delivery import RecordId
 from phoenix_coupons.domain.jobs import Row, issue_key
 from phoenix_coupons.domain.models import Coupon
 from phoenix_coupons.domain.outbox import IssuedBundle, issued
@@ -188,17 +190,13 @@ async def test_a_coupon_of_a_bundle_that_can_never_be_sent_is_set_aside_alone(
     assert dead["entry"]["subject"] == {"collection": "coupons", "_id": big.id, "code": big.code}
 
 
-class DiesAfterInsert:
+class DiesAfterInsert(MongoCouponRepo):
     """The coupon repository of a runner that is killed once its coupons are in."""
 
-    def __init__(self, repo: Any) -> None:
-        self._repo = repo
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._repo, name)
-
-    async def insert_unordered(self, coupons: Any, records: Any = None) -> list[int]:
-        await self._repo.insert_unordered(coupons, records)
+    async def insert_unordered(
+        self, coupons: Sequence[Coupon], records: Mapping[str, RecordId] | None = None
+    ) -> list[int]:
+        await super().insert_unordered(coupons, records)
         raise RuntimeError("killed between the insert and the ready")
 
 
@@ -215,8 +213,7 @@ async def test_a_job_killed_after_its_insert_leaves_each_coupon_announced_once_p
     full = await jobs.definition(tenant, defn["id"])
     rows = [Row(i + 1, f"user-{i}") for i in range(5)]
     job, _ = await jobs.submit(full, JobInput(rows, "h-bundle-crash"))
-    dying: JobRun = copy.copy(container.job_run)
-    dying._coupons = DiesAfterInsert(container.job_run._coupons)  # type: ignore[assignment]
+    dying = JobRun(replace(container.job_context, coupons=DiesAfterInsert(container.mongo)))
     with contextlib.suppress(RuntimeError):
         await dying.run_next()
     ids = [issue_keys.coupon_id(issue_key(job.id, r.line)) for r in rows]
