@@ -23,7 +23,7 @@ from phoenix_coupons.adapters import list_keys
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.codes import normalize
 from phoenix_coupons.domain.delivery import EventRef, Marks, Partition, RecordId
-from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken, TooManyFailedLookups
+from phoenix_coupons.domain.errors import DuplicateCodes, SlotTaken
 from phoenix_coupons.domain.history import HistoryEntry
 from phoenix_coupons.domain.models import ApiKey, Coupon
 from phoenix_coupons.domain.outbox import IssuedBundle, OutboxEntry, issued
@@ -742,19 +742,11 @@ class FakeCodeHistory:
 
 
 class FakeLookupLimiter:
-    """At most `limit` failed look-ups per (API key, tenant); no window ends (a test that
-    wants one over builds a new limiter)."""
+    """The failed look-ups per (API key, tenant) the services report (the refusal at the
+    limit is the API's: tests/integration/test_lookup_limit.py)."""
 
-    def __init__(self, limit: int = 30, retry_after: int = 60) -> None:
-        self.limit = limit
-        self.retry_after = retry_after
+    def __init__(self) -> None:
         self.failures: dict[tuple[str, str], int] = {}
-
-    async def check(self, key_id: str, tenant_id: str) -> None:
-        if self.failures.get((key_id, tenant_id), 0) >= self.limit:
-            raise TooManyFailedLookups(
-                message="too many look-ups of unknown codes", retry_after=self.retry_after
-            )
 
     async def failed(self, key_id: str, tenant_id: str) -> None:
         self.failures[(key_id, tenant_id)] = self.failures.get((key_id, tenant_id), 0) + 1

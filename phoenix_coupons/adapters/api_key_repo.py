@@ -8,7 +8,7 @@ from datetime import datetime
 
 from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.nx27017_compat import aware
-from phoenix_coupons.domain.models import ApiKey
+from phoenix_coupons.domain.models import ApiKey, lookup_block_key
 
 
 def to_doc(key: ApiKey) -> Doc:
@@ -28,6 +28,7 @@ def _from_doc(doc: Doc) -> ApiKey:
         secret_enc=doc["secret_enc"],
         created_at=doc["created_at"],
         revoked_at=aware(doc.get("revoked_at")),
+        lookup_blocks=dict(doc.get("lookup_blocks") or {}),
     )
 
 
@@ -59,3 +60,11 @@ class MongoApiKeyRepo:
             {"_id": key.key_hash, "revoked_at": None}, {"$set": {"revoked_at": at}}
         )
         return result.modified_count == 1
+
+    async def block_lookups(self, key_id: str, tenant_id: str, until_ms: int) -> None:
+        """Refuse the key's code look-ups in the tenant until `until_ms` (a later block
+        stays: `$max`). Found by id, written by `_id`, as `revoke`."""
+        key = await self.get(key_id)
+        if key is not None:
+            field = f"lookup_blocks.{lookup_block_key(tenant_id)}"
+            await self._col.update_one({"_id": key.key_hash}, {"$max": {field: until_ms}})

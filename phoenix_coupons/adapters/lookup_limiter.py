@@ -1,5 +1,6 @@
-"""The failed-look-up limit (services.ports.LookupLimiter) with the `limits` library's fixed
-window strategy, on counters in MongoDB so every API process shares them.
+"""The failed-look-up limit (services.ports.LookupLimiter): the `limits` library's fixed
+windows, counted in MongoDB so every API process shares them, and the block a key gets at
+the limit, written on the key.
 
 `limits` ships an async MongoDB storage, but on Motor (end of life; we use PyMongo's async API)
 and with update pipelines, which nx-27017 does not run (nx27017_compat.py). `MongoCounters` is the
@@ -8,20 +9,22 @@ written by `_id`; a TTL index removes windows that are over.
 """
 
 import math
+from collections.abc import Mapping
 from datetime import timedelta
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
-from limits.aio.strategies import FixedWindowRateLimiter
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from phoenix_coupons.adapters.api_key_repo import MongoApiKeyRepo
 from phoenix_coupons.adapters.mongo import Doc, Mongo
 from phoenix_coupons.adapters.mongo_schema import LOOKUP_FAILURES
 from phoenix_coupons.adapters.nx27017_compat import epoch_ms
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import Contended, TooManyFailedLookups
+from phoenix_coupons.domain.models import lookup_block_key
 
 
 class MongoCounters(Storage):
@@ -93,24 +96,39 @@ class MongoCounters(Storage):
 
 class MongoLookupLimiter:
     """At most `limit` failed look-ups per API key and tenant in a window (e.g. '30/minute');
-    past it, every look-up of that key in that tenant is refused until the window ends."""
+    past it, every look-up of that key in that tenant is refused until the window ends.
+
+    The failures are counted here; the refusal is written on the key itself (a block until
+    the window's end, `ApiKey.lookup_blocks`), which every request reads to authenticate: a
+    look-up that is not refused costs no read of the limit (`refusal`, at the API's door)."""
 
     def __init__(self, mongo: Mongo, limit: str, clock: Clock) -> None:
         self._col = mongo.db[LOOKUP_FAILURES.name]
+        self._keys = MongoApiKeyRepo(mongo)
         self._clock = clock
         self._item: RateLimitItem = parse(limit)
-        self._limiter = FixedWindowRateLimiter(MongoCounters(self._col, clock))
+        self._counts = MongoCounters(self._col, clock)
 
-    async def check(self, key_id: str, tenant_id: str) -> None:
-        if await self._limiter.test(self._item, key_id, tenant_id):
-            return
-        stats = await self._limiter.get_window_stats(self._item, key_id, tenant_id)
-        wait = math.ceil(stats.reset_time - self._clock().timestamp())
-        raise TooManyFailedLookups(
+    def refusal(self, blocks: Mapping[str, int], tenant_id: str) -> TooManyFailedLookups | None:
+        """The 429 of a key whose `blocks` (read with it) refuse look-ups in the tenant now."""
+        until = blocks.get(lookup_block_key(tenant_id))
+        now = epoch_ms(self._clock())
+        if until is None or until <= now:
+            return None
+        wait = max(math.ceil((until - now) / 1000), 1)
+        return TooManyFailedLookups(
             message=f"too many look-ups of unknown codes with this API key in this tenant "
-            f"(at most {self._item}); try again in {max(wait, 1)} s",
-            retry_after=max(wait, 1),
+            f"(at most {self._item}); try again in {wait} s",
+            retry_after=wait,
         )
 
     async def failed(self, key_id: str, tenant_id: str) -> None:
-        await self._limiter.hit(self._item, key_id, tenant_id)
+        """Count it; at the limit, block the key's look-ups in the tenant until the window
+        ends (every failure past it writes the block again: a crash between the two writes
+        costs at most one more guess)."""
+        window = self._item.key_for(key_id, tenant_id)
+        # The fixed window strategy's count (`FixedWindowRateLimiter.hit`), read back.
+        if await self._counts.incr(window, self._item.get_expiry()) < self._item.amount:
+            return
+        ends = await self._counts.get_expiry(window)
+        await self._keys.block_lookups(key_id, tenant_id, math.ceil(ends * 1000))

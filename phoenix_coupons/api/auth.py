@@ -5,8 +5,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Counter
 
-from phoenix_coupons.api.deps import ApiKeys
+from phoenix_coupons.api.deps import ApiKeys, LookupLimit
+from phoenix_coupons.api.params import TenantId
 from phoenix_coupons.domain.errors import Forbidden, Unauthenticated
 from phoenix_coupons.domain.models import Requester
 from phoenix_coupons.services.api_keys import Principal
@@ -57,6 +59,24 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
             raise Forbidden(
                 "the API key is bound to another tenant than this path's", code="tenant_forbidden"
             )
+        return principal
+
+    return check
+
+
+def looking_up(scope: str, refusals: Counter | None = None) -> Callable[..., Awaitable[Principal]]:
+    """`require(scope)` for a call that looks a code up: refused with 429 while the key's
+    failed look-ups in the path's tenant are over the limit (the block read with the key:
+    no read of its own). `refusals`: the route's refusal counter, by reason."""
+
+    async def check(
+        tenant_id: TenantId, limiter: LookupLimit, principal: Principal = Depends(require(scope))
+    ) -> Principal:
+        refusal = limiter.refusal(principal.lookup_blocks, tenant_id)
+        if refusal is not None:
+            if refusals is not None:
+                refusals.labels(refusal.code).inc()
+            raise refusal
         return principal
 
     return check

@@ -6,6 +6,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
+from phoenix_coupons.adapters.lookup_limiter import MongoLookupLimiter
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.services.api_keys import ApiKeyService
 from phoenix_coupons.services.code_export import CodeExport
@@ -41,3 +42,4 @@ Redemptions = Annotated[RedemptionService, Depends(_of_container(lambda c: c.red
 Reservations = Annotated[ReservationService, Depends(_of_container(lambda c: c.reservations))]
 Coupons = Annotated[CouponQueries, Depends(_of_container(lambda c: c.coupon_queries))]
 Exports = Annotated[CodeExport, Depends(_of_container(lambda c: c.code_export))]
+LookupLimit = Annotated[MongoLookupLimiter, Depends(_of_container(lambda c: c.lookup_limiter))]

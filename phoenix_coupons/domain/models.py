@@ -1,6 +1,7 @@
 """Records the services work with that are not wire contracts themselves."""
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -20,10 +21,20 @@ class ApiKey:
     secret_enc: str
     created_at: datetime
     revoked_at: datetime | None = None
+    # Tenants whose code look-ups this key may not make (its failed look-ups reached the
+    # limit): `lookup_block_key(tenant)` -> until, epoch ms. Read with the key on every
+    # request, so the check costs no read of its own.
+    lookup_blocks: dict[str, int] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+def lookup_block_key(tenant_id: str) -> str:
+    """A tenant's key in `ApiKey.lookup_blocks`: a digest, since a tenant id may hold dots
+    (a path in a MongoDB update)."""
+    return hashlib.sha256(tenant_id.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ import hmac
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jwt
@@ -38,6 +39,8 @@ class Principal:
     scopes: frozenset[str]
     tenant_id: str | None
     via: Literal["api_key", "jwt"]
+    # The key's blocked code look-ups (ApiKey.lookup_blocks), as read to authenticate.
+    lookup_blocks: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -226,4 +229,5 @@ class ApiKeyService:
             scopes=frozenset(key.scopes),
             tenant_id=key.tenant_id,
             via=via,
+            lookup_blocks=key.lookup_blocks,
         )

@@ -108,7 +108,6 @@ class CouponQueries:
 
     async def _lookup(self, tenant_id: str, code: str, caller: str) -> Coupon:
         """A look-up like validate's: counted against `caller`'s failed look-up limit."""
-        await self._lookups.check(caller, tenant_id)
         coupon = await self._coupons.by_code(tenant_id, codes.normalize(code))
         if coupon is None:
             await self._lookups.failed(caller, tenant_id)

@@ -456,11 +456,9 @@ class JobStore(Protocol):
 
 
 class LookupLimiter(Protocol):
-    """Bounds code guessing: failed look-ups per API key and tenant, across processes."""
-
-    async def check(self, key_id: str, tenant_id: str) -> None:
-        """Before a look-up: raises TooManyFailedLookups while the key is over its limit."""
-        ...
+    """Bounds code guessing: failed look-ups per API key and tenant, across processes. A key
+    at its limit is refused before its look-ups, at the API's door (`Principal`'s blocks,
+    read with the key: api/auth.py `looking_up`)."""
 
     async def failed(self, key_id: str, tenant_id: str) -> None:
         """After a look-up that found no code."""

@@ -190,17 +190,9 @@ class RedemptionService:
     async def load(
         self, tenant_id: str, body: RedeemRequest, caller: str
     ) -> tuple[Coupon, CouponDefinition, RewardItem]:
-        """The coupon, its definition and reward, or the reason a redeem is refused now.
-        `caller` (the API key id) is refused while over its failed look-up limit."""
-        # Both at once: the limit's read and the code's look-up are independent; a refused
-        # caller's look-up is cancelled, not left to finish unread.
-        found = asyncio.ensure_future(self._coupons.by_code(tenant_id, codes.normalize(body.code)))
-        try:
-            await self._lookups.check(caller, tenant_id)
-        except BaseException:
-            found.cancel()
-            raise
-        coupon = await found
+        """The coupon, its definition and reward, or the reason a redeem is refused now. A
+        code not found counts against `caller`'s (the API key id's) failed look-up limit."""
+        coupon = await self._coupons.by_code(tenant_id, codes.normalize(body.code))
         defn, reward = None, None
         if coupon is not None:
             # Both at once: the coupon names the reward its definition granted when issued.

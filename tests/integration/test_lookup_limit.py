@@ -5,7 +5,7 @@ the window passes. validate, redeem and the code state count alike; two API inst
 the count."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from phoenix_coupons.adapters.api_key_repo import MongoApiKeyRepo
 from phoenix_coupons.api.app import create_app
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain.clock import utc_now
@@ -212,11 +213,18 @@ async def test_the_window_passing_frees_the_key(guesser: Caller, settings: Setti
 async def test_concurrent_failures_are_each_counted_once(
     container: Container, make_key: KeyFactory, tenant: str
 ) -> None:
-    """The first hits of a window race to create its document: none is lost."""
+    """The first hits of a window race to create its document: none is lost. The block is
+    written on the key at the limit, not before."""
     key = await make_key(tenant=tenant)
     limiter = container.lookup_limiter
+
+    async def blocks() -> Mapping[str, int]:
+        found = await MongoApiKeyRepo(container.mongo).get(key["id"])
+        assert found is not None
+        return found.lookup_blocks
+
     await asyncio.gather(*[limiter.failed(key["id"], tenant) for _ in range(LIMIT - 1)])
-    await limiter.check(key["id"], tenant)  # 29 of 30: still allowed
+    assert limiter.refusal(await blocks(), tenant) is None  # 29 of 30: still allowed
     await limiter.failed(key["id"], tenant)
-    with pytest.raises(TooManyFailedLookups):
-        await limiter.check(key["id"], tenant)
+    assert isinstance(limiter.refusal(await blocks(), tenant), TooManyFailedLookups)
+    assert limiter.refusal(await blocks(), f"{tenant}.other") is None  # per tenant

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 
-from phoenix_coupons.api.auth import require
+from phoenix_coupons.api.auth import looking_up, require
 from phoenix_coupons.api.deps import Coupons, Exports
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
 from phoenix_coupons.api.pages import CURSOR_HEADER, send_cursor
@@ -31,6 +31,7 @@ from schemas.redemptions import CodeState, CouponList, Wallet
 router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["coupons"], responses=ERROR_RESPONSES)
 READ = [Depends(require(COUPONS_READ))]
 Reader = Annotated[Principal, Depends(require(COUPONS_READ))]
+CodeReader = Annotated[Principal, Depends(looking_up(COUPONS_READ))]
 NOT_FOUND = documented(404, "No such definition or code in the tenant")
 
 
@@ -123,7 +124,7 @@ async def code_state(
     tenant_id: TenantId,
     code: Code,
     coupons: Coupons,
-    caller: Reader,
+    caller: CodeReader,
 ) -> CodeState:
     """One code's state and its redemption history (newest first, at most 100). Counts
     against the failed look-up limit like validate and redeem."""
@@ -135,7 +136,7 @@ async def history(
     tenant_id: TenantId,
     code: Code,
     coupons: Coupons,
-    caller: Reader,
+    caller: CodeReader,
     response: Response,
     limit: Limit = 50,
     offset: Offset = 0,

@@ -4,12 +4,12 @@ from typing import Annotated, get_args
 
 from fastapi import APIRouter, Depends, Header, Response, status
 
-from phoenix_coupons.api.auth import require
+from phoenix_coupons.api.auth import looking_up, require
 from phoenix_coupons.api.deps import Redemptions
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented, status_of
 from phoenix_coupons.api.params import RedemptionId, TenantId
 from phoenix_coupons.api.redemption_metrics import REDEMPTIONS, REFUSALS
-from phoenix_coupons.domain.errors import CodeNotFound, Refused, TooManyFailedLookups
+from phoenix_coupons.domain.errors import CodeNotFound, Refused
 from phoenix_coupons.domain.redemption import refused
 from phoenix_coupons.domain.scopes import COUPONS_REDEEM
 from phoenix_coupons.services.api_keys import Principal
@@ -31,6 +31,10 @@ router = APIRouter(
 )
 REDEEM = [Depends(require(COUPONS_REDEEM))]
 Redeemer = Annotated[Principal, Depends(require(COUPONS_REDEEM))]
+# Calls that look a code up: refused first while the key's failed look-ups are over the
+# limit (a redeem's or a reserve's refusal counted as such).
+Validator = Annotated[Principal, Depends(looking_up(COUPONS_REDEEM))]
+CodeRedeemer = Annotated[Principal, Depends(looking_up(COUPONS_REDEEM, REFUSALS))]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -59,7 +63,7 @@ REFUSED = {
 
 @router.post("/validate", responses=LIMITED)
 async def validate(
-    tenant_id: TenantId, body: RedeemRequest, redemptions: Redemptions, caller: Redeemer
+    tenant_id: TenantId, body: RedeemRequest, redemptions: Redemptions, caller: Validator
 ) -> ValidateResponse:
     """Would a redeem of this code by this user succeed now? Consumes nothing."""
     return await redemptions.validate(tenant_id, body, caller.key_id)
@@ -70,7 +74,7 @@ async def redeem(
     tenant_id: TenantId,
     body: RedeemRequest,
     redemptions: Redemptions,
-    caller: Redeemer,
+    caller: CodeRedeemer,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> Redemption:
@@ -80,7 +84,7 @@ async def redeem(
         redemption, created = await redemptions.redeem(
             tenant_id, body, caller.key_id, idempotency_key
         )
-    except (Refused, CodeNotFound, TooManyFailedLookups) as exc:
+    except (Refused, CodeNotFound) as exc:
         REFUSALS.labels(exc.code).inc()
         raise
     REDEMPTIONS.labels("redeemed" if created else "replayed").inc()

@@ -7,8 +7,14 @@ from phoenix_coupons.api.deps import Reservations
 from phoenix_coupons.api.errors import ERROR_RESPONSES, documented
 from phoenix_coupons.api.params import ReservationId, TenantId
 from phoenix_coupons.api.redemption_metrics import REDEMPTIONS, REFUSALS, RESERVATIONS
-from phoenix_coupons.api.routes.redemptions import LIMITED, REFUSED, IdempotencyKey, Redeemer
-from phoenix_coupons.domain.errors import CodeNotFound, Refused, TooManyFailedLookups
+from phoenix_coupons.api.routes.redemptions import (
+    LIMITED,
+    REFUSED,
+    CodeRedeemer,
+    IdempotencyKey,
+    Redeemer,
+)
+from phoenix_coupons.domain.errors import CodeNotFound, Refused
 from schemas.redemptions import Redemption, Reservation, ReserveRequest
 
 router = APIRouter(
@@ -30,7 +36,7 @@ async def reserve(
     tenant_id: TenantId,
     body: ReserveRequest,
     reservations: Reservations,
-    caller: Redeemer,
+    caller: CodeRedeemer,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> Reservation:
@@ -38,7 +44,7 @@ async def reserve(
     `coupon.reserved`. A replayed `Idempotency-Key` answers 200."""
     try:
         hold, created = await reservations.reserve(tenant_id, body, caller.key_id, idempotency_key)
-    except (Refused, CodeNotFound, TooManyFailedLookups) as exc:
+    except (Refused, CodeNotFound) as exc:
         REFUSALS.labels(exc.code).inc()
         raise
     RESERVATIONS.labels("reserved" if created else "replayed").inc()
@@ -50,7 +56,7 @@ async def reserve(
 @router.post(
     "/reservations/{reservation_id}/confirm",
     status_code=status.HTTP_201_CREATED,
-    responses={**ENDED, **LIMITED},
+    responses=ENDED,
 )
 async def confirm(
     tenant_id: TenantId,
