@@ -109,10 +109,11 @@ class Store:
         template = await col.find_one({}, sort=[("redeemed_at", -1)])
         if template is None:
             raise BenchError("no real redemption to copy")
-        todo = self.fill_ids[len(self.redeemed) :]
+        done = len(self.redeemed)
+        todo = self.fill_ids[done:]
         for at in range(0, len(todo), CHUNK):
             docs = []
-            for n, coupon_id in enumerate(todo[at : at + CHUNK], start=len(self.redeemed) + at):
+            for n, coupon_id in enumerate(todo[at : at + CHUNK], start=done + at):
                 active = n % 4 != 3
                 self.redeemed[coupon_id] = active
                 state = "redeemed" if active else "rolled_back"
