@@ -33,10 +33,11 @@ Checked against nx-27017 0.8.1:
   an equality on a single-field index stays flat (2 ms at 50,000): a code's timeline (one
   `_id` range) is read there by its code's equality on an index of that server alone, and
   ranged, sorted and paged in the adapter (`STAND_IN_INDEXES`, `id_range()`).
-- `{f: {"$in": [...]}}` scans the collection even where a single-field index on `f` serves
-  an equality (`explain`: SCAN; 10 values 7 -> 349 ms at 1,000 -> 50,000 documents, one
-  equality 1.5 -> 3.3 ms), and so does an `$or` of equalities; an `_id` `$in` is served by
-  the `_id` index: `find_in()` asks one equality per value there.
+- `{f: {"$in": [...]}}` as a query's only indexed condition scans the collection even where
+  a single-field index on `f` serves an equality (`explain`: SCAN; 10 values 7 -> 349 ms at
+  1,000 -> 50,000 documents, one equality 1.5 -> 3.3 ms), and so does an `$or` of
+  equalities; an `_id` `$in` is served by the `_id` index, and an `$in` beside an indexed
+  range filters what the range found: `find_in()` asks one equality per value there.
 - `collMod` of an index's TTL answers ok and changes nothing, while `createIndexes` changes
   it in place (MongoDB refuses that with IndexOptionsConflict): `set_ttl()`.
 - A boolean written by `$set` is stored as 1 or 0, which queries for true and false still
