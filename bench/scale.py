@@ -9,6 +9,8 @@ running, as in the API process:
 - the event worker's time per event, in rounds of 500 matching events (bench/scale_worker.py),
   the redelivery look-up of a round's events, and one pass of the sweeps and of the expiry
   scheduler with nothing due (what a worker process runs in the background),
+- the expiry scheduler's "redeemed?" check of 100 coupons (`ExpirySchedule.redeemed`, asked
+  for the coupons about to get a reminder) with a redemption stored per fill coupon,
 - the relay while nothing is pending: CPU ms per second of this process (which runs the
   relay and nothing else then) plus the MongoDB server's process.
 The target: each p50 at most 1.5 x its value at the smallest size (bench/scale_report.py).
@@ -17,7 +19,9 @@ The store is filled through the coupon repository's `insert_unordered` (the work
 insert) with coupons built by the domain's `CouponFactory` and codes drawn by
 `draw_and_insert`, 1,000 at a time, spread over 4 tenants, 4 definitions each, and users
 of 3 coupons each: whatever the documents look like, the fill writes what the service
-writes. The coupons measured (the probes) are stored after the fill at each size."""
+writes. The coupons measured (the probes) are stored after the fill at each size. Each fill
+coupon then gets a redemption (one in four rolled back), written directly: copies of the
+last real redemption with the coupon's id, 1,000 an insert."""
 
 import asyncio
 import os
@@ -32,6 +36,7 @@ from bench.common import TENANT, BenchError, Servers, now, scenario_settings
 from bench.scale_report import ScaleFigures
 from bench.scale_worker import WorkerRounds
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
+from phoenix_coupons.adapters.expiry_schedule import MongoExpirySchedule
 from phoenix_coupons.bootstrap import Container
 from phoenix_coupons.domain import issue_keys
 from phoenix_coupons.domain.codes import CodeGenerator, CodeSpec
@@ -54,6 +59,7 @@ DEFINITIONS_PER_TENANT = 4
 COUPONS_PER_USER = 3
 PAGE_CODES = 100
 PAGE_LIMIT = 50  # the API's default page size
+REMINDED = 100  # coupons of one "redeemed?" check
 BULK = 100
 CALLER = "bench-scale"
 # The relay sweeps every second while idle (the default is 5 s): a window of a few seconds
@@ -73,6 +79,7 @@ class Probes:
     """The coupons measured at one size, stored after that size's fill."""
 
     page_definition: str
+    page_coupons: list[str]
     wallet_user: str
     validate: RedeemRequest
     redeems: list[RedeemRequest]
@@ -91,6 +98,30 @@ class Store:
     codegen: CodeGenerator = field(default_factory=CodeGenerator)
     filled: int = 0  # fill coupons stored so far (their number keys their issue keys)
     stored: int = 0  # every coupon stored so far
+    fill_ids: list[str] = field(default_factory=list)  # the fill coupons' ids, in order
+    redeemed: dict[str, bool] = field(default_factory=dict)  # coupon id -> active
+
+    async def redeem_fill(self) -> float:
+        """A redemption for each fill coupon without one (every fourth rolled back), copies
+        of the last real one; returns the seconds it took."""
+        started = now()
+        col = self.container.mongo.redemptions
+        template = await col.find_one({}, sort=[("redeemed_at", -1)])
+        if template is None:
+            raise BenchError("no real redemption to copy")
+        done = len(self.redeemed)
+        todo = self.fill_ids[done:]
+        for at in range(0, len(todo), CHUNK):
+            docs = []
+            for n, coupon_id in enumerate(todo[at : at + CHUNK], start=done + at):
+                active = n % 4 != 3
+                self.redeemed[coupon_id] = active
+                state = "redeemed" if active else "rolled_back"
+                docs.append(
+                    {**template, "_id": f"fill-{n}", "coupon_id": coupon_id, "state": state}
+                )
+            await col.insert_many(docs, ordered=False)
+        return now() - started
 
     async def insert(self, items: list[Item]) -> None:
         """Through the worker's draw-insert-retry loop and the repository's insert."""
@@ -117,6 +148,7 @@ class Store:
                 user = f"fill-{i // (len(self.fill) * COUPONS_PER_USER)}"
                 items.append((factory, issue_keys.event(factory.definition_id, user, str(i)), user))
             await self.insert(items)
+            self.fill_ids += [issue_keys.coupon_id(key) for _, key, _ in items]
             self.filled += n
         return now() - started
 
@@ -184,7 +216,8 @@ async def _store_probes(store: Store, size: int, redeems: int) -> Probes:
         for c in (await store.repo.by_issue_keys([k for _, k, _ in items])).values()
     }
     requests = [RedeemRequest(code=codes[u], user_id=u) for u in probe_users[1:]]
-    return Probes(page.id, wallet, requests[0], requests[1:])
+    page_ids = [issue_keys.coupon_id(k) for _, k, _ in items[:PAGE_CODES]]
+    return Probes(page.id, page_ids, wallet, requests[0], requests[1:])
 
 
 async def _timed(
@@ -279,7 +312,12 @@ async def _idle_cpu(plan: Plan, server: int | None) -> list[float]:
 
 
 async def _measure(
-    store: Store, figures: ScaleFigures, plan: Plan, size: int, probes: Probes
+    store: Store,
+    figures: ScaleFigures,
+    plan: Plan,
+    size: int,
+    probes: Probes,
+    say: Callable[[str], None],
 ) -> None:
     c = store.container
 
@@ -309,10 +347,13 @@ async def _measure(
             raise BenchError(f"generated {answer.generated} of {BULK}")
         store.stored += BULK
 
+    redeemed_probes: set[str] = set()
+
     async def redeem(i: int) -> None:
-        _, new = await c.redemptions.redeem(TENANT, probes.redeems[i], CALLER)
+        view, new = await c.redemptions.redeem(TENANT, probes.redeems[i], CALLER)
         if not new:
             raise BenchError("a redeem was answered as a replay")
+        redeemed_probes.add(view.coupon.id)
 
     async def sweeps(_: int) -> None:
         await c.sweeper.sweep()
@@ -328,6 +369,20 @@ async def _measure(
     wallet_coupon = issue_keys.coupon_id(
         issue_keys.event(store.redeem_definition.id, probes.wallet_user, "probe")
     )
+
+    schedule = MongoExpirySchedule(c.mongo)
+
+    async def expiry_redeemed(i: int) -> None:
+        """The coupons redeemed by `redeem` above, fill coupons (a redemption each, some
+        rolled back) and the page's coupons (none)."""
+        picked = sorted(redeemed_probes)
+        step = max(1, len(store.fill_ids) // (REMINDED // 2))
+        picked += store.fill_ids[i % step :: step][: REMINDED // 2]
+        picked += probes.page_coupons[: REMINDED - len(picked)]
+        expected = {p for p in picked if p in redeemed_probes or store.redeemed.get(p)}
+        found = await schedule.redeemed(picked)
+        if found != expected:
+            raise BenchError(f"redeemed? answered {len(found)} coupons, {len(expected)} expected")
 
     async def by_id(_: int) -> None:  # the floor: what the machine's load alone does
         if await c.mongo.coupons.find_one({"_id": wallet_coupon}, {"_id": 1}) is None:
@@ -346,8 +401,11 @@ async def _measure(
         ("wallet_page", wallet_page),
         ("generate", generate),
         ("redeem", redeem),
+        ("expiry_redeemed", expiry_redeemed),
         ("by_id", by_id),
     ):
+        if op == "expiry_redeemed":
+            say(f"    redemptions of the fill written in {await store.redeem_fill():.1f} s")
         figures.add(op, size, await _timed(plan.reps, plan.budget_s, warm_up, call))
     # The relay running, then stopped: the difference is the relay's own.
     figures.add("relay_idle", size, await _idle_cpu(plan, store.server))
@@ -383,7 +441,7 @@ async def scale_run(servers: Servers, plan: Plan, say: Callable[[str], None]) ->
             figures.stored[size] = store.stored
             say(f"  at {size:,}: {store.stored:,} coupons stored (fill {seconds:.1f} s, not timed)")
             started = now()
-            await _measure(store, figures, plan, size, probes)
+            await _measure(store, figures, plan, size, probes, say)
             say(
                 "    p50 "
                 + ", ".join(

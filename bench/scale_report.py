@@ -15,6 +15,7 @@ OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("redelivery_lookup", "redelivery look-up of 500 events", "ms"),
     ("sweeps", "sweeps, one pass, nothing due", "ms"),
     ("expiry_pass", "expiry scheduler pass, nothing due", "ms"),
+    ("expiry_redeemed", "expiry: redeemed? of 100 coupons (a redemption per coupon)", "ms"),
     ("redeem", "redeem (code stored last)", "ms"),
     ("validate", "validate (code stored last)", "ms"),
     ("generate", "generate 100 codes", "ms"),

@@ -29,12 +29,13 @@ from phoenix_coupons.adapters.coupon_repo import (
     from_ms,
 )
 from phoenix_coupons.adapters.mongo import Doc, Mongo
-from phoenix_coupons.adapters.nx27017_compat import epoch_ms
+from phoenix_coupons.adapters.nx27017_compat import epoch_ms, find_in
 from phoenix_coupons.services.ports import ScheduleChange, Scheduled
 
 
 class MongoExpirySchedule:
     def __init__(self, mongo: Mongo) -> None:
+        self._mongo = mongo
         self._col = mongo.coupons
         self._redemptions = mongo.redemptions
 
@@ -99,10 +100,16 @@ class MongoExpirySchedule:
         await self._col.update_many(unscheduled, {"$set": {DUE: at_ms}})
 
     async def redeemed(self, coupon_ids: Sequence[str]) -> set[str]:
-        """Which of the coupons have an active redemption."""
+        """Which of the coupons have an active redemption: through the `coupon_id` index,
+        whatever the number of redemptions stored (`find_in`)."""
         if not coupon_ids:
             return set()
-        cursor = self._redemptions.find(
-            {"coupon_id": {"$in": list(coupon_ids)}, "state": "redeemed"}, {"coupon_id": 1}
+        found = await find_in(
+            self._redemptions,
+            "coupon_id",
+            coupon_ids,
+            {"state": "redeemed"},
+            {"coupon_id": 1},
+            await self._mongo.stand_in(),
         )
-        return {d["coupon_id"] async for d in cursor}
+        return {d["coupon_id"] for d in found}

@@ -225,16 +225,27 @@ async def test_reminders_then_the_expiry_each_published_once_with_their_timeline
     ]
 
 
-async def test_none_for_revoked_fully_used_or_paused_coupons(env: Env) -> None:
+async def test_none_for_revoked_fully_used_or_paused_coupons_reminders_once_rolled_back(
+    env: Env,
+) -> None:
     active = await env.define(**WEEK_3D_1D)
     codes = await env.generate(active, ["kept", "revoked", "used", "twice"])
     two_uses = await env.define({"limit_type": "per_user", "max_uses": 2}, **WEEK_3D_1D)
-    codes.update(await env.generate(two_uses, ["half"]))
+    codes.update(await env.generate(two_uses, ["half", "back"]))
+    kept = await env.define(
+        {"limit_type": "per_user", "max_uses": 2}, rollback_restores_use=False, **WEEK_3D_1D
+    )
+    codes.update(await env.generate(kept, ["kept_use"]))
     paused = await env.define(**WEEK_3D_1D)
     codes.update(await env.generate(paused, ["paused"]))
     await env.call("POST", f"/codes/{codes['revoked']}/revoke")
-    for user in ("used", "half"):
-        await env.call("POST", "/coupons/redeem", {"code": codes[user], "user_id": user})
+    redeemed = {}
+    for user in ("used", "half", "back", "kept_use"):
+        body = {"code": codes[user], "user_id": user}
+        redeemed[user] = await env.call("POST", "/coupons/redeem", body)
+    # Rolled back (the use given back, or kept): no longer redeemed, so reminded again.
+    for user in ("back", "kept_use"):
+        await env.call("POST", f"/coupons/redemptions/{redeemed[user]['redemption_id']}/rollback")
     await env.call("PUT", f"/coupons/{paused}/status", {"status": "paused"})
 
     for at in (4, 6, 7):
@@ -242,10 +253,10 @@ async def test_none_for_revoked_fully_used_or_paused_coupons(env: Env) -> None:
         await env.drain()
     events = await env.published()
     assert by_kind(events) == {
-        ("coupon.expiring", "P3D"): ["kept", "twice"],
-        ("coupon.expiring", "PT24H"): ["kept", "twice"],
+        ("coupon.expiring", "P3D"): ["back", "kept", "kept_use", "twice"],
+        ("coupon.expiring", "PT24H"): ["back", "kept", "kept_use", "twice"],
         # Redeemed once of two uses: no reminders, but it expired with a use left.
-        ("coupon.expired", None): ["half", "kept", "twice"],
+        ("coupon.expired", None): ["back", "half", "kept", "kept_use", "twice"],
     }
     left = await env.container.mongo.coupons.find_one({DUE: {"$gte": 0}})
     assert left is None  # every coupon's schedule ended

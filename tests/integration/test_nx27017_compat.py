@@ -137,6 +137,37 @@ async def test_id_range_reads_what_the_plain_id_range_reads(db: AsyncDatabase[Do
         assert [d["_id"] for d in read] == plain, (code, above, below)
 
 
+FOUND_IN: list[Doc] = [
+    {"_id": "r1", "coupon_id": "a", "state": "redeemed"},
+    {"_id": "r2", "coupon_id": "a", "state": "rolled_back"},
+    {"_id": "r3", "coupon_id": "b", "state": "rolled_back"},
+    {"_id": "r4", "coupon_id": "c", "state": "redeemed"},
+    {"_id": "r5", "coupon_id": "c", "state": "redeemed"},
+    {"_id": "r6", "coupon_id": "d", "state": "redeemed"},
+    {"_id": "r7", "state": "redeemed"},
+]
+
+
+@pytest.mark.parametrize("on_nx", [False, True])
+async def test_find_in_finds_what_the_plain_in_finds(db: AsyncDatabase[Doc], on_nx: bool) -> None:
+    """Either form on the server at hand: each document once, the other conditions applied,
+    values repeated or unknown harmless."""
+    col = db["found_in"]
+    await col.create_indexes([IndexModel([("coupon_id", 1)])])
+    await col.insert_many([dict(r) for r in FOUND_IN])
+    wanted = ["a", "c", "e", "a", "zz"]
+
+    def matches(value: Any) -> bool:  # MongoDB's $in: an array matches by any element
+        values = value if isinstance(value, list) else [value]
+        return any(v in wanted for v in values)
+
+    plain = {r["_id"] for r in FOUND_IN if matches(r.get("coupon_id")) and r["state"] == "redeemed"}
+    found = await nx.find_in(col, "coupon_id", wanted, {"state": "redeemed"}, None, on_nx)
+    assert sorted(d["_id"] for d in found) == sorted(plain) == ["r1", "r4", "r5"]
+    assert {d["_id"]: d for d in found}["r4"] == FOUND_IN[3]
+    assert await nx.find_in(col, "coupon_id", [], {}, None, on_nx) == []
+
+
 async def test_replace_by_id_keeps_one_document_with_that_id(db: AsyncDatabase[Doc]) -> None:
     col = db["dead"]
     await nx.replace_by_id(col, "coupon.issued:c-1", {"reason": "too_large", "n": 1})
@@ -269,6 +300,20 @@ async def test_still_needed_no_id_in_a_compound_index(on_nx: AsyncDatabase[Doc])
         await col.insert_many([{"_id": 1, "a": 1, "b": 1}])
     keys = [i["key"] for i in (await col.index_information()).values()]
     assert [("a", 1), ("b", 1)] in keys, "reported without `_id` and without direction"
+
+
+async def test_still_needed_an_in_scans_where_an_equality_uses_the_index(
+    on_nx: AsyncDatabase[Doc],
+) -> None:
+    col = on_nx["scan"]
+    await col.create_indexes([IndexModel([("f", 1)])])
+    await col.insert_many([{"_id": i, "f": f"v{i}"} for i in range(20)])
+
+    async def plan(query: Doc) -> str:
+        return str((await col.find(query).explain())["queryPlanner"]["winningPlan"])
+
+    assert "USING INDEX" in await plan({"f": "v1"})
+    assert "USING INDEX" not in await plan({"f": {"$in": ["v1", "v2"]}})
 
 
 async def test_still_needed_collmod_leaves_a_ttl_unchanged(on_nx: AsyncDatabase[Doc]) -> None:
