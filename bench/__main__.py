@@ -118,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
         "stacks written here) and print the breakdown",
     )
     p.add_argument(
+        "--command-log",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="(r) time every MongoDB command of the API process (bench/command_log.py) and "
+        "print those of MS ms or more during the open loop, grouped into episodes",
+    )
+    p.add_argument(
         "--no-compare",
         action="store_true",
         help="(r) skip the API process with the standard event loop and h11",
@@ -348,6 +356,7 @@ async def scenario_r(servers: Servers, args: argparse.Namespace, log: Path) -> l
         flat_sizes=tuple(args.flat_sizes),
         flat_calls=args.flat_calls,
         profile_dir=args.profile_dir,
+        command_log_ms=args.command_log,
     )
     if args.no_compare:
         plan = replace(plan, compare_env=None)

@@ -32,12 +32,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bench import command_log
 from bench.common import TENANT, BenchError, Servers, now, scenario_settings
 from bench.profile_summary import Summary, summarize
 from bench.redemption import CallRun, api_process
 from bench.reference_app import COLLECTION
 from bench.round_trips import Counts, count_round_trips
 from bench.scale import _cpu_seconds, _listener_pid
+from bench.sched_probe import SchedProbe
 from phoenix_coupons.adapters.code_history import history_doc, insert_history
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.redemption_repo import to_doc
@@ -68,6 +70,9 @@ class Plan:
     flat_sizes: tuple[int, ...] = (0, 10_000, 100_000)
     flat_calls: int = 1000
     profile_dir: Path | None = None
+    # The API's MongoDB commands timed (bench.command_log); those of this many ms or more
+    # during the open loop are printed.
+    command_log_ms: float | None = None
     # The API process's server settings (PHOENIX_API_*), e.g. the standard loop and h11.
     api_env: dict[str, str] = field(default_factory=dict)
     # A second API process, redeem and validate only: the standard loop and parser.
@@ -122,6 +127,7 @@ class Figures:
     api_settings: str = ""
     compared: list[Load] = field(default_factory=list)  # validate, redeem: compare_env
     round_trips: Counts | None = None
+    slow_commands: list[str] = field(default_factory=list)  # Plan.command_log_ms
 
 
 def _free_port() -> int:
@@ -357,7 +363,10 @@ async def redeem_latency_run(servers: Servers, plan: Plan, log: Path) -> Figures
 
     env = {"PHOENIX_LOG_LEVEL": "INFO", **plan.api_env}
     auth = (f"X-API-Key: {key}",)
-    async with api_process(settings, log, env) as (base, pid):
+    commands = None if plan.command_log_ms is None else log.with_suffix(".commands.jsonl")
+    if commands is not None:
+        commands.unlink(missing_ok=True)
+    async with api_process(settings, log, env, command_log=commands) as (base, pid):
         watch = {"server": pid, "mongodb": mongo_pid}
         api_url = f"{base}/v1/tenants/{TENANT}/coupons"
         validate = await closed(
@@ -366,9 +375,11 @@ async def redeem_latency_run(servers: Servers, plan: Plan, log: Path) -> Figures
         redeem = await closed(
             "API redeem", f"{api_url}/redeem", headers=auth, watch=watch, expect="201"
         )
-        open_redeem = await opened(
-            f"API redeem, open loop {plan.rate:.0f}/s", f"{api_url}/redeem", headers=auth
-        )
+        probe = SchedProbe({"API": pid, **({"MongoDB": mongo_pid} if mongo_pid else {})})
+        async with probe.running() if commands is not None else contextlib.nullcontext(probe):
+            open_redeem = await opened(
+                f"API redeem, open loop {plan.rate:.0f}/s", f"{api_url}/redeem", headers=auth
+            )
         flat: list[tuple[int, Load]] = []
         for size, tenant in zip(plan.flat_sizes, flat_tenants, strict=True):
             flat_run = await closed(
@@ -388,6 +399,8 @@ async def redeem_latency_run(servers: Servers, plan: Plan, log: Path) -> Figures
         alone, hello, reference, redeem, validate, open_reference, open_redeem, flat, profiles
     )
     figures.round_trips = trips
+    if commands is not None and plan.command_log_ms is not None:
+        figures.slow_commands = _slow_commands(commands, open_redeem, plan, probe)
     figures.api_settings = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
     if plan.compare_env is not None:
         figures.compared = await _compared(settings, plan, log, auth, mongo_pid)
@@ -445,6 +458,19 @@ async def _profiles(plan: Plan, base: str, pid: int, auth: tuple[str, ...]) -> d
     )
     out["load generator"] = summarize(gen_raw)
     return out
+
+
+def _slow_commands(path: Path, run: Load, plan: Plan, probe: SchedProbe) -> list[str]:
+    """The API's slow commands during the open loop (from 1 s before its first due time to
+    1 s after its last), against its calls and what `probe` saw of the processes."""
+    t0 = run.started_at
+    window = command_log.between(command_log.read(path), t0 - 1, t0 + plan.open_seconds + 1)
+    head = (
+        f"  the API's MongoDB commands of {plan.command_log_ms:g} ms or more during the open "
+        f"loop (client side, from its start; {len(window)} commands in all; log {path}):"
+    )
+    assert plan.command_log_ms is not None
+    return [head, *command_log.slow_lines(window, t0, run.series, plan.command_log_ms, probe)]
 
 
 def flat_ratio(figures: Figures) -> list[tuple[int, float, float]]:

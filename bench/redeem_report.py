@@ -58,6 +58,7 @@ def lines(f: Figures) -> list[str]:
     row("reference, open loop (same rate)", f.open_reference)
     for run in (f.open_redeem, f.open_reference):
         out.append(f"    slowest of {run.name} (due at: ms): {run.slowest(12)}")
+    out += f.slow_commands
     for run in f.compared:
         row(run.name.removeprefix("API "), run, f"{run.rate / ref.rate:.2f}")
     out.append("  CPU ms per call, by process (server = the API or the reference):")

@@ -95,12 +95,16 @@ async def api_process(
     log: Path,
     extra_env: dict[str, str] | None = None,
     module: str = "phoenix_coupons",
+    command_log: Path | None = None,
 ) -> AsyncIterator[tuple[str, int]]:
     """A real API process on the scenario's servers: (its base URL, its pid). `module`: the
-    bench's framework reference (bench.reference_app) instead, with the same environment."""
+    bench's framework reference (bench.reference_app) instead, with the same environment.
+    `command_log`: the API's every MongoDB command timed into that file (bench.command_log)."""
     port = _free_port()
     env = {**process_env(settings), "PHOENIX_LOG_LEVEL": "WARNING", **(extra_env or {})}
     argv = [sys.executable, "-m", module, *(["api"] if module == "phoenix_coupons" else [])]
+    if command_log is not None and module == "phoenix_coupons":
+        argv = [sys.executable, "-m", "bench.command_log", str(command_log), "api"]
     proc = _spawn([*argv, "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
     try:
