@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from phoenix_coupons.domain.expiry import Step
 from phoenix_coupons.domain.jobs import Job
 from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.name_ids import name_id
 from phoenix_coupons.domain.redemption import Redemption
 from phoenix_coupons.domain.reservation import Reservation
 from schemas.events import (
@@ -39,7 +40,7 @@ EVENT_NAMESPACE = uuid.UUID("5b0f4e6e-2f43-4c5c-9d0a-6f0c0b7a3c11")
 
 def event_id(kind: str, subject_id: str) -> str:
     """Stable event id: the same subject always yields the same id (consumers dedupe on it)."""
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{kind}:{subject_id}"))
+    return name_id(EVENT_NAMESPACE, f"{kind}:{subject_id}")
 
 
 def coupon_issued(coupon: Coupon) -> CouponIssued:

@@ -6,12 +6,14 @@ import hashlib
 import json
 import uuid
 
+from phoenix_coupons.domain.name_ids import name_id
+
 COUPON_NAMESPACE = uuid.UUID("0b8c7f0e-5a4e-4d7b-9a61-3f2d8c1e6b52")
 
 
 def coupon_id(issue_key: str) -> str:
     """The id of the coupon issued under `issue_key` (UUID v5): the same key, the same id."""
-    return str(uuid.uuid5(COUPON_NAMESPACE, issue_key))
+    return name_id(COUPON_NAMESPACE, issue_key)
 
 
 def shared(definition_id: str) -> str:

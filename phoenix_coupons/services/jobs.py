@@ -20,6 +20,7 @@ from phoenix_coupons.domain.config_rules import code_spec
 from phoenix_coupons.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from phoenix_coupons.domain.jobs import Job, Row, check_rows, chunked
 from phoenix_coupons.domain.models import Requester
+from phoenix_coupons.domain.name_ids import name_id
 from phoenix_coupons.domain.outbox import job_completed
 from phoenix_coupons.services.budget import issuance_limit
 from phoenix_coupons.services.definitions import definition_not_found, require_active
@@ -35,7 +36,7 @@ JOB_NAMESPACE = uuid.UUID("3f6d0c52-8a4b-4f0e-9b7e-2c1d5a9e7f30")
 
 
 def job_id_for(tenant_id: str, definition_id: str, idempotency_key: str) -> str:
-    return str(uuid.uuid5(JOB_NAMESPACE, f"{tenant_id}:{definition_id}:{idempotency_key}"))
+    return name_id(JOB_NAMESPACE, f"{tenant_id}:{definition_id}:{idempotency_key}")
 
 
 def job_not_found(job_id: str) -> NotFound:

@@ -26,6 +26,7 @@ from phoenix_coupons.domain.errors import (
 )
 from phoenix_coupons.domain.history import Actor
 from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.name_ids import name_id
 from phoenix_coupons.domain.outbox import redeemed, rolled_back
 from phoenix_coupons.domain.redemption import (
     Redemption,
@@ -74,7 +75,7 @@ class Admitted:
 
 def keyed_id(namespace: uuid.UUID, tenant_id: str, idempotency_key: str) -> str:
     """The id of what a keyed request makes: the same for the same tenant and key."""
-    return str(uuid.uuid5(namespace, f"{tenant_id}\x1f{idempotency_key}"))
+    return name_id(namespace, f"{tenant_id}\x1f{idempotency_key}")
 
 
 def caller_actor(caller: str | None) -> Actor | None:

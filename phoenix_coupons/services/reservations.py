@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from phoenix_coupons.domain.clock import Clock
 from phoenix_coupons.domain.errors import Conflict, NotFound, Refused, SlotTaken
+from phoenix_coupons.domain.name_ids import name_id
 from phoenix_coupons.domain.outbox import OutboxEntry, redeemed, released, reserved
 from phoenix_coupons.domain.redemption import Redemption, refusal, refused
 from phoenix_coupons.domain.reservation import Reservation, hold_end
@@ -221,7 +222,7 @@ class ReservationService:
             if not hold.held_at(now):
                 raise ended(hold)
             await self._check_rules(hold, caller, now)
-            rid = rid or str(uuid.uuid5(RESERVATION_NAMESPACE, f"confirm\x1f{hold.id}"))
+            rid = rid or name_id(RESERVATION_NAMESPACE, f"confirm\x1f{hold.id}")
             claimed = await self._reservations.claim_confirm(tenant_id, hold.id, rid, now)
             if claimed is None:
                 raise not_found(reservation_id)
