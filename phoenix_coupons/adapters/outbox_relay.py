@@ -49,7 +49,7 @@ from phoenix_coupons.adapters.nx27017_compat import (
 from phoenix_coupons.adapters.outbox import (
     READY,
     SIZE,
-    bundle_subject,
+    bundle_remaining,
     bundle_units,
     is_bundle,
 )
@@ -211,8 +211,8 @@ class OutboxRelay:
         )
         claimed = [d async for d in self._col.find({"_id": {"$in": ids}, "owner": self._owner})]
         claimed.sort(key=lambda d: (aware(d["created_at"]), d["_id"]))
-        bundles = [d for d in claimed if is_bundle(d)]
-        units = {d["_id"]: await bundle_units(self._mongo, d) for d in bundles}
+        bundles = {d["_id"]: d for d in claimed if is_bundle(d)}
+        units = {i: await bundle_units(self._mongo, d) for i, d in bundles.items()}
         claimed = [u for d in claimed for u in (units[d["_id"]] if is_bundle(d) else [d])]
         orphans = [d for d in claimed if d.get("after") in dead_before]
         delivery = await self._deliver([d for d in claimed if d not in orphans])
@@ -232,12 +232,14 @@ class OutboxRelay:
                 log.info("outbox_announced", count=n, source=source)
         for doc, exc in delivery.dead:
             await self._set_aside(doc, exc)
-        await self._settle_bundles(units, delivery)
+        await self._settle_bundles(bundles, units, delivery)
         if delivery.transient is not None:
             raise delivery.transient
         return len(delivery.sent)
 
-    async def _settle_bundles(self, units: dict[str, list[Doc]], delivery: Delivery) -> None:
+    async def _settle_bundles(
+        self, bundles: dict[str, Doc], units: dict[str, list[Doc]], delivery: Delivery
+    ) -> None:
         """A bundle whose events were all sent or set aside is deleted; one with events left
         (a passing failure) keeps only those, for the retry."""
         done = {d["_id"] for d in delivery.sent} | {d["_id"] for d, _ in delivery.dead}
@@ -248,7 +250,7 @@ class OutboxRelay:
             elif len(left) < len(bundle):
                 await self._col.update_one(
                     {"_id": bundle_id, "owner": self._owner},
-                    {"$set": {"subject": bundle_subject(left), SIZE: len(left)}},
+                    {"$set": bundle_remaining(bundles[bundle_id], left)},
                 )
 
     async def _predecessors(self, seen: list[Doc]) -> tuple[set[str], set[str]]:

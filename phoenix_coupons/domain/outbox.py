@@ -65,21 +65,27 @@ class OutboxEntry:
 @dataclass(frozen=True)
 class IssuedBundle:
     """The `coupon.issued` events of many coupons in one outbox entry (a generation job's
-    chunk), each built from its coupon as stored when the relay sends it: one write for the
-    chunk instead of one per coupon. Prepared naming every coupon its writer may store, then
-    readied naming those stored (a sweep readies a crash's with those it finds)."""
+    chunk, a bulk call's insert): one write for them all instead of one per coupon. Prepared
+    naming every coupon its writer may store, then readied naming those stored (`stored`),
+    with the coupons themselves: the entry then holds their events and the relay reads no
+    coupon. A sweep readies a crash's bundle naming the coupons it finds, without them: the
+    relay builds those events from the coupons as stored."""
 
     id: str
     tenant_id: str
     coupon_ids: tuple[str, ...]
     at: datetime
+    coupons: tuple[Coupon, ...] = ()  # the stored ones, in `coupon_ids`' order, once readied
 
-    def stored(self, coupon_ids: Iterable[str]) -> "IssuedBundle":
-        """The bundle naming those of its coupons among `coupon_ids`, in its order."""
-        keep = set(coupon_ids)
-        return IssuedBundle(
-            self.id, self.tenant_id, tuple(i for i in self.coupon_ids if i in keep), self.at
-        )
+    def __post_init__(self) -> None:
+        if self.coupons and tuple(c.id for c in self.coupons) != self.coupon_ids:
+            raise ValueError("a bundle holds the coupons it names, in its order, or none")
+
+    def stored(self, coupons: Iterable[Coupon]) -> "IssuedBundle":
+        """The bundle naming those of `coupons` it names, in its order, and holding them."""
+        by_id = {c.id: c for c in coupons}
+        kept = tuple(by_id[i] for i in self.coupon_ids if i in by_id)
+        return IssuedBundle(self.id, self.tenant_id, tuple(c.id for c in kept), self.at, kept)
 
 
 def issued(coupon: Coupon) -> OutboxEntry:

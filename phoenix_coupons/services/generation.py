@@ -183,10 +183,11 @@ class GenerationService:
     async def _announce(self, bundles: Sequence[IssuedBundle], stored: Sequence[Coupon]) -> None:
         """Ready each bundle naming the stored coupons it named (one named by several, the
         retries of a position, by the last); a bundle naming none is dropped."""
-        left = {c.id for c in stored}
+        left = {c.id: c for c in stored}
         for bundle in reversed(bundles):
-            mine = bundle.stored(left)
-            left -= set(mine.coupon_ids)
+            mine = bundle.stored(left.values())
+            for coupon_id in mine.coupon_ids:
+                del left[coupon_id]
             await self._outbox.ready_issued(mine)
 
     async def _random(
@@ -294,7 +295,7 @@ class GenerationService:
             await self._outbox.ready_issued(bundle.stored(()))  # naming none: dropped
             await self._budget.give_back(defn, len(batch))
             raise _codes_conflict(await self._taken_conflicts(defn.tenant_id, batch)) from exc
-        await self._outbox.ready_issued(bundle)
+        await self._outbox.ready_issued(bundle.stored(batch))
         done.update({i: c for i, c in zip(todo, batch, strict=True)})
         return [done[i] for i in range(len(user_ids))]
 

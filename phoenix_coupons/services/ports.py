@@ -356,7 +356,8 @@ class Outbox(Protocol):
 
     async def ready_issued(self, bundle: IssuedBundle) -> None:
         """Its coupons (those it names now: the ones stored) are stored: the relay may
-        announce them. Naming none: dropped."""
+        announce them, from the coupons the bundle holds (`IssuedBundle.stored`) or, holding
+        none, from those stored. Naming none: dropped."""
         ...
 
 

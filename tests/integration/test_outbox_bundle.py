@@ -60,7 +60,7 @@ async def test_a_bundle_announces_each_stored_coupon_once_as_its_own_entry_would
     box = MongoOutbox(relay_outbox.mongo)
     await box.prepare_issued(bundle)
     assert await MongoCouponRepo(relay_outbox.mongo).insert_unordered(coupons) == []
-    await box.ready_issued(bundle.stored(c.id for c in coupons))
+    await box.ready_issued(bundle.stored(coupons))
     [doc] = await relay_outbox.entries.find().to_list()
     assert (doc["state"], doc["size"]) == ("ready", 30), "named: the coupons stored"
 
@@ -75,6 +75,30 @@ async def test_a_bundle_announces_each_stored_coupon_once_as_its_own_entry_would
         assert got == single.model_dump(mode="json"), "the event a single entry sends"
         assert by_id[c.id]["_key"] == c.user_id
     assert relay_outbox.sample("phoenix_outbox_published_total", source="coupon.issued") == 30
+
+
+async def test_a_bundle_readied_with_its_coupons_is_announced_without_reading_them(
+    relay_outbox: Outbox,
+) -> None:
+    """Its writer's coupons go in the entry: the relay sends them as stored then, even once
+    the coupons are gone from the collection (it reads none back)."""
+    coupons = new_coupons(12)
+    bundle = bundle_of(coupons)
+    box = MongoOutbox(relay_outbox.mongo)
+    await box.prepare_issued(bundle)
+    await MongoCouponRepo(relay_outbox.mongo).insert_unordered(coupons)
+    await box.ready_issued(bundle.stored(coupons))
+    [doc] = await relay_outbox.entries.find().to_list()
+    assert [r[1] for r in doc["records"]] == [c.id for c in coupons]
+    await relay_outbox.mongo.coupons.delete_many({"_id": {"$in": [c.id for c in coupons]}})
+    relay_outbox.relay(batch_size=100).start()
+    await wait_until(relay_outbox.all_announced, deadline_s=10)
+    events = await relay_outbox.events()
+    assert announced(events) == Counter({c.id: 1 for c in coupons})
+    by_id = {e["coupon_id"]: e for e in events}
+    for c in coupons:
+        got = {k: v for k, v in by_id[c.id].items() if not k.startswith("_")}
+        assert got == issued(c).event.model_dump(mode="json")
 
 
 async def test_a_relay_batch_takes_bundles_up_to_its_size_in_events(relay_outbox: Outbox) -> None:
