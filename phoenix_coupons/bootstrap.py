@@ -22,7 +22,7 @@ from phoenix_coupons.adapters.idempotency_repo import MongoIdempotencyRepo
 from phoenix_coupons.adapters.issuance_budget import MongoIssuanceBudgets
 from phoenix_coupons.adapters.job_repo import MongoJobStore
 from phoenix_coupons.adapters.job_runner import JobRunner
-from phoenix_coupons.adapters.kafka import TopicsUnavailable, ensure_topics, make_producer
+from phoenix_coupons.adapters.kafka import TopicsUnavailable, ensure_topics, relay_producer
 from phoenix_coupons.adapters.lookup_limiter import MongoLookupLimiter
 from phoenix_coupons.adapters.migrations import require_migrated
 from phoenix_coupons.adapters.mongo import Mongo
@@ -157,7 +157,7 @@ class Container:
         rewards = MongoRewardRepo(self.mongo)
         self.relay = OutboxRelay(
             self.mongo,
-            lambda: make_producer(s.kafka_bootstrap_servers),
+            lambda: relay_producer(s.kafka_bootstrap_servers),
             {
                 "coupon.issued": s.topic_coupons_issued,
                 "coupon.definition_exhausted": s.topic_coupons_issued,

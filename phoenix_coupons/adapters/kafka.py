@@ -143,6 +143,17 @@ def make_producer(bootstrap: str, **overrides: object) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
+# The relay's record batches (aiokafka's default 16 KiB holds ~20 events): a job's 1,000
+# events of a chunk in a few requests, half the relay's CPU a record (measured: 30,000
+# events 1.5 -> 0.8 s of CPU), well under the broker's 1 MiB message limit.
+RELAY_BATCH_BYTES = 256 * 1024
+
+
+def relay_producer(bootstrap: str) -> AIOKafkaProducer:
+    """The outbox relay's producer: `make_producer`'s, with batches of RELAY_BATCH_BYTES."""
+    return make_producer(bootstrap, max_batch_size=RELAY_BATCH_BYTES)
+
+
 def all_topics(settings: Settings) -> list[str]:
     return [
         settings.topic_achievements,
