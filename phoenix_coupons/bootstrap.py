@@ -175,7 +175,7 @@ class Container:
             lease_seconds=s.outbox_lease_seconds,
         )
         self.sweeper = Sweeper(self.mongo, self.clock, s.sweep_seconds, s.sweep_grace_seconds)
-        outbox = MongoOutbox(self.mongo)
+        outbox = MongoOutbox(self.mongo, self.relay.hand)
         self.api_keys = api_key_service(s, self.mongo, self.clock)
         self.rewards = RewardService(
             rewards, definitions, self.clock, new_id, s.reward_payload_max_bytes

@@ -47,19 +47,14 @@ def event_record(event: OutboundEvent, topic: str) -> OutboundRecord:
         topic=topic,
         key=key.encode(),
         value=event.model_dump_json().encode(),
-        headers=event_headers(event.event_type, event.tenant_id, event.event_id),
-    )
-
-
-def event_headers(event_type: str, tenant_id: str, event_id: str) -> list[tuple[str, bytes]]:
-    """An event record's headers (the relay rebuilds a bundle's from these three)."""
-    return _headers(
-        {
-            "event_type": event_type,
-            "tenant_id": tenant_id,
-            "event_id": event_id,
-            "content-type": "application/json",
-        }
+        headers=_headers(
+            {
+                "event_type": event.event_type,
+                "tenant_id": event.tenant_id,
+                "event_id": event.event_id,
+                "content-type": "application/json",
+            }
+        ),
     )
 
 
@@ -68,11 +63,7 @@ def stored_parts(record: OutboundRecord) -> tuple[str | None, str, list[list[str
     UTF-8 JSON and ids, and text replaces where bytes would not (nx-27017 0.8.1 refuses a
     replacement holding bytes)."""
     key = None if record.key is None else record.key.decode()
-    return key, record.value.decode(), stored_headers(record.headers)
-
-
-def stored_headers(headers: list[tuple[str, bytes]]) -> list[list[str]]:
-    return [[k, v.decode()] for k, v in headers]
+    return key, record.value.decode(), [[k, v.decode()] for k, v in record.headers]
 
 
 def stored_record(topic: str, key: object, value: object, headers: object) -> OutboundRecord:

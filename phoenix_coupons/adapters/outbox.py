@@ -10,17 +10,15 @@ checks before it readies a prepared entry a crash left).
 
 A bundle (`IssuedBundle`, a generation job's chunk) is one entry for the `coupon.issued` of
 many coupons: no record laid out, `subject` `{collection: "coupons", bundle: [coupon ids]}`
-and `size` (how many). Its writer readies it with `records`, each coupon's event laid out
-(`[event id, coupon id, code, key, value]`; the headers follow from them), so the relay
-expands it without reading a coupon (`bundle_units`): reading a chunk's 1,000 coupons back
-cost the embedded MongoDB about 0.1 ms a code, a third of a job's own cost. The sweep
-readies a crash's bundle naming the coupons it finds stored, without records (the relay then
-builds each record from the coupon as stored), or drops it when none is; so does a writer
-whose records would pass `RECORDS_MAX_CHARS`. One outbox write per chunk instead of one per
-coupon, at every step (prepare, ready, the relay's claim, its delete)."""
+and `size` (how many). The relay builds each coupon's record from the coupon as stored
+(`bundle_units`), or from the coupons its writer handed to the relay of its process
+(`OutboxRelay.hand`: read back, a chunk's 1,000 coupons cost the embedded MongoDB about
+0.1 ms a code); the sweep readies a crash's bundle naming the coupons it finds stored, or
+drops it when none is. One outbox write per chunk instead of one per coupon, at every step
+(prepare, ready, the relay's claim, its delete)."""
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -30,12 +28,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from phoenix_coupons.adapters import counter_keys
 from phoenix_coupons.adapters.code_history import history_doc, insert_history
 from phoenix_coupons.adapters.coupon_repo import STEPS, from_doc
-from phoenix_coupons.adapters.kafka import (
-    event_headers,
-    event_record,
-    stored_headers,
-    stored_parts,
-)
+from phoenix_coupons.adapters.kafka import event_record, stored_parts
 from phoenix_coupons.adapters.mongo import Doc, Mongo, duplicates_only
 from phoenix_coupons.adapters.mongo_schema import COUNTERS, GENERATION_JOBS, OUTBOX
 from phoenix_coupons.domain.models import Coupon
@@ -52,10 +45,6 @@ COLLECTIONS = {
 CHUNK = 1000
 SWEEP_BATCH = 1000
 BUNDLE, SIZE = "bundle", "size"  # a bundle's coupon ids (in `subject`) and their count
-RECORDS = "records"  # a readied bundle's events, laid out
-# A chunk's records stay well under MongoDB's 16 MiB document (2,000 coupons of 4 KiB of
-# metadata would not); past this their bundle is readied without them.
-RECORDS_MAX_CHARS = 4 * 1024 * 1024
 ISSUED = "coupon.issued"
 
 
@@ -86,7 +75,7 @@ def entry_doc(entry: OutboxEntry, state: str = PREPARED) -> Doc:
 
 
 def bundle_doc(bundle: IssuedBundle, state: str = PREPARED) -> Doc:
-    doc: Doc = {
+    return {
         "_id": bundle.id,
         "source": ISSUED,
         "tenant_id": bundle.tenant_id,
@@ -102,77 +91,26 @@ def bundle_doc(bundle: IssuedBundle, state: str = PREPARED) -> Doc:
         "owner": None,
         "history": None,
     }
-    records = bundle_records(bundle.coupons)
-    if records is not None:
-        doc[RECORDS] = records
-    return doc
 
 
 def bundle_subject(coupon_ids: Sequence[str]) -> Doc:
     return {"collection": COLLECTIONS["coupon"], BUNDLE: list(coupon_ids)}
 
 
-def bundle_records(coupons: Sequence[Coupon]) -> list[list[str | None]] | None:
-    """The coupons' `coupon.issued` laid out for a bundle; None when there are none or they
-    would pass RECORDS_MAX_CHARS."""
-    records: list[list[str | None]] = []
-    chars = 0
-    for coupon in coupons:
-        entry = issued(coupon)
-        key, value, _ = stored_parts(event_record(entry.event, ""))
-        chars += len(value)
-        if chars > RECORDS_MAX_CHARS:
-            return None
-        records.append([entry.id, coupon.id, coupon.code, key, value])
-    return records or None
-
-
-def bundle_remaining(bundle: Doc, coupon_ids: Sequence[str]) -> Doc:
-    """The fields of `bundle` naming only `coupon_ids` of its coupons (and their records)."""
-    fields: Doc = {"subject": bundle_subject(coupon_ids), SIZE: len(coupon_ids)}
-    if RECORDS in bundle:
-        left = set(coupon_ids)
-        fields[RECORDS] = [r for r in bundle[RECORDS] if r[1] in left]
-    return fields
-
-
-def recorded_units(bundle: Doc) -> list[Doc]:
-    """A bundle's records, each as the single ready entry of its coupon (`entry_doc`) but
-    for `created_at`: the bundle's."""
-    return [_unit(bundle, r) for r in bundle[RECORDS]]
-
-
-def _unit(bundle: Doc, record: list[str | None]) -> Doc:
-    event_id, coupon_id, code, key, value = record
-    tenant_id = bundle["tenant_id"]
-    return {
-        "_id": event_id,
-        "source": ISSUED,
-        "tenant_id": tenant_id,
-        "key": key,
-        "value": value,
-        "headers": stored_headers(event_headers(ISSUED, tenant_id, str(event_id))),
-        "created_at": bundle["created_at"],
-        "state": READY,
-        "after": None,
-        "subject": {"collection": COLLECTIONS["coupon"], "_id": coupon_id, "code": code},
-        "lease": None,
-        "owner": None,
-        "history": None,
-    }
-
-
 def is_bundle(doc: Doc) -> bool:
     return BUNDLE in (doc.get("subject") or {})
 
 
-async def bundle_units(mongo: Mongo, bundle: Doc) -> list[Doc]:
+async def bundle_units(
+    mongo: Mongo, bundle: Doc, handed: Mapping[str, Coupon] | None = None
+) -> list[Doc]:
     """A bundle's events as the single entries they would be (ready), one per coupon it
-    names that is stored, in the bundle's order: one set aside is re-queued as such. From
-    its records when its writer left them, else from the coupons as stored."""
-    if RECORDS in bundle:
-        return recorded_units(bundle)
+    names that is stored, in the bundle's order: one set aside is re-queued as such.
+    `handed`: coupons its writer handed over as stored, by id: when they hold every coupon
+    the bundle names, none is read back."""
     ids: list[str] = bundle["subject"][BUNDLE]
+    if handed is not None and all(i in handed for i in ids):
+        return [entry_doc(issued(handed[i]), READY) for i in ids]
     stored: dict[str, Doc] = {}
     for chunk in _chunks(ids):
         async for doc in mongo.coupons.find({"_id": {"$in": chunk}}):
@@ -192,10 +130,20 @@ def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
         yield list(ids[start : start + CHUNK])
 
 
+def _keep_nothing(bundle: IssuedBundle) -> None:
+    pass
+
+
 class MongoOutbox:
-    def __init__(self, mongo: Mongo) -> None:
+    """`handed`: given each bundle readied with its coupons (the relay of this process:
+    `OutboxRelay.hand`)."""
+
+    def __init__(
+        self, mongo: Mongo, handed: Callable[[IssuedBundle], None] = _keep_nothing
+    ) -> None:
         self._mongo = mongo
         self._col = mongo.db[OUTBOX.name]
+        self._handed = handed
 
     async def prepare(self, entries: Sequence[OutboxEntry]) -> None:
         """Inserted prepared; an entry of the same id replaced only while prepared (a retry's,
@@ -228,15 +176,18 @@ class MongoOutbox:
         await self._col.insert_one(bundle_doc(bundle))
 
     async def ready_issued(self, bundle: IssuedBundle) -> None:
-        records = bundle_records(bundle.coupons)
-        ready = await _ready_bundle(self._col, bundle.id, bundle.coupon_ids, records)
-        if ready or not bundle.coupon_ids:
+        if await _ready_bundle(self._col, bundle.id, bundle.coupon_ids):
+            self._handed(bundle)
+            return
+        if not bundle.coupon_ids:
             return
         # A sweep settled it first (this writer outlived the grace): it named only the
         # coupons stored by then. Announce them all again in a ready entry of their own
         # (the events keep their ids: consumers drop the repeats).
+        late = replace(bundle, id=f"{bundle.id}:late")
         with contextlib.suppress(DuplicateKeyError):
-            await self._col.insert_one(bundle_doc(replace(bundle, id=f"{bundle.id}:late"), READY))
+            await self._col.insert_one(bundle_doc(late, READY))
+        self._handed(late)
 
 
 async def _set_ready(col: AsyncCollection[Doc], ids: Sequence[str]) -> None:
@@ -247,21 +198,17 @@ async def _set_ready(col: AsyncCollection[Doc], ids: Sequence[str]) -> None:
 
 
 async def _ready_bundle(
-    col: AsyncCollection[Doc],
-    bundle_id: str,
-    coupon_ids: Sequence[str],
-    records: list[list[str | None]] | None = None,
+    col: AsyncCollection[Doc], bundle_id: str, coupon_ids: Sequence[str]
 ) -> bool:
-    """Ready a prepared bundle naming `coupon_ids` (stored), holding their `records` when its
-    writer has them; naming none, drop it. False when it was not prepared any more (a sweep
-    settled it)."""
+    """Ready a prepared bundle naming `coupon_ids` (stored); naming none, drop it. False
+    when it was not prepared any more (a sweep settled it)."""
     query = {"_id": bundle_id, "state": PREPARED}
     if not coupon_ids:
         return (await col.delete_one(query)).deleted_count == 1
-    fields: Doc = {"state": READY, "subject": bundle_subject(coupon_ids), SIZE: len(coupon_ids)}
-    if records is not None:
-        fields[RECORDS] = records
-    done = await col.update_one(query, {"$set": fields})
+    subject = bundle_subject(coupon_ids)
+    done = await col.update_one(
+        query, {"$set": {"state": READY, "subject": subject, SIZE: len(coupon_ids)}}
+    )
     return done.matched_count == 1
 
 

@@ -18,7 +18,9 @@ A bundle (outbox.py: a generation job chunk's `coupon.issued` events in one entr
 as the single entries it expands to, each with its own verdict: once every one is sent or
 set aside the bundle is deleted; after a passing failure it keeps the coupons still to
 announce. A batch takes entries until their events reach the batch size (a bundle counts
-its coupons).
+its coupons). A writer in the relay's process hands it a readied bundle's coupons (`hand`):
+the relay sends those without reading them back, and holds at most `HANDED_MAX` coupons
+(the oldest handed are dropped first: their bundles are read as any other).
 """
 
 import asyncio
@@ -49,13 +51,15 @@ from phoenix_coupons.adapters.nx27017_compat import (
 from phoenix_coupons.adapters.outbox import (
     READY,
     SIZE,
-    bundle_remaining,
+    bundle_subject,
     bundle_units,
     is_bundle,
 )
 from phoenix_coupons.adapters.outbox_failures import Unsendable, dead_reason
 from phoenix_coupons.adapters.outbox_metrics import OutboxMetrics
 from phoenix_coupons.domain.clock import Clock
+from phoenix_coupons.domain.models import Coupon
+from phoenix_coupons.domain.outbox import IssuedBundle
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +70,9 @@ ERROR_CHARS = 500
 
 # Only a rollback follows another entry today: its redemption's event.
 AFTER_DEAD = "redeem_dead"
+# Coupons handed over and not sent yet, at most: a few job chunks (a relay of another
+# process may take their bundles: what it sends is never handed here, and ages out).
+HANDED_MAX = 10_000
 
 
 def outbound(doc: Doc, topics: Mapping[str, str]) -> OutboundRecord:
@@ -118,6 +125,7 @@ class OutboxRelay:
         self._owner = uuid.uuid4().hex
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._handed: dict[str, dict[str, Coupon]] = {}  # by bundle id: its coupons by id
         self._metrics = metrics
         self._missing_topics: set[str] = set()  # confirmed missing during this sweep
         self._held_back = False  # entries of the last round that waited for another
@@ -127,6 +135,16 @@ class OutboxRelay:
     def wake(self) -> None:
         """Publish now instead of at the next poll (called after events are readied)."""
         self._wake.set()
+
+    def hand(self, bundle: IssuedBundle) -> None:
+        """A readied bundle and the coupons it names, as stored: sent without reading them
+        back if this relay takes the bundle. Wakes the relay."""
+        if bundle.coupons:
+            self._handed[bundle.id] = {c.id: c for c in bundle.coupons}
+            held = sum(len(c) for c in self._handed.values())
+            while held > HANDED_MAX and len(self._handed) > 1:
+                held -= len(self._handed.pop(next(iter(self._handed))))
+        self.wake()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -211,8 +229,11 @@ class OutboxRelay:
         )
         claimed = [d async for d in self._col.find({"_id": {"$in": ids}, "owner": self._owner})]
         claimed.sort(key=lambda d: (aware(d["created_at"]), d["_id"]))
-        bundles = {d["_id"]: d for d in claimed if is_bundle(d)}
-        units = {i: await bundle_units(self._mongo, d) for i, d in bundles.items()}
+        bundles = [d for d in claimed if is_bundle(d)]
+        units = {
+            d["_id"]: await bundle_units(self._mongo, d, self._handed.get(d["_id"]))
+            for d in bundles
+        }
         claimed = [u for d in claimed for u in (units[d["_id"]] if is_bundle(d) else [d])]
         orphans = [d for d in claimed if d.get("after") in dead_before]
         delivery = await self._deliver([d for d in claimed if d not in orphans])
@@ -232,14 +253,12 @@ class OutboxRelay:
                 log.info("outbox_announced", count=n, source=source)
         for doc, exc in delivery.dead:
             await self._set_aside(doc, exc)
-        await self._settle_bundles(bundles, units, delivery)
+        await self._settle_bundles(units, delivery)
         if delivery.transient is not None:
             raise delivery.transient
         return len(delivery.sent)
 
-    async def _settle_bundles(
-        self, bundles: dict[str, Doc], units: dict[str, list[Doc]], delivery: Delivery
-    ) -> None:
+    async def _settle_bundles(self, units: dict[str, list[Doc]], delivery: Delivery) -> None:
         """A bundle whose events were all sent or set aside is deleted; one with events left
         (a passing failure) keeps only those, for the retry."""
         done = {d["_id"] for d in delivery.sent} | {d["_id"] for d, _ in delivery.dead}
@@ -247,10 +266,11 @@ class OutboxRelay:
             left = [u["subject"]["_id"] for u in bundle if u["_id"] not in done]
             if not left:
                 await self._col.delete_one({"_id": bundle_id, "owner": self._owner})
+                self._handed.pop(bundle_id, None)
             elif len(left) < len(bundle):
                 await self._col.update_one(
                     {"_id": bundle_id, "owner": self._owner},
-                    {"$set": bundle_remaining(bundles[bundle_id], left)},
+                    {"$set": {"subject": bundle_subject(left), SIZE: len(left)}},
                 )
 
     async def _predecessors(self, seen: list[Doc]) -> tuple[set[str], set[str]]:

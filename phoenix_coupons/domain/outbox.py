@@ -65,11 +65,11 @@ class OutboxEntry:
 @dataclass(frozen=True)
 class IssuedBundle:
     """The `coupon.issued` events of many coupons in one outbox entry (a generation job's
-    chunk, a bulk call's insert): one write for them all instead of one per coupon. Prepared
-    naming every coupon its writer may store, then readied naming those stored (`stored`),
-    with the coupons themselves: the entry then holds their events and the relay reads no
-    coupon. A sweep readies a crash's bundle naming the coupons it finds, without them: the
-    relay builds those events from the coupons as stored."""
+    chunk, a bulk call's insert), each built from its coupon as stored: one write for them
+    all instead of one per coupon. Prepared naming every coupon its writer may store, then
+    readied naming those stored (`stored`) and holding them, so that the relay of the
+    writer's process sends them as they are instead of reading them back (a sweep readies a
+    crash's bundle naming those it finds)."""
 
     id: str
     tenant_id: str

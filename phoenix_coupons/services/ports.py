@@ -356,8 +356,8 @@ class Outbox(Protocol):
 
     async def ready_issued(self, bundle: IssuedBundle) -> None:
         """Its coupons (those it names now: the ones stored) are stored: the relay may
-        announce them, from the coupons the bundle holds (`IssuedBundle.stored`) or, holding
-        none, from those stored. Naming none: dropped."""
+        announce them (those the bundle holds, `IssuedBundle.stored`, may be sent as they
+        are, without reading them back). Naming none: dropped."""
         ...
 
 

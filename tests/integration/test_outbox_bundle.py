@@ -13,7 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 
+from phoenix_coupons.adapters import outbox_relay
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
 from phoenix_coupons.adapters.kafka import make_producer
 from phoenix_coupons.adapters.mongo_schema import OUTBOX
@@ -77,28 +79,52 @@ async def test_a_bundle_announces_each_stored_coupon_once_as_its_own_entry_would
     assert relay_outbox.sample("phoenix_outbox_published_total", source="coupon.issued") == 30
 
 
-async def test_a_bundle_readied_with_its_coupons_is_announced_without_reading_them(
+async def test_a_bundle_handed_to_the_relay_is_announced_without_reading_its_coupons(
     relay_outbox: Outbox,
 ) -> None:
-    """Its writer's coupons go in the entry: the relay sends them as stored then, even once
-    the coupons are gone from the collection (it reads none back)."""
-    coupons = new_coupons(12)
-    bundle = bundle_of(coupons)
-    box = MongoOutbox(relay_outbox.mongo)
-    await box.prepare_issued(bundle)
-    await MongoCouponRepo(relay_outbox.mongo).insert_unordered(coupons)
-    await box.ready_issued(bundle.stored(coupons))
-    [doc] = await relay_outbox.entries.find().to_list()
-    assert [r[1] for r in doc["records"]] == [c.id for c in coupons]
-    await relay_outbox.mongo.coupons.delete_many({"_id": {"$in": [c.id for c in coupons]}})
-    relay_outbox.relay(batch_size=100).start()
+    """Its writer hands the relay of its process the coupons it stored: the relay sends those,
+    as stored, even once they are gone from the collection (it reads none back); a bundle
+    handed to another relay is read as any other."""
+    coupons, others = new_coupons(12), new_coupons(5)
+    relay = relay_outbox.relay(batch_size=100)
+    box = MongoOutbox(relay_outbox.mongo, relay.hand)
+    repo = MongoCouponRepo(relay_outbox.mongo)
+    for batch in (coupons, others):
+        bundle = bundle_of(batch)
+        await box.prepare_issued(bundle)
+        await repo.insert_unordered(batch)
+        await box.ready_issued(bundle.stored(batch) if batch is coupons else bundle)
+    gone = [c.id for c in coupons]
+    await relay_outbox.mongo.coupons.delete_many({"_id": {"$in": gone}})
+    relay.start()
     await wait_until(relay_outbox.all_announced, deadline_s=10)
     events = await relay_outbox.events()
-    assert announced(events) == Counter({c.id: 1 for c in coupons})
+    assert announced(events) == Counter({c.id: 1 for c in coupons + others})
     by_id = {e["coupon_id"]: e for e in events}
     for c in coupons:
         got = {k: v for k, v in by_id[c.id].items() if not k.startswith("_")}
         assert got == issued(c).event.model_dump(mode="json")
+
+
+async def test_a_relay_holds_at_most_so_many_handed_coupons_dropping_the_oldest_first(
+    relay_outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bound the oldest bundle's coupons are dropped: that bundle is read back (here
+    its coupons are gone from the collection: nothing to announce), the newer sent as held."""
+    monkeypatch.setattr(outbox_relay, "HANDED_MAX", 10)
+    older, newer = new_coupons(6), new_coupons(6)
+    relay = relay_outbox.relay(batch_size=100)
+    box = MongoOutbox(relay_outbox.mongo, relay.hand)
+    repo = MongoCouponRepo(relay_outbox.mongo)
+    for batch in (older, newer):
+        bundle = bundle_of(batch)
+        await box.prepare_issued(bundle)
+        await repo.insert_unordered(batch)
+        await box.ready_issued(bundle.stored(batch))
+    await relay_outbox.mongo.coupons.delete_many({})
+    assert await relay.publish_pending() == 6
+    assert announced(await relay_outbox.events()) == Counter({c.id: 1 for c in newer})
+    assert await relay_outbox.entries.count_documents({}) == 0, "both bundles settled"
 
 
 async def test_a_relay_batch_takes_bundles_up_to_its_size_in_events(relay_outbox: Outbox) -> None:
