@@ -79,6 +79,19 @@ async def test_a_bundle_announces_each_stored_coupon_once_as_its_own_entry_would
     assert relay_outbox.sample("phoenix_outbox_published_total", source="coupon.issued") == 30
 
 
+async def store_bundles(
+    into: Outbox, relay: OutboxRelay, batches: list[list[Coupon]], handed: list[bool]
+) -> None:
+    """Each batch stored under a bundle of its own, as a job chunk is: readied holding its
+    coupons (handed to `relay`, the writer's process's) or naming them only."""
+    box, repo = MongoOutbox(into.mongo, relay.hand), MongoCouponRepo(into.mongo)
+    for batch, hand in zip(batches, handed, strict=True):
+        bundle = bundle_of(batch)
+        await box.prepare_issued(bundle)
+        await repo.insert_unordered(batch)
+        await box.ready_issued(bundle.stored(batch) if hand else bundle)
+
+
 async def test_a_bundle_handed_to_the_relay_is_announced_without_reading_its_coupons(
     relay_outbox: Outbox,
 ) -> None:
@@ -87,13 +100,7 @@ async def test_a_bundle_handed_to_the_relay_is_announced_without_reading_its_cou
     handed to another relay is read as any other."""
     coupons, others = new_coupons(12), new_coupons(5)
     relay = relay_outbox.relay(batch_size=100)
-    box = MongoOutbox(relay_outbox.mongo, relay.hand)
-    repo = MongoCouponRepo(relay_outbox.mongo)
-    for batch in (coupons, others):
-        bundle = bundle_of(batch)
-        await box.prepare_issued(bundle)
-        await repo.insert_unordered(batch)
-        await box.ready_issued(bundle.stored(batch) if batch is coupons else bundle)
+    await store_bundles(relay_outbox, relay, [coupons, others], handed=[True, False])
     gone = [c.id for c in coupons]
     await relay_outbox.mongo.coupons.delete_many({"_id": {"$in": gone}})
     relay.start()
@@ -114,13 +121,7 @@ async def test_a_relay_holds_at_most_so_many_handed_coupons_dropping_the_oldest_
     monkeypatch.setattr(outbox_relay, "HANDED_MAX", 10)
     older, newer = new_coupons(6), new_coupons(6)
     relay = relay_outbox.relay(batch_size=100)
-    box = MongoOutbox(relay_outbox.mongo, relay.hand)
-    repo = MongoCouponRepo(relay_outbox.mongo)
-    for batch in (older, newer):
-        bundle = bundle_of(batch)
-        await box.prepare_issued(bundle)
-        await repo.insert_unordered(batch)
-        await box.ready_issued(bundle.stored(batch))
+    await store_bundles(relay_outbox, relay, [older, newer], handed=[True, True])
     await relay_outbox.mongo.coupons.delete_many({})
     assert await relay.publish_pending() == 6
     assert announced(await relay_outbox.events()) == Counter({c.id: 1 for c in newer})
