@@ -211,7 +211,8 @@ class OutboxRelay:
         now = epoch_ms(at)
         free = free_lease("lease", now)
         cursor = self._col.find(
-            {"state": READY, **free}, {"created_at": 1, "source": 1, "after": 1, SIZE: 1}
+            {"state": READY, **free},
+            {"created_at": 1, "source": 1, "after": 1, SIZE: 1, "lease": 1},
         )
         oldest = [d async for d in cursor.sort("created_at", 1).limit(self._batch)]
         seen = _within(oldest, self._batch)
@@ -222,11 +223,13 @@ class OutboxRelay:
         ids = [d["_id"] for d in seen if d.get("after") not in waiting]
         if not ids:
             return 0
-        await update_many_or(
-            self._col,
-            {"_id": {"$in": ids}, "state": READY, **free},
-            {"$set": {"lease": now + self._lease_ms, "owner": self._owner}},
-        )
+        claim = {"$set": {"lease": now + self._lease_ms, "owner": self._owner}}
+        if any(d.get("lease") is not None for d in seen):
+            await update_many_or(self._col, {"_id": {"$in": ids}, "state": READY, **free}, claim)
+        else:  # none had a lease (the usual case): one update, its `$or` branch alone
+            await self._col.update_many(
+                {"_id": {"$in": ids}, "state": READY, "lease": {"$eq": None}}, claim
+            )
         claimed = [d async for d in self._col.find({"_id": {"$in": ids}, "owner": self._owner})]
         claimed.sort(key=lambda d: (aware(d["created_at"]), d["_id"]))
         bundles = [d for d in claimed if is_bundle(d)]
