@@ -39,7 +39,7 @@ from phoenix_coupons.adapters.kafka import ensure_topics
 from phoenix_coupons.adapters.mongo import Mongo
 from phoenix_coupons.adapters.mongo_schema import CODES, COUPONS, OUTBOX
 from phoenix_coupons.bootstrap import Container
-from phoenix_coupons.domain.codes import CodeGenerator
+from phoenix_coupons.domain.codes import CodeGenerator, normalize
 from phoenix_coupons.domain.coupon_factory import CouponFactory
 from phoenix_coupons.domain.jobs import issue_key
 from phoenix_coupons.domain.models import Requester
@@ -101,8 +101,10 @@ def _raw_batches(
     defn: CouponDefinition, users: list[str | None]
 ) -> Iterator[tuple[list[Any], list[Any]]]:
     """The documents a job of these rows stores, a chunk at a time (as `to_doc` writes
-    them: list keys and all), with codes drawn by the same generator; and their codes'
-    claims (the code registry's documents, as a batch claims them)."""
+    them: list keys and all), with codes drawn by the same generator, distinct over the
+    whole run (the registry would refuse a repeat: 100,000 8-character codes repeat one in
+    about 170 runs); and their codes' claims (the code registry's documents, as a batch
+    claims them)."""
     make = CouponFactory.of(defn, "bulk")
     if make.spec is None:
         raise BenchError("the definition draws no codes")
@@ -111,11 +113,13 @@ def _raw_batches(
     job_id = uuid.uuid4().hex
     by = Requester("bench-key", "bench-request")
     at = datetime.now(UTC)
+    seen: set[str] = set()
     for start in range(0, len(users), CHUNK):
         part = users[start : start + CHUNK]
-        drawn = codegen.draw([spec] * len(part))
+        drawn = codegen.unique(len(part), spec, seen.__contains__)
+        seen.update(normalize(code) for code in drawn)
         coupons = [
-            make.coupon(issue_key(job_id, start + j + 1), code or "", at, user, requester=by)
+            make.coupon(issue_key(job_id, start + j + 1), code, at, user, requester=by)
             for j, (user, code) in enumerate(zip(part, drawn, strict=True))
         ]
         yield [to_doc(c) for c in coupons], [claim_doc(c, at, False) for c in coupons]
