@@ -34,6 +34,7 @@ from datetime import datetime
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import UnknownTopicOrPartitionError
+from pymongo import ReturnDocument
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from phoenix_coupons.adapters import outbox_metrics
@@ -223,14 +224,7 @@ class OutboxRelay:
         ids = [d["_id"] for d in seen if d.get("after") not in waiting]
         if not ids:
             return 0
-        claim = {"$set": {"lease": now + self._lease_ms, "owner": self._owner}}
-        if any(d.get("lease") is not None for d in seen):
-            await update_many_or(self._col, {"_id": {"$in": ids}, "state": READY, **free}, claim)
-        else:  # none had a lease (the usual case): one update, its `$or` branch alone
-            await self._col.update_many(
-                {"_id": {"$in": ids}, "state": READY, "lease": {"$eq": None}}, claim
-            )
-        claimed = [d async for d in self._col.find({"_id": {"$in": ids}, "owner": self._owner})]
+        claimed = await self._claim(seen, ids, now)
         claimed.sort(key=lambda d: (aware(d["created_at"]), d["_id"]))
         bundles = [d for d in claimed if is_bundle(d)]
         units = {
@@ -260,6 +254,28 @@ class OutboxRelay:
         if delivery.transient is not None:
             raise delivery.transient
         return len(delivery.sent)
+
+    async def _claim(self, seen: list[Doc], ids: list[str], now: int) -> list[Doc]:
+        """Lease the entries `ids` (of `seen`): those now ours, whole. When none had a lease
+        (the usual case) the claim is one update, else one per branch of the free-lease
+        `$or`; a single entry, a quiet system's usual round, is claimed and read in one
+        command."""
+        claim = {"$set": {"lease": now + self._lease_ms, "owner": self._owner}}
+        if any(d.get("lease") is not None for d in seen):
+            query = {"_id": {"$in": ids}, "state": READY, **free_lease("lease", now)}
+            await update_many_or(self._col, query, claim)
+        elif len(ids) == 1:
+            doc = await self._col.find_one_and_update(
+                {"_id": ids[0], "state": READY, "lease": {"$eq": None}},
+                claim,
+                return_document=ReturnDocument.AFTER,
+            )
+            return [] if doc is None else [doc]
+        else:
+            await self._col.update_many(
+                {"_id": {"$in": ids}, "state": READY, "lease": {"$eq": None}}, claim
+            )
+        return [d async for d in self._col.find({"_id": {"$in": ids}, "owner": self._owner})]
 
     async def _settle_bundles(self, units: dict[str, list[Doc]], delivery: Delivery) -> None:
         """A bundle whose events were all sent or set aside is deleted; one with events left

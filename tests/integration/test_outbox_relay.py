@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
+from pymongo import monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 
 from phoenix_coupons.adapters.coupon_repo import MongoCouponRepo
@@ -549,3 +550,52 @@ async def test_the_sweep_readies_prepared_entries_whose_coupon_came_and_drops_th
     assert await sweep_outbox(outbox.mongo, now + timedelta(minutes=3), grace) == 3
     left = await outbox.entries.find().to_list()
     assert [(d["_id"], d["state"]) for d in left] == [(issued(came).id, "ready")]
+
+
+class _Commands(monitoring.CommandListener):
+    """The commands sent to one database's outbox by clients made after registration."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        ours = event.database_name == self.database
+        if ours and event.command.get(event.command_name) == OUTBOX.name:
+            self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_round_of_one_event_costs_the_relay_three_commands(
+    outbox: Outbox, settings: Settings
+) -> None:
+    """A quiet system's usual round: find the ready entry, claim and read it in one
+    command, delete it once sent; several entries: one claim update, then their read."""
+    listener = _Commands(outbox.mongo.db.name)
+    monitoring.register(listener)  # for the client made next (PyMongo has no unregister)
+    assert settings.mongodb_uri
+    mongo = Mongo(settings.mongodb_uri, outbox.mongo.db.name, settings.idempotency_ttl_seconds)
+    relay = OutboxRelay(
+        mongo,
+        lambda: make_producer(outbox.bootstrap),
+        {"coupon.issued": outbox.topic},
+        utc_now,
+        metrics=OutboxMetrics(CollectorRegistry()),
+    )
+    try:
+        await outbox.store(new_coupons(1))
+        listener.names.clear()
+        assert await relay.publish_pending() == 1
+        assert listener.names == ["find", "findAndModify", "delete"]
+        await outbox.store(new_coupons(3))
+        listener.names.clear()
+        assert await relay.publish_pending() == 3
+        assert listener.names == ["find", "update", "find", "delete"]
+    finally:
+        await relay.stop()
+        await mongo.close()
