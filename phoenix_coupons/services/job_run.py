@@ -9,8 +9,8 @@ Exactly once without transactions: each row's coupon has the issue key job id + 
 chunk, not per coupon), looks its rows' coupons up (an attempt that died after storing some
 of them), takes the issuance budget for the rest, inserts (drawing random codes, retrying
 collisions; a refusal on the issue key is another attempt's coupon, counted as generated),
-readies the bundle naming the coupons stored (and holding them: their events go in the
-entry, and the relay reads none back) and gives back the budget of what it did not store.
+readies the bundle naming the coupons stored (and holding them: the relay of this process
+sends them without reading them back) and gives back the budget of what it did not store.
 A crash anywhere leaves a chunk the next attempt runs again to the same coupons; counts
 move only when a chunk is recorded, so each row is counted once. A runner that lost its
 lease records nothing and stops; the holder counts the coupons it stored as found."""
